@@ -1,0 +1,17 @@
+"""The Hydra experiment runner (the only layer that reads a Hydra config).
+
+Kept import-light: heavy libraries (torch, diffusers, transformers, wandb) load only when a job
+actually generates, so a config mistake is reported in seconds.
+"""
+
+from .config import register_configs
+from .validate import ConfigError, build_plan
+
+
+def run(cfg):
+    from .runner import run as _run
+
+    return _run(cfg)
+
+
+__all__ = ["ConfigError", "build_plan", "register_configs", "run"]

@@ -1,0 +1,126 @@
+"""A process-wide pipeline cache: multirun jobs in one process load the weights once.
+
+One pipeline is held at a time (a fp8-vs-bf16 sweep could not hold both on one GPU); a job with a
+different model config drops the previous pipeline before loading its own.
+"""
+
+from __future__ import annotations
+
+import gc
+import inspect
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass
+
+from .validate import ConfigError, ModelPlan, problem
+
+log = logging.getLogger("ideogram4.experiment")
+
+
+@dataclass
+class LoadedPipeline:
+    pipe: object
+    key: str
+    load_id: str
+    load_s: float
+    source_path: str  # what from_pretrained got (tiny: the built folder)
+    describe: dict
+    uses: int = 0
+
+
+_CURRENT: LoadedPipeline | None = None
+LOADS_IN_PROCESS = 0
+
+
+OOM_HINT = (
+    "the GPU ran out of memory. Modes that need less: model=nf4 (fits 24 GB), "
+    "model.load_unconditional=false (one DiT resident; guidance falls back to the conditional model), "
+    "model.offload=text_encoder (or model.offload=model), batch_size=1, a smaller resolution "
+    "(e.g. resolution=square_1024)"
+)
+
+
+def is_oom(e: BaseException) -> bool:
+    name = type(e).__name__
+    return name == "OutOfMemoryError" or "out of memory" in str(e).lower()
+
+
+def check_device(device: str) -> None:
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError([problem("device", device, "torch sees no CUDA GPU", "run on a GPU machine, or try the runner on CPU with `model=tiny device=cpu`")])
+
+
+def get_pipeline(model: ModelPlan) -> tuple[LoadedPipeline, bool]:
+    """The pipeline for `model`, loading it unless the cached one has the same config.
+
+    Returns (loaded, reused)."""
+    global _CURRENT, LOADS_IN_PROCESS
+    key = model.cache_key()
+    if _CURRENT is not None and _CURRENT.key == key:
+        _CURRENT.uses += 1
+        log.info("Reusing the loaded pipeline (%s, load %s, loaded %.1f s, job %d in this process)", model.name, _CURRENT.load_id, _CURRENT.load_s, _CURRENT.uses)
+        return _CURRENT, True
+    if _CURRENT is not None:
+        log.info("Model config changed: releasing the previous pipeline (load %s)", _CURRENT.load_id)
+        release()
+    check_device(model.device)
+    import torch
+
+    from ideogram4 import Ideogram4Pipeline
+
+    source = model.source
+    if model.kind == "tiny":
+        from ideogram4.tiny import ensure_tiny_checkpoint
+
+        source = ensure_tiny_checkpoint(model.cache_dir, layout=model.layout)
+    kwargs = dict(
+        torch_dtype=getattr(torch, model.dtype),
+        device=model.device,
+        revision=model.revision,
+        load_unconditional=model.load_unconditional,
+        fp8_mode=model.fp8_mode,
+    )
+    if model.tokenizer_source:
+        kwargs["tokenizer_source"] = model.tokenizer_source
+    params = inspect.signature(Ideogram4Pipeline.from_pretrained).parameters
+    if model.offload != "none":
+        if "offload" in params:
+            kwargs["offload"] = model.offload
+        else:
+            log.warning("model.offload=%s is not supported by this pipeline version; loading without offload", model.offload)
+    log.info("Loading pipeline %s from %s (%s on %s)", model.name, source, model.dtype, model.device)
+    t0 = time.perf_counter()
+    try:
+        pipe = Ideogram4Pipeline.from_pretrained(source, **kwargs)
+    except Exception as e:
+        if is_oom(e):
+            raise RuntimeError(f"Loading {model.name} failed: {OOM_HINT}") from e
+        raise
+    dt = time.perf_counter() - t0
+    LOADS_IN_PROCESS += 1
+    try:
+        describe = dict(pipe.describe())
+    except Exception as e:  # pragma: no cover - defensive
+        describe = {"error": f"describe() failed: {e}"}
+    _CURRENT = LoadedPipeline(pipe=pipe, key=key, load_id=f"{os.getpid()}-{uuid.uuid4().hex[:8]}", load_s=dt, source_path=str(source), describe=describe, uses=1)
+    log.info("Loaded pipeline %s in %.1f s (load %s)", model.name, dt, _CURRENT.load_id)
+    return _CURRENT, False
+
+
+def release() -> None:
+    global _CURRENT
+    _CURRENT = None
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:
+        pass

@@ -1,0 +1,149 @@
+"""Structured configs for the Hydra runner.
+
+The dataclasses here are the schema behind ``conf/``: every YAML file merges into one of these typed
+nodes, so a misspelt key or a wrong type is a composition error instead of a silently ignored value.
+They are registered with Hydra's ConfigStore by :func:`register_configs` (``run.py`` calls it before
+``@hydra.main`` composes anything).
+
+This module must stay cheap to import (no torch, no wandb): a config error has to surface in
+seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from omegaconf import MISSING
+
+
+@dataclass
+class ModelConf:
+    """Where the weights come from and how they are placed."""
+
+    name: str = "fp8"
+    # hub repo id ("ideogram-ai/ideogram-4-fp8"), a local folder in the official layout, or "tiny"
+    source: str = "ideogram-ai/ideogram-4-fp8"
+    # local folder for model=local (takes precedence over `source` when set)
+    path: Optional[str] = None
+    revision: Optional[str] = None
+    # repos without a tokenizer/ of their own (the bf16 repackage) borrow one
+    tokenizer_source: Optional[str] = None
+    dtype: str = "bfloat16"  # bfloat16 | float16 | float32
+    device: str = "cuda"  # used unless the top-level `device` is set
+    load_unconditional: bool = True
+    fp8_mode: str = "dequantize_per_call"
+    offload: str = "none"  # none | text_encoder | model
+    # tiny only: which checkpoint layout to build and where to cache it
+    layout: str = "original"
+    cache_dir: Optional[str] = None
+    # resolution limits this model accepts (the real model: 256..2048)
+    min_side: int = 256
+    max_side: int = 2048
+
+
+@dataclass
+class SamplerConf:
+    """Schedule and guidance. The main guidance weight is the top-level ``cfg``."""
+
+    name: str = "quality_48"
+    steps: int = 48
+    polish_steps: int = 3
+    polish_cfg: float = 3.0
+    mu: float = 0.0
+    std: float = 1.5
+    final_step: str = "official"  # official (ends at t_max) | clean (ends at t = 1)
+    solver: str = "euler"
+    # a full per-step list (chronological, index 0 = first/noisiest step) overrides cfg/polish_*
+    guidance_schedule: Optional[List[float]] = None
+    rand_device: str = "cpu"
+
+
+@dataclass
+class ResolutionConf:
+    name: str = "square_1024"
+    height: int = 1024
+    width: int = 1024
+
+
+@dataclass
+class PromptItem:
+    id: str = MISSING
+    # a plain string, or a structured caption as a mapping (serialised compactly in official order)
+    prompt: Any = MISSING
+
+
+@dataclass
+class PromptsConf:
+    name: str = "seed_example"
+    items: List[PromptItem] = field(default_factory=list)
+    # a user's own prompt file (.jsonl, .json, .yaml, .yml); replaces `items`
+    file: Optional[str] = None
+    # schema problems in structured captions: warnings by default, errors when strict
+    strict: bool = False
+    negative_prompt: str = ""
+    max_tokens: int = 2048
+
+
+@dataclass
+class TrackerConf:
+    name: str = "wandb"  # wandb | none
+    # auto: online when credentials exist, else offline (never prompts for a login)
+    mode: str = "auto"  # auto | online | offline | disabled
+    project: str = "ideogram4"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    tags: List[str] = field(default_factory=list)
+    # where wandb writes its run folders; default: inside the job's output folder
+    dir: Optional[str] = None
+    init_timeout: float = 60.0
+    log_images: bool = True
+
+
+@dataclass
+class OutputConf:
+    # regenerate images even if the manifest already has them with identical settings
+    overwrite: bool = False
+    save_latents: bool = False
+    # flag images whose pixel standard deviation (0..255) is below this as near-uniform
+    uniform_std_threshold: float = 2.0
+    grid_cell_size: int = 256
+
+
+@dataclass
+class RunConf:
+    model: ModelConf = field(default_factory=ModelConf)
+    sampler: SamplerConf = field(default_factory=SamplerConf)
+    resolution: ResolutionConf = field(default_factory=ResolutionConf)
+    prompts: PromptsConf = field(default_factory=PromptsConf)
+    tracker: TrackerConf = field(default_factory=TrackerConf)
+    output: OutputConf = field(default_factory=OutputConf)
+    # main guidance weight (the non-polish steps of the schedule)
+    cfg: float = 7.0
+    # an int, a list of ints, or null (a random seed, recorded in the manifest)
+    seed: Any = 0
+    images_per_prompt: int = 1
+    # overrides model.device when set: cpu | cuda | cuda:N | auto
+    device: Optional[str] = None
+    # a single prompt (string; JSON captions as a quoted string); replaces the prompt set
+    prompt: Optional[str] = None
+    negative_prompt: Optional[str] = None
+    batch_size: int = 1
+    input_image: Optional[str] = None
+    denoising_strength: float = 1.0
+    progress: bool = True
+
+
+_REGISTERED = False
+
+
+def register_configs() -> None:
+    """Register the schema with Hydra's ConfigStore (idempotent)."""
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="run_schema", node=RunConf)
+    _REGISTERED = True

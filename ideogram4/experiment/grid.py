@@ -1,0 +1,167 @@
+"""Comparison grids across a sweep, built from the job folders on disk.
+
+Rows are prompt x seed, columns are the swept values (every override that differs between jobs,
+except the seed, which belongs to the rows). Only manifests and PNGs are read, so it works the same
+whether the jobs ran in this process, in local subprocesses (submitit_local) or on SLURM nodes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import outputs as out_mod
+
+log = logging.getLogger("ideogram4.experiment")
+
+GRID_PNG = "comparison_grid.png"
+GRID_JSON = "comparison_grid.json"
+ROW_KEYS = ("seed",)
+
+
+@dataclass
+class JobFolder:
+    path: Path
+    num: int
+    overrides: dict[str, str]
+    records: list[dict]  # latest record per image
+
+
+@dataclass
+class Grid:
+    rows: list[tuple[str, int]]
+    columns: list[str]
+    swept_keys: list[str]
+    cells: dict[tuple[int, int], dict] = field(default_factory=dict)  # (row, col) -> record + path
+
+    def to_json(self) -> dict:
+        return {
+            "rows": [{"prompt_id": p, "seed": s} for p, s in self.rows],
+            "columns": self.columns,
+            "swept_keys": self.swept_keys,
+            "n_cells": len(self.rows) * len(self.columns),
+            "n_filled": len(self.cells),
+            "cells": [
+                {"row": r, "col": c, "image": str(v["path"]), "settings_hash": v["record"].get("settings_hash"), "near_uniform": (v["record"].get("flags") or {}).get("near_uniform")}
+                for (r, c), v in sorted(self.cells.items())
+            ],
+        }
+
+
+def _override_key(text: str) -> tuple[str, str]:
+    key, _, value = text.partition("=")
+    return key.lstrip("+~"), value
+
+
+def _read_overrides(job_dir: Path) -> dict[str, str]:
+    path = job_dir / ".hydra" / "overrides.yaml"
+    if path.exists():
+        import yaml
+
+        items = yaml.safe_load(path.read_text()) or []
+    else:  # fall back to what the job wrote into its manifest
+        recs = out_mod.read_manifest(job_dir)
+        items = (recs[-1].get("job") or {}).get("overrides", []) if recs else []
+    return dict(_override_key(str(x)) for x in items)
+
+
+def collect_jobs(sweep_dir: Path) -> list[JobFolder]:
+    jobs = []
+    for child in Path(sweep_dir).iterdir():
+        if not child.is_dir() or not (child / out_mod.MANIFEST).exists():
+            continue
+        try:
+            num = int(child.name)
+        except ValueError:
+            num = 10**9
+        recs = list(out_mod.latest_records(out_mod.read_manifest(child)).values())
+        jobs.append(JobFolder(path=child, num=num, overrides=_read_overrides(child), records=recs))
+    jobs.sort(key=lambda j: (j.num, j.path.name))
+    return jobs
+
+
+def build_grid(jobs: list[JobFolder]) -> Grid:
+    keys: list[str] = []
+    for j in jobs:
+        for k in j.overrides:
+            if k not in keys:
+                keys.append(k)
+    swept = [k for k in keys if k not in ROW_KEYS and len({j.overrides.get(k) for j in jobs}) > 1]
+    columns: list[str] = []
+    rows: list[tuple[str, int]] = []
+    cells: dict[tuple[int, int], dict] = {}
+    for j in jobs:
+        col = ", ".join(f"{k}={j.overrides.get(k, '(default)')}" for k in swept) or "all"
+        if col not in columns:
+            columns.append(col)
+        c = columns.index(col)
+        for rec in j.records:
+            row = (rec["prompt_id"], int(rec["seed"]))
+            if row not in rows:
+                rows.append(row)
+            cells[(rows.index(row), c)] = {"record": rec, "path": j.path / rec["image"]}
+    return Grid(rows=rows, columns=columns, swept_keys=swept, cells=cells)
+
+
+def render_grid(grid: Grid, cell: int = 256):
+    """A labelled PNG: column headers on top, row labels on the left, a grey box for a missing cell."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    pad = 6
+    label_w = 180
+    wrap_cols = max(10, cell // 7)
+    header_lines = max((len(textwrap.wrap(c, wrap_cols)) for c in grid.columns), default=1)
+    header_h = 14 * header_lines + 2 * pad
+    W = label_w + len(grid.columns) * (cell + pad) + pad
+    H = header_h + len(grid.rows) * (cell + pad) + pad
+    canvas = Image.new("RGB", (W, H), "white")
+    draw = ImageDraw.Draw(canvas)
+    for c, name in enumerate(grid.columns):
+        x = label_w + c * (cell + pad)
+        for i, line in enumerate(textwrap.wrap(name, wrap_cols)):
+            draw.text((x, pad + 14 * i), line, fill="black", font=font)
+    for r, (pid, seed) in enumerate(grid.rows):
+        y = header_h + r * (cell + pad)
+        for i, line in enumerate(textwrap.wrap(pid, 26)[:6] + [f"seed {seed}"]):
+            draw.text((pad, y + 14 * i), line, fill="black", font=font)
+        for c in range(len(grid.columns)):
+            x = label_w + c * (cell + pad)
+            entry = grid.cells.get((r, c))
+            if entry is None or not Path(entry["path"]).exists():
+                draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=(200, 200, 200))
+                draw.text((x + pad, y + pad), "missing", fill="black", font=font)
+                continue
+            with Image.open(entry["path"]) as im:
+                thumb = im.convert("RGB")
+            if max(thumb.size) > cell:
+                thumb.thumbnail((cell, cell), Image.LANCZOS)
+            elif max(thumb.size) < cell:  # tiny test images: scale up (nearest) so they are visible
+                f = cell / max(thumb.size)
+                thumb = thumb.resize((max(1, round(thumb.width * f)), max(1, round(thumb.height * f))), Image.NEAREST)
+            canvas.paste(thumb, (x + (cell - thumb.width) // 2, y + (cell - thumb.height) // 2))
+            if (entry["record"].get("flags") or {}).get("near_uniform"):
+                draw.rectangle([x, y, x + cell - 1, y + cell - 1], outline=(220, 0, 0), width=3)
+                draw.text((x + pad, y + cell - 16), "FLAGGED near-uniform", fill=(220, 0, 0), font=font)
+    return canvas
+
+
+def make_sweep_grid(sweep_dir: str | Path, cell: int = 256) -> tuple[Path, Grid] | None:
+    """Build, render and save the sweep's grid; returns (png path, grid) or None if no job made images."""
+    sweep_dir = Path(sweep_dir)
+    jobs = collect_jobs(sweep_dir)
+    if not jobs:
+        log.warning("No job folders with a manifest under %s: no comparison grid", sweep_dir)
+        return None
+    grid = build_grid(jobs)
+    image = render_grid(grid, cell=cell)
+    path = sweep_dir / GRID_PNG
+    out_mod.save_png_atomic(image, path, {"ideogram4:grid": json.dumps(grid.to_json(), ensure_ascii=False)})
+    tmp = sweep_dir / f".{GRID_JSON}.tmp"
+    tmp.write_text(json.dumps(grid.to_json(), indent=2, ensure_ascii=False))
+    tmp.replace(sweep_dir / GRID_JSON)
+    log.info("Comparison grid: %d row(s) (prompt x seed) x %d column(s) (%s) -> %s", len(grid.rows), len(grid.columns), ", ".join(grid.swept_keys) or "no swept keys", path)
+    return path, grid

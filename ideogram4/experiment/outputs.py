@@ -1,0 +1,214 @@
+"""Job outputs: PNGs with embedded settings, the manifest, resume keys, environment facts.
+
+Writes are crash-safe: a PNG is written to a temporary file in the same folder and renamed into
+place; a manifest record is one JSON line written with a single ``write`` to a file opened for
+appending, then flushed and fsynced. An interrupted job therefore leaves only whole images and
+whole lines behind.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+log = logging.getLogger("ideogram4.experiment")
+
+MANIFEST = "manifest.jsonl"
+IMAGES = "images"
+PNG_CAPTION_KEY = "ideogram4:caption"
+PNG_CONFIG_KEY = "ideogram4:config"
+PNG_SETTINGS_KEY = "ideogram4:settings"
+SCHEMA_VERSION = 1
+
+
+def image_name(prompt_id: str, seed: int) -> str:
+    return f"{prompt_id}__seed{seed}.png"
+
+
+def settings_hash(settings: dict, weights_identity: dict) -> str:
+    """The resume key: identical generation settings on identical weights give the same hash."""
+    blob = json.dumps({"settings": settings, "weights": weights_identity}, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:20]
+
+
+def schedule_text(schedule: list[float]) -> str:
+    """Run-length form: [7,7,7,3] -> '3x7.0+1x3.0'."""
+    parts, prev, n = [], None, 0
+    for w in schedule:
+        if w == prev:
+            n += 1
+            continue
+        if prev is not None:
+            parts.append(f"{n}x{prev}")
+        prev, n = w, 1
+    if prev is not None:
+        parts.append(f"{n}x{prev}")
+    return "+".join(parts)
+
+
+def a1111_parameters(caption: str, settings: dict, seed: int, model_name: str, settings_key: str) -> str:
+    """The `parameters` text chunk in the Automatic1111 layout that image viewers read."""
+    fields = [
+        ("Steps", settings["steps"]),
+        ("Sampler", f"Euler flow ({settings['sampler']})"),
+        ("CFG scale", settings["cfg"]),
+        ("Guidance schedule", schedule_text(settings["guidance_schedule"])),
+        ("Seed", seed),
+        ("Size", f"{settings['width']}x{settings['height']}"),
+        ("Model", model_name),
+        ("Mu", settings["mu"]),
+        ("Std", settings["std"]),
+        ("Final step", settings["final_step"]),
+        ("RNG", settings["rand_device"]),
+        ("Settings hash", settings_key),
+    ]
+    if settings.get("input_image"):
+        fields.append(("Denoising strength", settings["denoising_strength"]))
+    tail = ", ".join(f"{k}: {v}" for k, v in fields)
+    neg = settings.get("negative_prompt") or ""
+    return f"{caption}\nNegative prompt: {neg}\n{tail}" if neg else f"{caption}\n{tail}"
+
+
+def save_png_atomic(image, path: Path, text: dict[str, str]) -> None:
+    """Write `image` with PNG text chunks to `path` via a temp file in the same folder + rename."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    for k, v in text.items():
+        info.add_text(k, v)  # latin-1 -> tEXt, anything else -> iTXt (UTF-8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            image.save(f, format="PNG", pnginfo=info)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def clean_temp_files(folder: Path) -> int:
+    n = 0
+    if folder.is_dir():
+        for p in folder.glob(".*.tmp"):
+            p.unlink(missing_ok=True)
+            n += 1
+    return n
+
+
+def read_png_text(path: Path) -> dict[str, str]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()
+        return dict(getattr(im, "text", {}) or im.info)
+
+
+def append_manifest(folder: Path, record: dict) -> None:
+    """Append one whole JSON line (single write on an O_APPEND descriptor, then fsync)."""
+    line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+    fd = os.open(folder / MANIFEST, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        written = os.write(fd, line)
+        while written < len(line):  # a short write (rare): finish it, the line stays contiguous
+            written += os.write(fd, line[written:])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_manifest(folder: Path) -> list[dict]:
+    """All whole records; a torn last line (power loss mid-write) is skipped with a warning."""
+    path = Path(folder) / MANIFEST
+    if not path.exists():
+        return []
+    out = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            log.warning("%s line %d is not valid JSON (interrupted write?); ignoring it", path, i)
+    return out
+
+
+def latest_records(records: Iterable[dict]) -> dict[str, dict]:
+    """The last record per image file (a re-run with overwrite appends a newer one)."""
+    out: dict[str, dict] = {}
+    for r in records:
+        out[r["image"]] = r
+    return out
+
+
+def is_valid_png(path: Path) -> bool:
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            im.verify()
+        return True
+    except Exception:
+        return False
+
+
+def uniformity(image) -> float:
+    """Largest per-channel standard deviation of the pixels (0..255 scale)."""
+    from PIL import ImageStat
+
+    return float(max(ImageStat.Stat(image.convert("RGB")).stddev))
+
+
+# --- environment facts (computed once per process) -------------------------------------------------
+
+
+PACKAGES = ("ideogram4-runner", "torch", "diffusers", "transformers", "safetensors", "huggingface_hub", "hydra-core", "omegaconf", "wandb", "pillow", "numpy")
+
+
+@functools.lru_cache(maxsize=None)
+def package_versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def git_revision() -> dict[str, Any]:
+    root = Path(__file__).resolve().parents[2]
+    try:
+        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5).stdout.strip()
+        return {"commit": rev or None, "dirty": bool(dirty)}
+    except Exception:
+        return {"commit": None, "dirty": None}
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        try:
+            import torch
+
+            return torch.cuda.get_device_name(torch.device(device))
+        except Exception:
+            return "cuda (unknown)"
+    import platform
+
+    return f"cpu ({platform.processor() or platform.machine()})"

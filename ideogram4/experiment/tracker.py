@@ -1,0 +1,185 @@
+"""Experiment tracking: Weights & Biases, or nothing.
+
+Tracking is never allowed to cost a local result: every W&B call is guarded, a failure becomes a
+warning and the run goes on. Without credentials the tracker runs offline (never a login prompt)
+and says how to upload later with ``wandb sync``. If an online run cannot start (no network, bad
+key, server down) it falls back to an offline run so nothing logged is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+log = logging.getLogger("ideogram4.experiment")
+
+
+def wandb_credentials_present() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
+    try:
+        return netrc.netrc(path).authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def resolve_mode(tracker: dict) -> str:
+    """auto | online | offline | disabled -> online | offline | disabled (never a prompt)."""
+    if tracker.get("name", "wandb") != "wandb":
+        return "disabled"
+    mode = tracker.get("mode", "auto")
+    env = (os.environ.get("WANDB_MODE") or "").lower()
+    if env == "dryrun":
+        env = "offline"
+    if mode == "auto" and env in ("online", "offline", "disabled"):
+        mode = env
+    if os.environ.get("WANDB_DISABLED", "").lower() in ("true", "1") and mode != "disabled":
+        mode = "disabled"
+    if mode == "auto":
+        mode = "online" if wandb_credentials_present() else "offline"
+        if mode == "offline":
+            log.info("W&B: no credentials (WANDB_API_KEY or `wandb login`); logging offline")
+    elif mode == "online" and not wandb_credentials_present():
+        log.warning("W&B: tracker.mode=online but no credentials found (WANDB_API_KEY or `wandb login`); logging offline instead of prompting")
+        mode = "offline"
+    return mode
+
+
+class NullTracker:
+    enabled = False
+    mode = "disabled"
+
+    def log_image(self, *a, **k) -> None:
+        pass
+
+    def log_table(self, *a, **k) -> None:
+        pass
+
+    def log(self, *a, **k) -> None:
+        pass
+
+    def finish(self, *a, **k) -> None:
+        pass
+
+
+class WandbTracker:
+    """One W&B run; every call is guarded so W&B trouble only ever produces warnings."""
+
+    enabled = True
+
+    def __init__(self, tracker: dict, *, name: str, group: str | None, config: dict, out_dir: Path, job_type: str = "generate", mode: str | None = None):
+        self.mode = mode or resolve_mode(tracker)
+        self.run = None
+        self.failures = 0
+        self.tracker = tracker
+        if self.mode == "disabled":
+            self.enabled = False
+            return
+        wandb_dir = Path(tracker.get("dir") or out_dir)
+        wandb_dir.mkdir(parents=True, exist_ok=True)
+        kwargs = dict(
+            project=tracker.get("project") or "ideogram4",
+            entity=tracker.get("entity"),
+            group=tracker.get("group") or group,
+            name=name,
+            tags=list(tracker.get("tags") or []),
+            config=config,
+            dir=str(wandb_dir),
+            job_type=job_type,
+            reinit="finish_previous",
+        )
+        try:
+            import wandb
+
+            self._wandb = wandb
+            self.run = wandb.init(mode=self.mode, settings=self._settings(wandb), **kwargs)
+        except Exception as e:  # network, auth, server errors
+            if self.mode == "online":
+                log.warning("W&B: could not start an online run (%s: %s); logging offline instead, upload later with `wandb sync`", type(e).__name__, _short(e))
+                try:
+                    self.mode = "offline"
+                    self.run = wandb.init(mode="offline", settings=self._settings(wandb), **kwargs)
+                except Exception as e2:
+                    log.warning("W&B: offline run failed too (%s); continuing without tracking, local outputs are complete", _short(e2))
+            else:
+                log.warning("W&B: could not start a run (%s: %s); continuing without tracking, local outputs are complete", type(e).__name__, _short(e))
+        if self.run is None:
+            self.enabled = False
+            self.mode = "disabled"
+
+    def _settings(self, wandb):
+        return wandb.Settings(
+            init_timeout=float(self.tracker.get("init_timeout", 60.0)),
+            console="off",
+            silent=True,
+            x_disable_stats=True,
+            disable_git=True,
+        )
+
+    def _guard(self, what: str, fn, *args, **kwargs) -> Any:
+        if not self.enabled or self.run is None:
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:
+            self.failures += 1
+            log.warning("W&B: %s failed (%s: %s); continuing, local outputs are unaffected", what, type(e).__name__, _short(e))
+            return None
+
+    def log_image(self, key: str, image, caption: str) -> None:
+        if not self.tracker.get("log_images", True):
+            return
+        self._guard("logging an image", lambda: self.run.log({key: self._wandb.Image(image, caption=caption)}))
+
+    def log_table(self, key: str, columns: list[str], rows: list[list[Any]], image_column: str | None = None) -> None:
+        def do():
+            table = self._wandb.Table(columns=columns)
+            for row in rows:
+                row = list(row)
+                if image_column is not None:
+                    i = columns.index(image_column)
+                    if row[i] is not None:
+                        row[i] = self._wandb.Image(row[i])
+                table.add_data(*row)
+            self.run.log({key: table})
+
+        self._guard("logging a table", do)
+
+    def log(self, data: dict) -> None:
+        self._guard("logging", lambda: self.run.log(data))
+
+    def finish(self, exit_code: int = 0) -> None:
+        if self.run is None:
+            return
+        run_dir = None
+        try:
+            run_dir = Path(self.run.dir).parent
+        except Exception:
+            pass
+        try:
+            self.run.finish(exit_code=exit_code)
+        except Exception as e:
+            log.warning("W&B: finishing the run failed (%s); local outputs are complete", _short(e))
+        finally:
+            self.run = None
+        if self.mode == "offline" and run_dir is not None:
+            log.info("W&B: offline run saved in %s; upload it with `wandb sync %s`", run_dir, run_dir)
+
+
+def make_tracker(tracker: dict, **kwargs):
+    mode = resolve_mode(tracker)
+    if mode == "disabled":
+        return NullTracker()
+    t = WandbTracker(tracker, mode=mode, **kwargs)
+    return t if t.enabled else NullTracker()
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:300] if text else type(e).__name__
