@@ -8,10 +8,11 @@ from .config import register_configs
 from .validate import ConfigError, build_plan
 
 
-def run(cfg):
+def run(cfg, out_dir=None):
+    """Run one job from a composed config (see ideogram4.experiment.runner.run)."""
     from .runner import run as _run
 
-    return _run(cfg)
+    return _run(cfg, out_dir=out_dir)
 
 
 __all__ = ["ConfigError", "build_plan", "register_configs", "run"]

@@ -37,8 +37,8 @@ LOADS_IN_PROCESS = 0
 OOM_HINT = (
     "the GPU ran out of memory. Modes that need less: model=nf4 (fits 24 GB), "
     "model.load_unconditional=false (one DiT resident; guidance falls back to the conditional model), "
-    "model.offload=text_encoder (or model.offload=model), batch_size=1, a smaller resolution "
-    "(e.g. resolution=square_1024)"
+    "model.offload=text_encoder (text encoder kept on the CPU), model.vae_tiling=true, batch_size=1, "
+    "a smaller resolution (e.g. resolution=square_1024)"
 )
 
 
@@ -89,11 +89,16 @@ def get_pipeline(model: ModelPlan) -> tuple[LoadedPipeline, bool]:
     if model.tokenizer_source:
         kwargs["tokenizer_source"] = model.tokenizer_source
     params = inspect.signature(Ideogram4Pipeline.from_pretrained).parameters
-    if model.offload != "none":
-        if "offload" in params:
-            kwargs["offload"] = model.offload
+    if model.offload == "text_encoder":
+        if "offload_text_encoder" in params:
+            kwargs["offload_text_encoder"] = True
         else:
-            log.warning("model.offload=%s is not supported by this pipeline version; loading without offload", model.offload)
+            log.warning("model.offload=text_encoder is not supported by this pipeline version; loading without offload")
+    if model.vae_tiling:
+        if "vae_tiling" in params:
+            kwargs["vae_tiling"] = True
+        else:
+            log.warning("model.vae_tiling=true is not supported by this pipeline version")
     log.info("Loading pipeline %s from %s (%s on %s)", model.name, source, model.dtype, model.device)
     t0 = time.perf_counter()
     try:

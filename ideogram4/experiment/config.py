@@ -33,7 +33,8 @@ class ModelConf:
     device: str = "cuda"  # used unless the top-level `device` is set
     load_unconditional: bool = True
     fp8_mode: str = "dequantize_per_call"
-    offload: str = "none"  # none | text_encoder | model
+    offload: str = "none"  # none | text_encoder (keep the text encoder on the CPU)
+    vae_tiling: bool = False
     # tiny only: which checkpoint layout to build and where to cache it
     layout: str = "original"
     cache_dir: Optional[str] = None

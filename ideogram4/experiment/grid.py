@@ -103,6 +103,12 @@ def build_grid(jobs: list[JobFolder]) -> Grid:
             if row not in rows:
                 rows.append(row)
             cells[(rows.index(row), c)] = {"record": rec, "path": j.path / rec["image"]}
+    # rows grouped by prompt (first-appearance order), seeds ascending within a prompt
+    prompt_order = list(dict.fromkeys(p for p, _ in rows))
+    order = sorted(range(len(rows)), key=lambda i: (prompt_order.index(rows[i][0]), rows[i][1]))
+    remap = {old: new for new, old in enumerate(order)}
+    rows = [rows[i] for i in order]
+    cells = {(remap[r], c): v for (r, c), v in cells.items()}
     return Grid(rows=rows, columns=columns, swept_keys=swept, cells=cells)
 
 

@@ -89,13 +89,17 @@ class JobResult:
     skipped: list[dict] = field(default_factory=list)
 
 
-def run(cfg: DictConfig) -> JobResult:
-    """Run one Hydra job. Raises ConfigError (before any heavy import) for a bad config."""
+def run(cfg: DictConfig, out_dir: str | Path | None = None) -> JobResult:
+    """Run one Hydra job. Raises ConfigError (before any heavy import) for a bad config.
+
+    `out_dir` defaults to the Hydra job's output folder (the current directory outside Hydra)."""
     t_start = time.perf_counter()
     plan = build_plan(cfg)
     for w in plan.warnings:
         log.warning(w)
     ctx = job_context()
+    if out_dir is not None:
+        ctx.out_dir = Path(out_dir)
     out_dir = ctx.out_dir
     images_dir = out_dir / out_mod.IMAGES
     images_dir.mkdir(parents=True, exist_ok=True)
@@ -172,7 +176,7 @@ def _generate(plan: RunPlan, ctx: JobContext, pending: list[Item], out_dir: Path
     loaded, reused = get_pipeline(plan.model)
     pipe = loaded.pipe
     describe = loaded.describe
-    if describe.get("unconditional") not in (None, "loaded"):
+    if describe.get("unconditional") == "conditional fallback":
         log.warning("Unconditional transformer: %s", describe.get("unconditional"))
     model_rec = {k: v for k, v in plan.model.__dict__.items() if k != "cache_dir"}
     model_rec["resolved_source"] = loaded.source_path

@@ -25,7 +25,7 @@ from omegaconf.errors import MissingMandatoryValue
 log = logging.getLogger("ideogram4.experiment")
 
 DTYPES = ("bfloat16", "float16", "float32")
-OFFLOAD_MODES = ("none", "text_encoder", "model")
+OFFLOAD_MODES = ("none", "text_encoder")
 FINAL_STEPS = ("official", "clean")
 SOLVERS = ("euler",)
 TRACKER_MODES = ("auto", "online", "offline", "disabled")
@@ -67,6 +67,7 @@ class ModelPlan:
     load_unconditional: bool
     fp8_mode: str
     offload: str
+    vae_tiling: bool
     layout: str
     cache_dir: str | None
 
@@ -272,7 +273,9 @@ def build_plan(cfg: DictConfig, *, check_tokens: bool = True) -> RunPlan:
         kind = "tiny"
     elif path is not None or source == "local":
         kind = "local"
-        if path is not None:
+        if path is None:
+            problems.append(problem("model.path", None, "is required for model=local", "pass model=local model.path=/path/to/folder (official layout: transformer/, text_encoder/, vae/, tokenizer/)"))
+        else:
             source = abspath(path)
         if path is not None and not os.path.isdir(source):
             problems.append(problem("model.path", path, f"is not a folder ({source})", "point model.path at a folder with transformer/, text_encoder/, vae/ and tokenizer/"))
@@ -309,6 +312,7 @@ def build_plan(cfg: DictConfig, *, check_tokens: bool = True) -> RunPlan:
         load_unconditional=bool(get("model.load_unconditional")),
         fp8_mode=get("model.fp8_mode"),
         offload=offload,
+        vae_tiling=bool(get("model.vae_tiling")),
         layout=get("model.layout"),
         cache_dir=abspath(get("model.cache_dir")) if get("model.cache_dir") else None,
     )

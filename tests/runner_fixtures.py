@@ -1,0 +1,86 @@
+"""Helpers and fixtures for the runner tests (imported by tests/test_runner_*.py).
+
+Subprocess runs use the session's tiny checkpoint (IDEOGRAM4_CACHE), a temporary output folder,
+no W&B credentials and a closed stdin, so a login prompt would fail the test instead of hanging it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+
+# small and fast: the real tiny pipeline at 64x64 with 2 steps (turbo_12 has 1 polish step)
+TINY = [
+    "model=tiny",
+    "resolution.height=64",
+    "resolution.width=64",
+    "sampler=turbo_12",
+    "sampler.steps=2",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tiny_original) -> str:
+    """The folder holding the session's tiny checkpoints (built once by conftest's fixture)."""
+    return str(Path(tiny_original).parent)
+
+
+@pytest.fixture
+def runner_env(tmp_path, tiny_root) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(
+        IDEOGRAM4_CACHE=tiny_root,
+        HF_HUB_OFFLINE="1",
+        NETRC=str(tmp_path / "no-netrc"),
+        WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"),
+        WANDB_SILENT="true",
+        PYTHONUNBUFFERED="1",
+        OMP_NUM_THREADS="1",
+    )
+    return env
+
+
+def run_cli(args: list[str], env: dict, timeout: float = 180, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / "run.py"), *args],
+        cwd=str(cwd or REPO),
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def read_manifest(folder: Path) -> list[dict]:
+    path = Path(folder) / "manifest.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def compose(overrides: list[str], return_hydra_config: bool = False):
+    """Compose conf/config.yaml in-process (the same way run.py does)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from ideogram4.experiment import register_configs
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=overrides, return_hydra_config=return_hydra_config)
+
+
+def run_inprocess(overrides: list[str], out_dir: Path, tiny_root: str):
+    from ideogram4.experiment import run
+
+    cfg = compose([*overrides, f"model.cache_dir={tiny_root}"])
+    return run(cfg, out_dir=out_dir)
