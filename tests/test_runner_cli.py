@@ -1,0 +1,174 @@
+"""`python run.py ...` end to end with the real tiny pipeline (issue 3, points 1-4; issue 5 resume)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from runner_fixtures import REPO, TINY, read_manifest, run_cli, runner_env, tiny_root  # noqa: F401
+
+pytestmark = pytest.mark.slow
+
+SWEEP = ["-m", *TINY, "prompts=smoke", "cfg=3,7", "seed=0,1"]
+
+
+def media(folder: Path, kind: str) -> list[Path]:
+    return sorted(folder.glob(f"wandb/offline-run-*/files/media/{kind}/*"))
+
+
+def test_single_run_writes_images_manifest_png_settings_and_offline_wandb(tmp_path, runner_env):
+    out = tmp_path / "run"
+    args = [*TINY, "seed=5", f"hydra.run.dir={out}"]  # default prompt set: the seed page's F1 caption
+    res = run_cli(args, runner_env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    log = res.stdout + res.stderr
+
+    recs = read_manifest(out)
+    assert len(recs) == 1
+    rec = recs[0]
+    png = out / rec["image"]
+    assert rec["image"] == "images/f1_verstappen__seed5.png" and png.exists()
+    s = rec["settings"]
+    assert (s["steps"], s["height"], s["width"], s["cfg"], s["guidance_schedule"], s["mu"], s["std"]) == (2, 64, 64, 7.0, [7.0, 3.0], 0.5, 1.75)
+    assert rec["seed"] == 5 and rec["rng_device"] == "cpu" and rec["prompt_id"] == "f1_verstappen"
+    assert rec["caption"].startswith('{"high_level_description":"A medium-shot photograph of Formula 1')
+    assert set(rec["timings"]) >= {"text_encoding_s", "sampling_s", "decoding_s"}
+    assert rec["weights"]["fingerprints"]["transformer"] and rec["versions"]["torch"] and "commit" in rec["git"]
+    assert rec["gpu"] and "peak_memory_bytes" in rec and rec["settings_hash"]
+    assert rec["config"]["sampler"]["steps"] == 2
+
+    # the PNG's embedded settings parse back and agree with the manifest
+    with Image.open(png) as im:
+        text = dict(im.text)
+        assert im.size == (64, 64)
+    assert text["ideogram4:caption"] == rec["caption"]
+    settings = json.loads(text["ideogram4:settings"])
+    assert settings["settings"] == s and settings["settings_hash"] == rec["settings_hash"]
+    config = json.loads(text["ideogram4:config"])
+    assert config["sampler"]["steps"] == 2 and config["resolution"]["height"] == 64
+    params = text["parameters"]
+    assert params.startswith(rec["caption"]) and "Steps: 2" in params and "Seed: 5" in params and "Size: 64x64" in params
+
+    # no W&B credentials: offline, told how to sync, never prompted (stdin is closed)
+    assert "wandb sync" in log
+    assert media(out, "images") and media(out, "table")
+    assert (out / ".hydra" / "config.yaml").exists()
+
+    # re-running the same command skips the image (resume), leaving it untouched
+    mtime = png.stat().st_mtime_ns
+    res2 = run_cli(args, runner_env)
+    assert res2.returncode == 0, res2.stderr[-3000:]
+    assert "already made with identical settings" in res2.stdout + res2.stderr
+    assert len(read_manifest(out)) == 1 and png.stat().st_mtime_ns == mtime
+
+
+def _check_grid(sweep: Path, n_rows: int, n_cols: int) -> dict:
+    grid = json.loads((sweep / "comparison_grid.json").read_text())
+    assert grid["columns"] == ["cfg=3", "cfg=7"] and grid["swept_keys"] == ["cfg"]
+    assert len(grid["rows"]) == n_rows and grid["n_cells"] == n_rows * n_cols == grid["n_filled"]
+    with Image.open(sweep / "comparison_grid.png") as im:
+        assert im.width > n_cols * 256 and im.height > n_rows * 256
+    return grid
+
+
+def test_multirun_loads_once_encodes_each_prompt_once_and_makes_grid(tmp_path, runner_env):
+    sweep = tmp_path / "sweep"
+    res = run_cli([*SWEEP, f"hydra.sweep.dir={sweep}"], runner_env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    log = res.stdout + res.stderr
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    recs = [r for j in jobs for r in read_manifest(j)]
+    assert len(jobs) == 4 and len(recs) == 8
+
+    # weights loaded once: one load id across every job, reused from the second job on
+    assert len({r["pipeline"]["load_id"] for r in recs}) == 1
+    assert [read_manifest(j)[0]["pipeline"]["reused"] for j in jobs] == [False, True, True, True]
+    assert log.count("Loading pipeline") == 1 and log.count("Reusing the loaded pipeline") == 3
+    # each prompt encoded once across the whole sweep
+    misses = [r["prompt_id"] for r in recs if not r["text_cache_hit"]]
+    assert sorted(misses) == ["red_cube", "sign_hello"]
+    assert recs[-1]["text_encoder_calls"] == 2
+    # job N/4 in the progress bar
+    assert "job 4/4" in log
+
+    _check_grid(sweep, n_rows=4, n_cols=2)
+    # W&B (offline): every job run has its images and table; the sweep run has the grid and one table
+    for j in jobs:
+        assert len(media(j, "images")) == 2 and media(j, "table")
+    assert media(sweep, "images") and len(media(sweep, "table")) == 1
+
+
+def test_submitit_local_sweep_runs_in_separate_processes_and_yields_one_grid(tmp_path, runner_env):
+    # The same grid as above (2 prompts x 2 seeds x cfg=3,7) from 2 jobs (one per cfg, seeds as a list)
+    # instead of 4: each submitit process imports the whole stack (~20 s CPU on a 2-core CI box).
+    sweep = tmp_path / "sweep"
+    args = ["-m", *TINY, "prompts=smoke", "cfg=3,7", "seed=[0,1]", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", f"hydra.sweep.dir={sweep}"]
+    res = run_cli(args, runner_env, timeout=400)
+    assert res.returncode == 0, res.stderr[-3000:]
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    recs = [r for j in jobs for r in read_manifest(j)]
+    assert len(jobs) == 2 and len(recs) == 8
+    pids = {r["pipeline"]["pid"] for r in recs}
+    assert len(pids) == 2 and os.getpid() not in pids  # separate processes
+    assert {r["job"]["sweep_dir"] for r in recs} == {str(sweep)}
+    _check_grid(sweep, n_rows=4, n_cols=2)
+    assert len(list(sweep.glob("comparison_grid*.png"))) == 1
+
+
+@pytest.mark.parametrize(
+    "override,field",
+    [("resolution.height=1000", "resolution.height"), ("prompts.file=missing.jsonl", "prompts.file")],
+)
+def test_bad_input_exits_nonzero_quickly_without_images(tmp_path, runner_env, override, field):
+    out = tmp_path / "run"
+    t0 = time.perf_counter()
+    res = run_cli([*TINY, override, f"hydra.run.dir={out}"], runner_env, timeout=60)
+    dt = time.perf_counter() - t0
+    assert res.returncode != 0
+    assert field in res.stdout + res.stderr and "Fix:" in res.stdout + res.stderr
+    assert not list(out.glob("images/*.png"))
+    assert dt < 15, dt
+
+
+def test_interrupted_sweep_keeps_finished_images_and_resumes(tmp_path, runner_env):
+    sweep = tmp_path / "sweep"
+    args = ["-m", *TINY, "prompts=smoke", "seed=0,1,2", "tracker=none", f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), *args], cwd=REPO, env=runner_env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    manifest0 = sweep / "0" / "manifest.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if manifest0.exists() and manifest0.read_text().strip():
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the sweep finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+
+    first = {}
+    for m in sweep.glob("*/manifest.jsonl"):
+        for r in read_manifest(m.parent):  # every line parses
+            with Image.open(m.parent / r["image"]) as im:
+                im.verify()  # every recorded image is a whole PNG
+            first[(m.parent.name, r["image"])] = r["settings_hash"]
+    assert first and len(first) < 6
+
+    res = run_cli(args, runner_env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    after = {}
+    for j in ("0", "1", "2"):
+        recs = read_manifest(sweep / j)
+        images = [r["image"] for r in recs]
+        assert len(images) == len(set(images)) == 2, (j, images)  # nothing made twice
+        after.update({(j, r["image"]): r["settings_hash"] for r in recs})
+        assert not list((sweep / j / "images").glob(".*.tmp"))
+    assert len(after) == 6 and all(after[k] == v for k, v in first.items())
+    assert "already made with identical settings" in res.stdout + res.stderr
