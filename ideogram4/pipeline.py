@@ -261,7 +261,8 @@ class Ideogram4Pipeline:
                 raise ValueError(f"latents has shape {tuple(latents.shape)}; expected {(B, gh * gw, 128)}")
             noise = latents
         z = noise.to(device=self.device, dtype=torch.float32)
-        if input_image is not None:
+        if input_image is not None and denoising_strength < 1.0:
+            # At strength 1 sampling starts from (numerically) pure noise: exactly text-to-image.
             images = input_image if isinstance(input_image, (list, tuple)) else [input_image] * B
             x0 = self.vae.encode(from_pil(images, height, width).to(self.device))
             z = sampling.noise_to(x0, z, float(times[0]))

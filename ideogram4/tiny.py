@@ -238,3 +238,25 @@ def ensure_tiny_checkpoint(cache_dir: str | Path | None = None, layout: str = "o
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return str(target)
+
+
+def dequantized_twin(fp8_folder: str | Path, folder: str | Path) -> Path:
+    """The fp8 checkpoint with every fp8 weight expanded to float32 (weight * weight_scale), plain layout."""
+    from safetensors.torch import load_file
+
+    src, folder = Path(fp8_folder), Path(folder)
+    shutil.copytree(src, folder, dirs_exist_ok=True)
+    for f in folder.glob("*/*.safetensors"):
+        sd = load_file(str(f))
+        out = {}
+        for k, v in sd.items():
+            if k.endswith(".weight_scale"):
+                continue
+            scale = sd.get(k[: -len("weight")] + "weight_scale") if k.endswith(".weight") else None
+            out[k] = v.float() * scale.float()[:, None] if scale is not None else (v.float() if v.is_floating_point() else v)
+        save_file(out, str(f))
+    te_config = folder / "text_encoder" / "config.json"
+    cfg = json.loads(te_config.read_text())
+    cfg.pop("ideogram_fp8_weight_only", None)
+    te_config.write_text(json.dumps(cfg, indent=2) + "\n")
+    return folder
