@@ -178,3 +178,21 @@ def test_wandb_failing_mid_run_is_a_warning(tmp_path, tiny_root, monkeypatch, ca
     assert made and made[0].failures >= 4
     assert len(res.made) == 4 and len(read_manifest(out)) == 4
     assert "W&B went away" in caplog.text
+
+
+def test_out_of_memory_suggests_memory_modes(tmp_path, tiny_root, monkeypatch):
+    import torch
+
+    from ideogram4.experiment import cache
+
+    run_inprocess([*FAST, "prompt=warm up"], tmp_path / "warm", tiny_root)
+    pipe = cache._CURRENT.pipe
+
+    def oom(self, *a, **kw):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(type(pipe), "generate", oom)
+    out = tmp_path / "job"
+    with pytest.raises(RuntimeError, match="model=nf4.*load_unconditional=false"):
+        run_inprocess([*FAST, "prompt=big"], out, tiny_root)
+    assert not list(out.glob("images/*.png")) and not (out / "manifest.jsonl").exists()
