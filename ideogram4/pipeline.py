@@ -64,7 +64,7 @@ def check_device(device: str) -> None:
 class Ideogram4Pipeline:
     def __init__(self, transformer, text_encoder, vae, tokenizer, unconditional_transformer=None, *,
                  device: str = "cpu", dtype: torch.dtype = torch.bfloat16, info: dict | None = None,
-                 offload_text_encoder: bool = False, text_cache_size: int = 256):
+                 offload_text_encoder: bool = False, offload_transformers: bool = False, text_cache_size: int = 256):
         self.transformer = transformer
         self.unconditional_transformer = unconditional_transformer
         self.text_encoder = text_encoder
@@ -74,6 +74,7 @@ class Ideogram4Pipeline:
         self.dtype = dtype
         self.info = info or {}
         self.offload_text_encoder = offload_text_encoder
+        self.offload_transformers = offload_transformers
         self.text_encoder_calls = 0
         self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._text_cache_size = text_cache_size
@@ -94,13 +95,22 @@ class Ideogram4Pipeline:
         load_unconditional: bool = True,
         fp8_mode: str = "dequantize_per_call",
         offload_text_encoder: bool = False,
+        offload_transformers: bool = False,
         vae_tiling: bool = False,
+        compile_blocks: bool | str = False,
     ) -> "Ideogram4Pipeline":
         """From a folder or hub repo id (`source`), or from DiffSynth-style `model_configs`.
 
         Without an `unconditional_transformer` (not listed, or `load_unconditional=False`), the
         conditional network also serves the unconditional branch (DiffSynth's fallback; not the
         official method), and the pipeline logs that it does.
+
+        Memory modes (for 24 GB cards): `offload_text_encoder` keeps the text encoder on the CPU and
+        moves it to the GPU only to encode a prompt not yet in the cache; `offload_transformers` keeps
+        both DiTs on the CPU and moves each to the GPU for its pass (slow: PCIe-bound, ~0.4 s per step
+        for fp8 at 25 GB/s); `vae_tiling` decodes 2048^2 in tiles. `compile_blocks` compiles each
+        transformer block (regional torch.compile: one compiled block reused 34 times); a string
+        names the torch.compile backend.
         """
         check_device(device)
         if (source is None) == (model_configs is None):
@@ -112,10 +122,11 @@ class Ideogram4Pipeline:
             if not load_unconditional:
                 paths.pop("unconditional_transformer", None)
         t0 = time.perf_counter()
-        transformer, t_info = load_transformer(paths["transformer"], torch_dtype, device, fp8_mode)
+        dit_device = "cpu" if offload_transformers else device
+        transformer, t_info = load_transformer(paths["transformer"], torch_dtype, dit_device, fp8_mode)
         uncond, u_info = None, None
         if "unconditional_transformer" in paths:
-            uncond, u_info = load_transformer(paths["unconditional_transformer"], torch_dtype, device, fp8_mode)
+            uncond, u_info = load_transformer(paths["unconditional_transformer"], torch_dtype, dit_device, fp8_mode)
         else:
             log.warning("no unconditional_transformer loaded: the conditional transformer serves the unconditional "
                         "branch with empty text (DiffSynth's fallback; images differ from the official method)")
@@ -125,6 +136,11 @@ class Ideogram4Pipeline:
         if vae_tiling:
             vae.enable_tiling()
         tokenizer = load_tokenizer(paths["tokenizer"])
+        if compile_blocks:
+            backend = compile_blocks if isinstance(compile_blocks, str) else "inductor"
+            for net in (transformer, uncond):
+                for block in net.layers if net is not None else ():
+                    block.compile(backend=backend, dynamic=True)
         info = {
             "source": source or [f"{m.model_id or m.path}:{m.origin_file_pattern or ''}" for m in model_configs],
             "revision": revision,
@@ -134,6 +150,9 @@ class Ideogram4Pipeline:
             "layout": t_info["layout"],
             "fp8_mode": t_info["fp8_mode"],
             "unconditional": "unconditional_transformer" if uncond is not None else "conditional fallback",
+            "offload": [name for name, on in (("text_encoder", offload_text_encoder), ("transformers", offload_transformers)) if on],
+            "vae_tiling": vae_tiling,
+            "compile_blocks": compile_blocks,
             "fingerprints": {
                 "transformer": t_info["fingerprint"],
                 "unconditional_transformer": u_info["fingerprint"] if u_info else None,
@@ -145,7 +164,7 @@ class Ideogram4Pipeline:
         }
         log.info("loaded Ideogram 4 (%s, %s, %s) in %.1f s", info["format"], info["dtype"], device, info["load_s"])
         return cls(transformer, text_encoder, vae, tokenizer, uncond, device=device, dtype=torch_dtype, info=info,
-                   offload_text_encoder=offload_text_encoder)
+                   offload_text_encoder=offload_text_encoder, offload_transformers=offload_transformers)
 
     def describe(self) -> dict:
         return dict(self.info)
@@ -270,16 +289,19 @@ class Ideogram4Pipeline:
         t1 = time.perf_counter()
         from tqdm.auto import tqdm
 
-        for i in tqdm(range(steps), desc="sampling", disable=not progress, leave=False):
-            t, t_next = times[i], times[i + 1]
-            t_batch = t.expand(B).to(self.device)
-            v = self.transformer(z, t_batch, cond_layout, text)
-            w = guidance_schedule[i]
-            if w != 1.0:  # w = 1 means conditional only: the unconditional pass would be multiplied by 0
-                v = sampling.guide(v, uncond_net(z, t_batch, uncond_layout, uncond_text), w)
-            z = sampling.euler_step(z, v, float(t), float(t_next))
-            if step_callback is not None:
-                step_callback(i, steps)
+        try:
+            for i in tqdm(range(steps), desc="sampling", disable=not progress, leave=False):
+                t, t_next = times[i], times[i + 1]
+                t_batch = t.expand(B).to(self.device)
+                v = self._run(self.transformer, z, t_batch, cond_layout, text)
+                w = guidance_schedule[i]
+                if w != 1.0:  # w = 1 means conditional only: the unconditional pass would be multiplied by 0
+                    v = sampling.guide(v, self._run(uncond_net, z, t_batch, uncond_layout, uncond_text), w)
+                z = sampling.euler_step(z, v, float(t), float(t_next))
+                if step_callback is not None:
+                    step_callback(i, steps)
+        except torch.OutOfMemoryError as e:
+            raise torch.OutOfMemoryError(f"{e}\n{self.memory_advice(B, height, width)}") from e
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         t_sample = time.perf_counter() - t1
@@ -306,6 +328,32 @@ class Ideogram4Pipeline:
             peak_memory_bytes=peak,
             unconditional=uncond_name,
         )
+
+    def _run(self, net, z, t, layout, text):
+        if not self.offload_transformers or self.device.type == "cpu":
+            return net(z, t, layout, text)
+        net.to(self.device)
+        try:
+            return net(z, t, layout, text)
+        finally:
+            net.to("cpu")
+
+    def memory_advice(self, batch: int, height: int, width: int) -> str:
+        """What would fit, in the order that costs least speed."""
+        tips = []
+        if batch > 1:
+            tips.append(f"generate fewer images per call (batch of {batch} now; the runner's batch_size=1)")
+        if self.info.get("fp8_mode") == "dequantize_once":
+            tips.append("keep fp8 weights in 1 byte: fp8_mode='dequantize_per_call' (model.fp8_mode)")
+        if not self.offload_text_encoder:
+            tips.append("offload_text_encoder=True (model.offload=text_encoder): frees the ~8-15 GB text encoder")
+        if height * width >= 2048 * 2048 and not getattr(self.vae.autoencoder, "use_tiling", False):
+            tips.append("vae_tiling=True (model.vae_tiling=true) for 2048^2 decoding")
+        if self.unconditional_transformer is not None:
+            tips.append("load_unconditional=False (model.load_unconditional=false) halves DiT memory, at a quality cost")
+        if not self.offload_transformers:
+            tips.append("offload_transformers=True (model.offload=model): slow, but fits small GPUs")
+        return "Out of GPU memory. Options: " + "; ".join(tips)
 
     def __call__(
         self,

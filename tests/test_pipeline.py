@@ -234,3 +234,17 @@ def test_nf4_without_bitsandbytes_is_a_clear_error(tiny_original, tmp_path):
     save_file(sd, str(f))
     with pytest.raises(CheckpointError, match="nf4"):
         load(folder)
+
+
+def test_regional_compile_keeps_results(tiny_original, pipe):
+    compiled = load(tiny_original, compile_blocks="eager")
+    assert all(hasattr(b, "_compiled_call_impl") and b._compiled_call_impl is not None for b in compiled.transformer.layers)
+    a = compiled.generate(["a cat"], [0], output_type="latent", **FAST).latents
+    b = pipe.generate(["a cat"], [0], output_type="latent", **FAST).latents
+    assert (a - b).abs().max().item() < 1e-5
+
+
+def test_out_of_memory_advice_names_the_memory_modes(pipe):
+    advice = pipe.memory_advice(batch=2, height=2048, width=2048)
+    for option in ("batch_size=1", "offload_text_encoder=True", "vae_tiling=True", "offload_transformers=True"):
+        assert option in advice
