@@ -208,3 +208,11 @@ def test_config_error_is_fast_and_imports_no_torch():
     assert "ERR" in out.stdout and "resolution.height" in out.stdout, out.stdout + out.stderr
     assert "HEAVY []" in out.stdout, f"heavy modules imported while validating: {out.stdout.splitlines()[-1]} (ideogram4/__init__.py must import lazily)"
     assert dt < 3.0, f"config error took {dt:.1f} s"
+
+
+def test_launcher_configs_compose():
+    cfg = compose(["hydra/launcher=slurm_1gpu"], return_hydra_config=True)
+    assert cfg.hydra.launcher.gpus_per_node == 1 and "SlurmLauncher" in cfg.hydra.launcher._target_
+    cfg = compose(["hydra/launcher=submitit_local"], return_hydra_config=True)
+    assert "LocalLauncher" in cfg.hydra.launcher._target_
+    assert "ComparisonGridCallback" in cfg.hydra.callbacks.comparison_grid._target_
