@@ -358,7 +358,7 @@ def build_plan(cfg: DictConfig, *, check_tokens: bool = True) -> RunPlan:
     if std <= 0:
         problems.append(problem("sampler.std", std, "must be positive", "use e.g. 1.5 (quality_48) or 1.75"))
     rand_device = get("sampler.rand_device")
-    if rand_device not in ("cpu", "cuda", "device"):
+    if rand_device not in ("cpu", "cuda"):
         problems.append(problem("sampler.rand_device", rand_device, "is not a noise device", "use cpu (portable seeds) or cuda"))
     strength = float(get("denoising_strength"))
     input_image = get("input_image")
