@@ -37,8 +37,8 @@ LOADS_IN_PROCESS = 0
 OOM_HINT = (
     "the GPU ran out of memory. Modes that need less: model=nf4 (fits 24 GB), "
     "model.load_unconditional=false (one DiT resident; guidance falls back to the conditional model), "
-    "model.offload=text_encoder (text encoder kept on the CPU), model.vae_tiling=true, batch_size=1, "
-    "a smaller resolution (e.g. resolution=square_1024)"
+    "model.offload=text_encoder (text encoder on the CPU), model.offload=all (DiTs too; slow), "
+    "model.vae_tiling=true (2048^2 decode), batch_size=1, a smaller resolution (e.g. resolution=square_1024)"
 )
 
 
@@ -89,23 +89,26 @@ def get_pipeline(model: ModelPlan) -> tuple[LoadedPipeline, bool]:
     if model.tokenizer_source:
         kwargs["tokenizer_source"] = model.tokenizer_source
     params = inspect.signature(Ideogram4Pipeline.from_pretrained).parameters
-    if model.offload == "text_encoder":
-        if "offload_text_encoder" in params:
-            kwargs["offload_text_encoder"] = True
+    wanted = {
+        "offload_text_encoder": model.offload in ("text_encoder", "all"),
+        "offload_transformers": model.offload in ("transformers", "all"),
+        "vae_tiling": model.vae_tiling,
+        "compile_blocks": model.compile_blocks,
+    }
+    for name, value in wanted.items():
+        if not value:
+            continue
+        if name in params:
+            kwargs[name] = value
         else:
-            log.warning("model.offload=text_encoder is not supported by this pipeline version; loading without offload")
-    if model.vae_tiling:
-        if "vae_tiling" in params:
-            kwargs["vae_tiling"] = True
-        else:
-            log.warning("model.vae_tiling=true is not supported by this pipeline version")
+            log.warning("%s is not supported by this pipeline version; ignoring it", name)
     log.info("Loading pipeline %s from %s (%s on %s)", model.name, source, model.dtype, model.device)
     t0 = time.perf_counter()
     try:
         pipe = Ideogram4Pipeline.from_pretrained(source, **kwargs)
     except Exception as e:
         if is_oom(e):
-            raise RuntimeError(f"Loading {model.name} failed: {OOM_HINT}") from e
+            raise RuntimeError(f"Loading {model.name} failed: {OOM_HINT}\n{e}") from e
         raise
     dt = time.perf_counter() - t0
     LOADS_IN_PROCESS += 1

@@ -33,8 +33,11 @@ class ModelConf:
     device: str = "cuda"  # used unless the top-level `device` is set
     load_unconditional: bool = True
     fp8_mode: str = "dequantize_per_call"
-    offload: str = "none"  # none | text_encoder (keep the text encoder on the CPU)
-    vae_tiling: bool = False
+    # none | text_encoder (text encoder on the CPU between prompts) | transformers (both DiTs on the
+    # CPU, moved in per pass: slow) | all
+    offload: str = "none"
+    vae_tiling: bool = False  # decode in tiles (2048^2 on 24 GB cards)
+    compile_blocks: bool = False  # regional torch.compile of the transformer blocks
     # tiny only: which checkpoint layout to build and where to cache it
     layout: str = "original"
     cache_dir: Optional[str] = None

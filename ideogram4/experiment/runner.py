@@ -231,7 +231,7 @@ def _generate(plan: RunPlan, ctx: JobContext, pending: list[Item], out_dir: Path
                 )
             except Exception as e:
                 if is_oom(e):
-                    raise RuntimeError(f"Generating {first.prompt.id} (seed {first.seed}) at {gen.width}x{gen.height} failed: {OOM_HINT}") from e
+                    raise RuntimeError(f"Generating {first.prompt.id} (seed {first.seed}) at {gen.width}x{gen.height} failed: {OOM_HINT}\n{e}") from e
                 raise
             wall = time.perf_counter() - t0
             te_calls = getattr(pipe, "text_encoder_calls", None)

@@ -25,7 +25,7 @@ from omegaconf.errors import MissingMandatoryValue
 log = logging.getLogger("ideogram4.experiment")
 
 DTYPES = ("bfloat16", "float16", "float32")
-OFFLOAD_MODES = ("none", "text_encoder")
+OFFLOAD_MODES = ("none", "text_encoder", "transformers", "all")
 FINAL_STEPS = ("official", "clean")
 SOLVERS = ("euler",)
 TRACKER_MODES = ("auto", "online", "offline", "disabled")
@@ -68,6 +68,7 @@ class ModelPlan:
     fp8_mode: str
     offload: str
     vae_tiling: bool
+    compile_blocks: bool
     layout: str
     cache_dir: str | None
 
@@ -313,6 +314,7 @@ def build_plan(cfg: DictConfig, *, check_tokens: bool = True) -> RunPlan:
         fp8_mode=get("model.fp8_mode"),
         offload=offload,
         vae_tiling=bool(get("model.vae_tiling")),
+        compile_blocks=bool(get("model.compile_blocks")),
         layout=get("model.layout"),
         cache_dir=abspath(get("model.cache_dir")) if get("model.cache_dir") else None,
     )
