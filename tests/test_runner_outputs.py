@@ -85,6 +85,11 @@ def test_grid_from_folders_marks_missing_cells(tmp_path):
     path, _ = make_sweep_grid(tmp_path, cell=32)
     info = json.loads((tmp_path / "comparison_grid.json").read_text())
     assert info["n_cells"] == 4 and info["n_filled"] == 3 and path.exists()
+    # the same from the command line (rebuilding a grid after an interrupted sweep)
+    from ideogram4.experiment.grid import main
+
+    path.unlink()
+    assert main([str(tmp_path), "--cell", "32"]) == 0 and path.exists()
 
 
 # --- in-process runs with the real tiny pipeline ------------------------------------------------------

@@ -171,3 +171,21 @@ def make_sweep_grid(sweep_dir: str | Path, cell: int = 256) -> tuple[Path, Grid]
     tmp.replace(sweep_dir / GRID_JSON)
     log.info("Comparison grid: %d row(s) (prompt x seed) x %d column(s) (%s) -> %s", len(grid.rows), len(grid.columns), ", ".join(grid.swept_keys) or "no swept keys", path)
     return path, grid
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Rebuild a sweep's grid from its folders (e.g. after an interrupted or failed sweep):
+    python -m ideogram4.experiment.grid outputs/sweeps/NAME [--cell 256]"""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m ideogram4.experiment.grid", description=main.__doc__)
+    parser.add_argument("sweep_dir")
+    parser.add_argument("--cell", type=int, default=256, help="cell size in pixels")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    made = make_sweep_grid(args.sweep_dir, cell=args.cell)
+    return 0 if made else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
