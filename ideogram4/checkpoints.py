@@ -314,13 +314,6 @@ def fill_module(module: nn.Module, state_dict: dict[str, torch.Tensor], source: 
     module.load_state_dict(state_dict, strict=True, assign=True)
 
 
-# fp8 activations only where they are safe: the attention and FFN up projections. The FFN down
-# projection (w2), the text projection, adaLN, the t-embedding and the final layer are the layers
-# known to be fragile under activation quantisation (performance.md, technique 4): they keep
-# dequantised weights with bf16 compute.
-FP8_MATMUL_LINEARS = ("qkv", "o", "w1", "w3")
-
-
 def load_transformer(folder: Path, dtype: torch.dtype, device: str, fp8_mode: str = "dequantize_per_call") -> tuple[Ideogram4Transformer, dict]:
     if fp8_mode not in FP8_MODES:
         raise ValueError(f"fp8_mode={fp8_mode!r}: use one of {FP8_MODES}")
@@ -335,9 +328,8 @@ def load_transformer(folder: Path, dtype: torch.dtype, device: str, fp8_mode: st
             model = Ideogram4Transformer(config)
         if fmt == "fp8":
             quantized = {k[: -len(".weight_scale")] for k in reader.keys() if k.endswith(".weight_scale")}
-            fast = {q for q in quantized if q.rsplit(".", 2)[-2:][-1] in FP8_MATMUL_LINEARS} if fp8_mode == "fp8_matmul" else set()
-            swap_linears_for_fp8(model, quantized - fast, "dequantize_per_call")
-            swap_linears_for_fp8(model, fast, "fp8_matmul")
+            # fp8_matmul keeps the fragile layers (quant.FP8_MATMUL_PROTECTED) on the weight-only path
+            swap_linears_for_fp8(model, quantized, "dequantize_per_call" if fp8_mode == "dequantize_once" else fp8_mode)
         fill_module(model, read_dit_state_dict(reader, dtype, device), str(files[0]))
         if fmt == "fp8" and fp8_mode == "dequantize_once":
             materialize_fp8(model, dtype)
