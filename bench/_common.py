@@ -286,6 +286,7 @@ def environment(device: str) -> dict:
         "platform": platform.platform(),
         "cpu": platform.processor() or platform.machine(),
         "cpu_threads": torch.get_num_threads(),
+        "cpu_cores": __import__("os").cpu_count(),
     }
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -312,6 +313,16 @@ def environment(device: str) -> dict:
         except ImportError:
             env["flash_attn"] = None
     return env
+
+
+def load_average() -> tuple[float, float, float] | None:
+    """Other work on the machine at the time of a CPU measurement (1, 5, 15 min)."""
+    try:
+        import os
+
+        return tuple(round(x, 2) for x in os.getloadavg())
+    except OSError:
+        return None
 
 
 def write_json(path: str | Path | None, obj: dict) -> None:

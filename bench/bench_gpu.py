@@ -108,7 +108,7 @@ def build_variants(args, patch: FeaturePatch) -> dict:
     uncond = C.random_dit(cfg, dev, dt, args.seed + 1)
     variants = {}
     if "ours-bf16" in args.variants:
-        p = Ideogram4Pipeline(cond, None, None, None, cond if False else uncond, device=dev, dtype=dt)
+        p = Ideogram4Pipeline(cond, None, None, None, uncond, device=dev, dtype=dt)
         p.encode_prompt = patch.ours
         variants["ours-bf16"] = p
     if "ours-fp8" in args.variants:
@@ -159,16 +159,22 @@ def sdpa_ops(name, pipe, res, noise, clock) -> list[str]:
     with profile(activities=acts) as prof:
         call(name, pipe, res, [7.0, 7.0], noise, clock, [])
         clock.sync()
-    return sorted({e.key for e in prof.key_averages() if "scaled_dot_product" in e.key or "attention" in e.key.lower()
-                   and e.key.startswith("aten::")})
+    names = {e.key for e in prof.key_averages()}
+    ops = {n for n in names if n.startswith("aten::") and ("scaled_dot_product" in n or "attention" in n)}
+    kernels = {n for n in names if not n.startswith("aten::")
+               and any(s in n.lower() for s in ("flash", "fmha", "cudnn", "attention", "attn"))}
+    return sorted(ops) + sorted(kernels)[:8]
 
 
 def timed_call(name, pipe, res, schedule, noise, clock, timers, device):
     for t in timers:
         t.reset()
     marks: list = []
+    resident = None
     if clock.cuda:
+        clock.sync()
         torch.cuda.reset_peak_memory_stats(device)
+        resident = torch.cuda.memory_allocated(device)
     clock.sync()
     start = clock.mark()
     t0 = time.perf_counter()
@@ -176,18 +182,22 @@ def timed_call(name, pipe, res, schedule, noise, clock, timers, device):
     clock.sync()
     wall = time.perf_counter() - t0
     gpu = clock.seconds(start, marks[-1]) if marks else wall
-    peak = torch.cuda.max_memory_allocated(device) if clock.cuda else None
+    # (peak, peak above what was resident before the call: the weights of every variant live in this process)
+    peak = (torch.cuda.max_memory_allocated(device), torch.cuda.max_memory_allocated(device) - resident) if clock.cuda else None
     return latents, wall, gpu, marks, peak
 
 
-def run_config(args, variants, patch, res, T, cfg_on, clock) -> dict:
+def run_config(args, variants, patch, res, T, cfg_on, clock, env) -> dict:
     cfg = args.config
     n_image = (res // 16) ** 2
     g = torch.Generator().manual_seed(args.seed + T)
     patch.features = torch.randn(1, T, cfg.llm_features_dim, generator=g).to(args.device, args.dtype)
     noise = torch.randn((1, n_image, cfg.in_channels), generator=torch.Generator().manual_seed(args.seed))
-    schedule = ([7.0] * (args.steps - 3) + [3.0] * 3) if cfg_on else [1.0] * args.steps
-    if len(schedule) != args.steps:
+    if not cfg_on:
+        schedule = [1.0] * args.steps
+    elif args.steps > 3:  # the official shape: guidance 7, then 3 "polish" steps at 3
+        schedule = [7.0] * (args.steps - 3) + [3.0] * 3
+    else:
         schedule = [7.0] * args.steps
     tag = f"{res}^2 T={T} cfg={'on' if cfg_on else 'off'}"
     print(f"\n== {tag}: {n_image} image tokens, {args.steps} steps")
@@ -235,15 +245,17 @@ def run_config(args, variants, patch, res, T, cfg_on, clock) -> dict:
             rec.per_step_s += C.step_intervals(marks, clock)
             rec.cond_pass_s += timers[k][0].seconds()
             rec.uncond_pass_s += timers[k][1].seconds()
-            rec.peak_bytes = max(rec.peak_bytes or 0, peak or 0) or None
+            if peak:
+                rec.peak_bytes = max(rec.peak_bytes or 0, peak[0])
+                rec.extra["peak_above_resident_bytes"] = max(rec.extra.get("peak_above_resident_bytes", 0), peak[1])
     for pair in timers.values():
         for t in pair:
             t.remove()
 
     useful = flops.image_flops(cfg, T, res, res, schedule, exact=True).total
     padded = flops.image_flops(cfg, T, res, res, schedule, exact=False).total
-    peak_bf16 = flops.peak_flops(C.environment(args.device).get("gpu", "")) if clock.cuda else None
-    peak_fp8 = flops.peak_flops(C.environment(args.device).get("gpu", ""), "fp8") if clock.cuda else None
+    peak_bf16 = flops.peak_flops(env.get("gpu", "")) if clock.cuda else None
+    peak_fp8 = flops.peak_flops(env.get("gpu", ""), "fp8") if clock.cuda else None
     out = {"resolution": res, "text_tokens": T, "cfg": cfg_on, "steps": args.steps, "gate": gate,
            "useful_flops": useful, "diffusers_flops": padded, "variants": {}}
     for k, rec in records.items():
@@ -317,7 +329,7 @@ def main(argv=None) -> int:
     for res in args.resolutions:
         for T in args.text_tokens:
             for cfg in args.cfg:
-                r = run_config(args, variants, patch, res, T, cfg == "on", clock)
+                r = run_config(args, variants, patch, res, T, cfg == "on", clock, env)
                 ok &= r["gate"]["pass"]
                 results["configs"].append(r)
                 C.write_json(args.out, results)  # after every configuration: a long run keeps what it measured
