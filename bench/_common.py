@@ -42,48 +42,9 @@ SIZES = {"tiny": tiny.TINY_DIT, "medium": MEDIUM_DIT}
 # --- random weights --------------------------------------------------------------------------------
 
 
-def random_dit_state_dict(config: Ideogram4Config, seed: int) -> dict[str, torch.Tensor]:
-    """The same recipe as tiny.py's DiT weights, for any config (norm weights away from 1, visible
-    indicator embedding, final projection scaled so velocities are of order 1)."""
-    torch.manual_seed(seed)
-    model = Ideogram4Transformer(config)
-    g = torch.Generator().manual_seed(seed)
-    tiny._perturb_norms(model, g)
-    with torch.no_grad():
-        model.embed_image_indicator.weight.normal_(0, 0.5, generator=g)
-        model.final_layer.linear.weight.mul_(0.25)
-    return {k: v.contiguous() for k, v in model.state_dict().items()}
-
-
 def build_checkpoint(folder: str | Path, layout: str, dit_config: Ideogram4Config, seed: int = 0) -> Path:
-    """A checkpoint folder like `tiny.build_tiny_checkpoint`, with a DiT of `dit_config`.
-
-    tiny.py has no DiT-config parameter yet, so this writes the tiny folder and then replaces both
-    DiTs (weights + config.json) using tiny.py's own layout helpers.
-    """
-    from dataclasses import asdict as dc_asdict
-
-    from safetensors.torch import save_file
-
-    if dit_config.llm_features_dim != tiny.TINY_DIT.llm_features_dim:
-        raise ValueError(f"llm_features_dim must be {tiny.TINY_DIT.llm_features_dim} (13 x the tiny text width)")
-    folder = Path(folder)
-    tiny.build_tiny_checkpoint(folder, layout=layout, seed=seed)
-    if dit_config == tiny.TINY_DIT:
-        return folder
-    if layout == "diffusers":
-        cfg_json = tiny._diffusers_dit_config(dit_config)
-    else:
-        cfg_json = {**dc_asdict(dit_config), "mrope_section": list(dit_config.mrope_section)}
-    for i, component in enumerate(("transformer", "unconditional_transformer")):
-        sd = random_dit_state_dict(dit_config, seed + i)
-        if layout == "fp8":
-            sd = tiny._fp8(sd, lambda k, v: v.ndim == 2 and k != "embed_image_indicator.weight")
-        elif layout == "diffusers":
-            sd = tiny.dit_to_diffusers_keys(sd)
-        save_file(sd, str(folder / component / "diffusion_pytorch_model.safetensors"))
-        tiny._write_json(folder / component / "config.json", cfg_json)
-    return folder
+    """A checkpoint folder like `tiny.build_tiny_checkpoint`, with a DiT of `dit_config`."""
+    return tiny.build_tiny_checkpoint(folder, layout=layout, seed=seed, dit_config=dit_config)
 
 
 def init_random_(model: torch.nn.Module, seed: int, std: float = 0.02) -> torch.nn.Module:
@@ -117,7 +78,7 @@ def diffusers_twin(model: Ideogram4Transformer):
     from diffusers.models.transformers.transformer_ideogram4 import Ideogram4MRoPE
 
     cfg = model.config
-    kwargs = {k: v for k, v in tiny._diffusers_dit_config(cfg).items() if not k.startswith("_")}
+    kwargs = {k: v for k, v in tiny.diffusers_dit_config(cfg).items() if not k.startswith("_")}
     with torch.device("meta"):
         twin = Ideogram4Transformer2DModel(**kwargs)
     twin.load_state_dict(tiny.dit_to_diffusers_keys(model.state_dict()), strict=True, assign=True)

@@ -25,6 +25,7 @@ from .checkpoints import (
     resolve_model_configs,
     resolve_source,
 )
+from .models.quant import fp8_paths
 from .models.transformer import build_layout
 from .models.vae import from_pil, to_uint8
 from .prompts import MAX_TEXT_TOKENS, load_tokenizer, serialize_caption, tokenize
@@ -149,6 +150,8 @@ class Ideogram4Pipeline:
             "format": t_info["format"],
             "layout": t_info["layout"],
             "fp8_mode": t_info["fp8_mode"],
+            # which path each Linear actually takes, e.g. {"fp8_matmul": 136, "dequantize_per_call": 108}
+            "fp8_paths": fp8_paths(transformer) if t_info["format"] == "fp8" else None,
             "unconditional": "unconditional_transformer" if uncond is not None else "conditional fallback",
             "offload": [name for name, on in (("text_encoder", offload_text_encoder), ("transformers", offload_transformers)) if on],
             "vae_tiling": vae_tiling,

@@ -76,9 +76,9 @@ def _perturb_norms(module: torch.nn.Module, generator: torch.Generator) -> None:
                 p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=generator))
 
 
-def _dit_state_dict(seed: int) -> dict[str, torch.Tensor]:
+def _dit_state_dict(seed: int, config: Ideogram4Config = TINY_DIT) -> dict[str, torch.Tensor]:
     torch.manual_seed(seed)
-    model = Ideogram4Transformer(TINY_DIT)
+    model = Ideogram4Transformer(config)
     g = torch.Generator().manual_seed(seed)
     _perturb_norms(model, g)
     with torch.no_grad():  # give the indicator embedding and biases visible values
@@ -140,7 +140,7 @@ def dit_to_diffusers_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torc
     return out
 
 
-def _diffusers_dit_config(cfg: Ideogram4Config) -> dict:
+def diffusers_dit_config(cfg: Ideogram4Config) -> dict:
     return {
         "_class_name": "Ideogram4Transformer2DModel",
         "_diffusers_version": "0.42.1",
@@ -162,23 +162,30 @@ def _write_json(path: Path, obj: dict) -> None:
     path.write_text(json.dumps(obj, indent=2) + "\n")
 
 
-def build_tiny_checkpoint(folder: str | Path, layout: str = "original", seed: int = 0) -> Path:
-    """Write a complete tiny checkpoint folder in `layout`; returns the folder."""
+def build_tiny_checkpoint(folder: str | Path, layout: str = "original", seed: int = 0,
+                          dit_config: Ideogram4Config = TINY_DIT) -> Path:
+    """Write a complete tiny checkpoint folder in `layout`; returns the folder.
+
+    `dit_config` sets the DiT's size (the benchmarks use a wider one); its `llm_features_dim` must
+    stay 13 x the tiny text encoder's width.
+    """
     if layout not in LAYOUTS:
         raise ValueError(f"layout={layout!r}: use one of {LAYOUTS}")
+    if dit_config.llm_features_dim != TINY_DIT.llm_features_dim:
+        raise ValueError(f"dit_config.llm_features_dim must be {TINY_DIT.llm_features_dim} (13 x the tiny text width)")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
 
-    dit_config = {**_diffusers_dit_config(TINY_DIT)} if layout == "diffusers" else {**asdict(TINY_DIT), "mrope_section": list(TINY_DIT.mrope_section)}
+    config_json = diffusers_dit_config(dit_config) if layout == "diffusers" else {**asdict(dit_config), "mrope_section": list(dit_config.mrope_section)}
     for i, component in enumerate(("transformer", "unconditional_transformer")):
-        sd = _dit_state_dict(seed + i)
+        sd = _dit_state_dict(seed + i, dit_config)
         if layout == "fp8":
             sd = _fp8(sd, lambda k, v: v.ndim == 2 and k != "embed_image_indicator.weight")
         elif layout == "diffusers":
             sd = dit_to_diffusers_keys(sd)
         (folder / component).mkdir(exist_ok=True)
         save_file(sd, str(folder / component / "diffusion_pytorch_model.safetensors"))
-        _write_json(folder / component / "config.json", dit_config)
+        _write_json(folder / component / "config.json", config_json)
 
     te_config = tiny_text_encoder_config()
     te_sd = _text_encoder_state_dict(te_config, seed + 2)

@@ -258,6 +258,8 @@ def test_fp8_matmul_mode_quantises_activations_only_where_safe(tiny_fp8):
     for fragile in ("layers.0.feed_forward.w2", "llm_cond_proj", "adaln_proj", "final_layer.linear", "layers.1.adaln_modulation"):
         assert modes[fragile] == "dequantize_per_call", fragile
     assert fast.describe()["fp8_mode"] == "fp8_matmul"
+    paths = fast.describe()["fp8_paths"]
+    assert paths["fp8_matmul"] == 4 * 2 and paths["dequantize_per_call"] == len(modes) - 8  # qkv, o, w1, w3 x 2 layers
     a = fast.generate(["a cat"], [0], output_type="latent", **FAST).latents
     b = ref.generate(["a cat"], [0], output_type="latent", **FAST).latents
     rel = ((a - b).abs().mean() / b.abs().mean()).item()
