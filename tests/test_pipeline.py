@@ -264,3 +264,25 @@ def test_fp8_matmul_mode_quantises_activations_only_where_safe(tiny_fp8):
     b = ref.generate(["a cat"], [0], output_type="latent", **FAST).latents
     rel = ((a - b).abs().mean() / b.abs().mean()).item()
     assert 0 < rel < 0.05, f"fp8 activations moved the latents by {rel:.3%} on average"
+
+
+@pytest.mark.parametrize("error, message", [
+    ("GatedRepoError", "is gated: accept its licence"),
+    ("RepositoryNotFoundError", "was not found, or it is gated/private"),
+    ("RevisionNotFoundError", "has no revision 'v9'"),
+])
+def test_hub_failures_say_what_to_do(monkeypatch, error, message):
+    """No request leaves the machine: snapshot_download is replaced by one that raises the hub's error."""
+    import httpx
+    import huggingface_hub
+    from huggingface_hub import errors
+
+    response = httpx.Response(401, request=httpx.Request("GET", "http://127.0.0.1/api/models/x"))
+
+    def refuse(repo_id, allow_patterns=None, revision=None):
+        assert allow_patterns and all(p.split("/")[0] in {"transformer", "unconditional_transformer", "text_encoder", "vae", "tokenizer"} for p in allow_patterns)
+        raise getattr(errors, error)("refused", response=response)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", refuse)
+    with pytest.raises(CheckpointError, match=message):
+        Ideogram4Pipeline.from_pretrained("ideogram-ai/ideogram-4-fp8", revision="v9", torch_dtype=torch.float32, device="cpu")
