@@ -327,7 +327,8 @@ def load_transformer(folder: Path, dtype: torch.dtype, device: str, fp8_mode: st
         with torch.device("meta"):
             model = Ideogram4Transformer(config)
         if fmt == "fp8":
-            quantized = {k[: -len(".weight_scale")] for k in reader.keys() if k.endswith(".weight_scale")}
+            quantized = {_from_diffusers_key(k[: -len(".weight_scale")] + ".").rstrip(".").replace(".to_q", ".qkv")
+                         for k in reader.keys() if k.endswith(".weight_scale") and ".to_k." not in k and ".to_v." not in k}
             # fp8_matmul keeps the fragile layers (quant.FP8_MATMUL_PROTECTED) on the weight-only path
             swap_linears_for_fp8(model, quantized, "dequantize_per_call" if fp8_mode == "dequantize_once" else fp8_mode)
         fill_module(model, read_dit_state_dict(reader, dtype, device), str(files[0]))
@@ -348,8 +349,11 @@ def _load_nf4_transformer(reader: SafetensorsReader, config: Ideogram4Config, dt
             "this checkpoint is nf4 (bitsandbytes); install the extra: pip install 'ideogram4-runner[nf4]' "
             "(CUDA only), or use the fp8/bf16 release (model=fp8 or model=bf16)"
         ) from e
-    if not str(device).startswith("cuda") or not torch.cuda.is_available():
+    if not torch.cuda.is_available():
         raise CheckpointError("nf4 weights run on CUDA only: set device=cuda on a GPU machine, or use model=fp8 / model=bf16")
+    if not str(device).startswith("cuda"):
+        raise CheckpointError("nf4 transformers are not CPU-offloaded (they are already ~5 GB each): drop "
+                              "offload_transformers (model.offload=text_encoder or none)")
     with torch.device("meta"):
         model = Ideogram4Transformer(config)
     keys = reader.keys()
@@ -369,6 +373,9 @@ def _load_nf4_transformer(reader: SafetensorsReader, config: Ideogram4Config, dt
     rest = {k: _cast(reader.get(k), dtype, device, k) for k in keys
             if not any(k.startswith(f"{q}.weight") or k == f"{q}.bias" for q in quantized)}
     model.load_state_dict(rest, strict=False, assign=True)
+    unloaded = [n for n, p in list(model.named_parameters()) + list(model.named_buffers()) if p.is_meta]
+    if unloaded:
+        raise CheckpointError(f"the nf4 checkpoint lacks {len(unloaded)} tensors, e.g. {unloaded[:4]}: is the download complete?")
     return model
 
 

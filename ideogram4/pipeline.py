@@ -25,7 +25,7 @@ from .checkpoints import (
     resolve_model_configs,
     resolve_source,
 )
-from .models.quant import fp8_paths
+from .models.quant import fp8_matmul_supported, fp8_paths
 from .models.transformer import build_layout
 from .models.vae import from_pil, to_uint8
 from .prompts import MAX_TEXT_TOKENS, load_tokenizer, serialize_caption, tokenize
@@ -114,6 +114,9 @@ class Ideogram4Pipeline:
         names the torch.compile backend.
         """
         check_device(device)
+        if fp8_mode == "fp8_matmul" and not fp8_matmul_supported(device):
+            raise ValueError(f"fp8_mode='fp8_matmul' needs fp8 tensor cores (compute capability >= 8.9: Ada, Hopper); "
+                             f"{device} has none: use fp8_mode='dequantize_once' (fastest) or 'dequantize_per_call'")
         if (source is None) == (model_configs is None):
             raise ValueError("pass either a source (folder or repo id) or model_configs=[ModelConfig(...), ...]")
         if source is not None:
@@ -175,33 +178,43 @@ class Ideogram4Pipeline:
     # --- text ----------------------------------------------------------------------------------
 
     def encode_prompt(self, caption: str) -> tuple[torch.Tensor, bool]:
-        """(1, Lt, 13 * hidden) features in the compute dtype on the pipeline device; cached per caption string."""
+        """(1, Lt, 13 * hidden) features in the compute dtype, on the CPU; cached per caption string.
+
+        The cache lives in CPU memory (a 1000-token caption is ~100 MB of features): a long sweep must
+        not fill the GPU that the offload options are trying to spare.
+        """
         if caption in self._text_cache:
             self._text_cache.move_to_end(caption)
             return self._text_cache[caption], True
         ids = torch.tensor([tokenize(self.tokenizer, caption)])
         te_device = next(self.text_encoder.parameters()).device
-        if self.offload_text_encoder and te_device != self.device:
-            self.text_encoder.to(self.device)
-            te_device = self.device
         features = self.text_encoder(ids.to(te_device), torch.ones_like(ids, device=te_device))
-        if self.offload_text_encoder and self.device.type != "cpu":
-            self.text_encoder.to("cpu")
-        features = features.to(device=self.device, dtype=self.dtype)
+        features = features.to(device="cpu", dtype=self.dtype)
         self.text_encoder_calls += 1
         self._text_cache[caption] = features
         if len(self._text_cache) > self._text_cache_size:
             self._text_cache.popitem(last=False)
         return features, False
 
+    def _encode_all(self, captions: list[str]) -> list[tuple[torch.Tensor, bool]]:
+        """With offload_text_encoder, the encoder visits the GPU once per call, only if a caption is new."""
+        visit = self.offload_text_encoder and self.device.type != "cpu" and any(c not in self._text_cache for c in captions)
+        if not visit:
+            return [self.encode_prompt(c) for c in captions]
+        self.text_encoder.to(self.device)
+        try:
+            return [self.encode_prompt(c) for c in captions]
+        finally:
+            self.text_encoder.to("cpu")
+
     def _pack_text(self, captions: list[str]) -> tuple[torch.Tensor, list[int], list[bool]]:
-        """Left-pad each caption's features to the longest: (B, Lt_max, F)."""
-        encoded = [self.encode_prompt(c) for c in captions]
+        """Left-pad each caption's features to the longest: (B, Lt_max, F) on the pipeline device."""
+        encoded = self._encode_all(captions)
         lengths = [f.shape[1] for f, _ in encoded]
         width = max(lengths)
         packed = torch.zeros(len(captions), width, encoded[0][0].shape[-1], dtype=self.dtype, device=self.device)
         for b, (f, _) in enumerate(encoded):
-            packed[b, width - f.shape[1]:] = f[0]
+            packed[b, width - f.shape[1]:] = f[0].to(self.device, non_blocking=True)
         return packed, lengths, [hit for _, hit in encoded]
 
     # --- sampling ------------------------------------------------------------------------------
@@ -355,7 +368,7 @@ class Ideogram4Pipeline:
         if self.unconditional_transformer is not None:
             tips.append("load_unconditional=False (model.load_unconditional=false) halves DiT memory, at a quality cost")
         if not self.offload_transformers:
-            tips.append("offload_transformers=True (model.offload=model): slow, but fits small GPUs")
+            tips.append("offload_transformers=True (model.offload=transformers): slow, but fits small GPUs")
         return "Out of GPU memory. Options: " + "; ".join(tips)
 
     def __call__(

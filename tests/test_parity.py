@@ -100,3 +100,55 @@ def test_seed_draws_the_same_noise_as_diffusers_generator(pipe):
     again = pipe.generate(["x"], None, height=64, width=64, num_inference_steps=1, output_type="latent",
                           guidance_schedule=[1.0], latents=noise, progress=False)
     assert torch.equal(ours.latents, again.latents)
+
+
+@pytest.mark.parametrize("text_lengths", [[9], [9, 17]])
+def test_dit_bf16_matches_diffusers_transformer(tiny_original, tiny_diffusers, text_lengths):
+    """One DiT pass in bf16 (the dtype the model runs in): same velocities as diffusers' transformer.
+
+    bf16 exposes table-level differences fp32 parity cannot see (e.g. RoPE frequencies computed in
+    float64 instead of the reference's float32 moved cos/sin at image positions by one bf16 ulp).
+    """
+    from pathlib import Path
+
+    from diffusers import Ideogram4Transformer2DModel
+
+    from ideogram4.checkpoints import load_transformer
+    from ideogram4.models.transformer import build_layout
+
+    ours, _ = load_transformer(Path(tiny_original) / "transformer", torch.bfloat16, "cpu")
+    ref = Ideogram4Transformer2DModel.from_pretrained(tiny_diffusers, subfolder="transformer", torch_dtype=torch.bfloat16)
+    g = torch.Generator().manual_seed(0)
+    B, gh, gw, width = len(text_lengths), 8, 8, max(text_lengths)
+    N, F = gh * gw, ours.config.llm_features_dim
+    x = torch.randn(B, N, 128, generator=g)
+    t = torch.tensor([0.37] * B)
+    text = torch.zeros(B, width, F)
+    for b, n in enumerate(text_lengths):
+        text[b, width - n:] = torch.randn(n, F, generator=g)
+
+    v_ours = ours(x, t, build_layout(ours.config, text_lengths, gh, gw, B, "cpu", torch.bfloat16), text)
+
+    from diffusers import Ideogram4Pipeline as DiffusersPipeline
+
+    position_ids, segment_ids, indicator = DiffusersPipeline._prepare_ids(text_lengths, gh, gw, width, "cpu")
+    packed_x = torch.cat([torch.zeros(B, width, 128), x], 1).to(torch.bfloat16)
+    packed_text = torch.cat([text, torch.zeros(B, N, F)], 1).to(torch.bfloat16)
+    with torch.no_grad():
+        v_ref = ref(packed_x, t.to(torch.bfloat16), packed_text, position_ids, segment_ids, indicator, return_dict=False)[0]
+    v_ref = v_ref[:, width:].float()
+    diff = (v_ours - v_ref).abs().max().item()
+    assert diff <= 2e-3 * v_ref.abs().max().item(), f"bf16 velocities differ by {diff}"
+
+
+def test_rope_tables_equal_diffusers_at_full_size():
+    """Full head_dim 256, image positions up to 2048^2: cos/sin identical to diffusers' MRoPE (fp32)."""
+    from diffusers import Ideogram4Pipeline as DiffusersPipeline
+    from diffusers.models.transformers.transformer_ideogram4 import Ideogram4MRoPE
+
+    from ideogram4.models.transformer import mrope_tables
+
+    position_ids, _, _ = DiffusersPipeline._prepare_ids([300], 128, 128, 300, "cpu")
+    cos_ref, sin_ref = Ideogram4MRoPE(256, 5_000_000, (24, 20, 20))(position_ids)
+    cos, sin = mrope_tables(position_ids, 256, 5_000_000.0, (24, 20, 20))
+    assert torch.equal(cos, cos_ref) and torch.equal(sin, sin_ref)

@@ -141,7 +141,8 @@ def test_batch_form_and_output_types(pipe):
     assert [im.size for im in images] == [(96, 64), (96, 64)]
     arr = pipe("one", seed=1, height=64, width=96, num_inference_steps=2, progress=False, output_type="np")
     assert arr.shape == (64, 96, 3) and arr.dtype == np.uint8
-    assert np.array_equal(arr, np.asarray(images[0]))  # batching does not change an image
+    # batching (left padding + mask) does not change an image beyond float noise
+    assert np.abs(arr.astype(int) - np.asarray(images[0]).astype(int)).max() <= 1
     lat = pipe("one", seed=1, height=64, width=96, num_inference_steps=2, progress=False, output_type="latent")
     assert lat.shape == (1, 24, 128)
 
