@@ -34,7 +34,7 @@ import _common as C  # noqa: E402
 import torch  # noqa: E402
 
 from ideogram4 import flops  # noqa: E402
-from ideogram4.models.quant import fp8_matmul_supported, fp8_paths, set_fp8_mode  # noqa: E402
+from ideogram4.models.quant import fp8_matmul_supported, fp8_paths  # noqa: E402
 from ideogram4.models.transformer import Ideogram4Config  # noqa: E402
 
 DIFFUSERS_PAD = flops.DIFFUSERS_MAX_SEQUENCE_LENGTH

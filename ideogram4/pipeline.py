@@ -17,7 +17,6 @@ import torch
 
 from . import sampling
 from .checkpoints import (
-    CheckpointError,
     ModelConfig,
     load_text_encoder,
     load_transformer,
@@ -28,7 +27,7 @@ from .checkpoints import (
 from .models.quant import fp8_matmul_supported, fp8_paths
 from .models.transformer import build_layout
 from .models.vae import from_pil, to_uint8
-from .prompts import MAX_TEXT_TOKENS, load_tokenizer, serialize_caption, tokenize
+from .prompts import load_tokenizer, serialize_caption, tokenize
 
 log = logging.getLogger(__name__)
 

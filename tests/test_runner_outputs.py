@@ -157,7 +157,7 @@ def test_wandb_unreachable_loses_nothing_and_falls_back_offline(tmp_path, tiny_r
 
 
 def test_wandb_failing_mid_run_is_a_warning(tmp_path, tiny_root, monkeypatch, caplog):
-    from ideogram4.experiment import runner, tracker
+    from ideogram4.experiment import tracker
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     made = []

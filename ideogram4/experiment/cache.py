@@ -7,7 +7,6 @@ different model config drops the previous pipeline before loading its own.
 from __future__ import annotations
 
 import gc
-import inspect
 import logging
 import os
 import time
@@ -85,23 +84,12 @@ def get_pipeline(model: ModelPlan) -> tuple[LoadedPipeline, bool]:
         revision=model.revision,
         load_unconditional=model.load_unconditional,
         fp8_mode=model.fp8_mode,
+        tokenizer_source=model.tokenizer_source or None,
+        offload_text_encoder=model.offload in ("text_encoder", "all"),
+        offload_transformers=model.offload in ("transformers", "all"),
+        vae_tiling=model.vae_tiling,
+        compile_blocks=model.compile_blocks,
     )
-    if model.tokenizer_source:
-        kwargs["tokenizer_source"] = model.tokenizer_source
-    params = inspect.signature(Ideogram4Pipeline.from_pretrained).parameters
-    wanted = {
-        "offload_text_encoder": model.offload in ("text_encoder", "all"),
-        "offload_transformers": model.offload in ("transformers", "all"),
-        "vae_tiling": model.vae_tiling,
-        "compile_blocks": model.compile_blocks,
-    }
-    for name, value in wanted.items():
-        if not value:
-            continue
-        if name in params:
-            kwargs[name] = value
-        else:
-            log.warning("%s is not supported by this pipeline version; ignoring it", name)
     log.info("Loading pipeline %s from %s (%s on %s)", model.name, source, model.dtype, model.device)
     t0 = time.perf_counter()
     try:

@@ -198,16 +198,6 @@ def quantize_linears(
     return module
 
 
-def set_fp8_mode(module: nn.Module, mode: str, protected: tuple[str, ...] = FP8_MATMUL_PROTECTED) -> nn.Module:
-    """Switch every Fp8Linear between "dequantize_per_call" and "fp8_matmul" (same fp8 tensors)."""
-    if mode not in ("dequantize_per_call", "fp8_matmul"):
-        raise ValueError(f"set_fp8_mode switches between dequantize_per_call and fp8_matmul, not {mode!r}")
-    for name, child in module.named_modules():
-        if isinstance(child, Fp8Linear):
-            child.mode = layer_mode(name, mode, protected)
-    return module
-
-
 def fp8_paths(module: nn.Module) -> dict[str, int]:
     """How many Linears take each path: {"fp8_matmul": n, "dequantize_per_call": n, "float": n}.
 
