@@ -37,17 +37,12 @@ class Ideogram4TextEncoder(nn.Module):
         # Real tokens count 0..n-1 from their first position; pads sit at 0 and are masked out.
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0) * attention_mask
         h = lm.embed_tokens(input_ids)
-        causal_mask = create_causal_mask(
-            config=lm.config,
-            inputs_embeds=h,
-            attention_mask=attention_mask,
-            past_key_values=None,
-            position_ids=positions,
-        )
+        # The 4th argument (no KV cache) is passed by position: transformers 5.x is renaming it.
+        causal_mask = create_causal_mask(lm.config, h, attention_mask, None, position_ids=positions)
         rope = lm.rotary_emb(h, positions[None].expand(3, -1, -1))
         taps = []
         for i, layer in enumerate(lm.layers[: max(TAP_LAYERS) + 1]):
-            h = layer(h, attention_mask=causal_mask, position_ids=positions, past_key_values=None, position_embeddings=rope)
+            h = layer(h, attention_mask=causal_mask, position_ids=positions, position_embeddings=rope)
             if i in TAP_LAYERS:
                 taps.append(h)
         features = torch.stack(taps, dim=-1).reshape(B, Lt, -1)  # (B, Lt, hidden * 13), tap index fastest
