@@ -46,7 +46,7 @@ def load_pipelines(config, tmp: Path, seed: int):
     ours_dir = C.build_checkpoint(tmp / "original", "original", config, seed)
     ref_dir = C.build_checkpoint(tmp / "diffusers", "diffusers", config, seed)
     ours = Ideogram4Pipeline.from_pretrained(str(ours_dir), torch_dtype=torch.float32, device="cpu")
-    ref = DiffusersPipeline.from_pretrained(str(ref_dir), torch_dtype=torch.float32)
+    ref = DiffusersPipeline.from_pretrained(str(ref_dir), dtype=torch.float32)
     ref.set_progress_bar_config(disable=True)
     return ours, ref
 

@@ -426,7 +426,7 @@ def _load_bnb_text_encoder(folder: Path, dtype: torch.dtype, device: str):
 
     from .models.text_encoder import Ideogram4TextEncoder
 
-    model = AutoModel.from_pretrained(str(folder), torch_dtype=dtype, device_map={"": device})
+    model = AutoModel.from_pretrained(str(folder), dtype=dtype, device_map={"": device})
     return Ideogram4TextEncoder(model.language_model).eval(), {"format": "nf4", "fingerprint": fingerprint(weight_files(folder, "text_encoder"))}
 
 
@@ -438,7 +438,7 @@ def load_vae(folder: Path, dtype: torch.dtype, device: str) -> tuple[nn.Module, 
     files = weight_files(folder, "vae")
     SafetensorsReader(files)  # a clear error for a truncated file before diffusers reads it
     if (folder / "config.json").is_file():
-        ae = AutoencoderKLFlux2.from_pretrained(str(folder), torch_dtype=dtype, low_cpu_mem_usage=False)
+        ae = AutoencoderKLFlux2.from_pretrained(str(folder), dtype=dtype, low_cpu_mem_usage=False)
     else:  # DiffSynth-style single file: the FLUX.2 VAE with diffusers' default config
         from safetensors.torch import load_file
 

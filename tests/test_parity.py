@@ -31,7 +31,7 @@ STRUCTURED = {
 def reference(tiny_diffusers):
     from diffusers import Ideogram4Pipeline as DiffusersPipeline
 
-    ref = DiffusersPipeline.from_pretrained(tiny_diffusers, torch_dtype=torch.float32)
+    ref = DiffusersPipeline.from_pretrained(tiny_diffusers, dtype=torch.float32)
     ref.set_progress_bar_config(disable=True)
     return ref
 
@@ -117,7 +117,7 @@ def test_dit_bf16_matches_diffusers_transformer(tiny_original, tiny_diffusers, t
     from ideogram4.models.transformer import build_layout
 
     ours, _ = load_transformer(Path(tiny_original) / "transformer", torch.bfloat16, "cpu")
-    ref = Ideogram4Transformer2DModel.from_pretrained(tiny_diffusers, subfolder="transformer", torch_dtype=torch.bfloat16)
+    ref = Ideogram4Transformer2DModel.from_pretrained(tiny_diffusers, subfolder="transformer", dtype=torch.bfloat16)
     g = torch.Generator().manual_seed(0)
     B, gh, gw, width = len(text_lengths), 8, 8, max(text_lengths)
     N, F = gh * gw, ours.config.llm_features_dim
