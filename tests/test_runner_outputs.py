@@ -97,9 +97,12 @@ def test_resume_skips_identical_settings_and_overwrite_forces(tmp_path, tiny_roo
     out = tmp_path / "job"
     r1 = run_inprocess([*FAST, "seed=[0,1]"], out, tiny_root)
     assert len(r1.made) == 4 and not r1.skipped
-    # a different cfg in the same folder: settings differ, so everything is regenerated
+    first = {r["image"]: (out / r["image"]).read_bytes() for r in r1.made}
+    # a different cfg in the same folder: settings differ, so everything is generated again, under
+    # new names: the first images are kept byte for byte (nothing is overwritten silently)
     r2 = run_inprocess([*FAST, "seed=[0,1]", "cfg=3"], out, tiny_root)
-    assert len(r2.made) == 4
+    assert len(r2.made) == 4 and not {r["image"] for r in r2.made} & set(first)
+    assert all((out / name).read_bytes() == data for name, data in first.items())
     # same settings again: all skipped, nothing appended
     n = len(read_manifest(out))
     r3 = run_inprocess([*FAST, "seed=[0,1,2]", "cfg=3"], out, tiny_root)
@@ -108,9 +111,11 @@ def test_resume_skips_identical_settings_and_overwrite_forces(tmp_path, tiny_roo
     r4 = run_inprocess([*FAST, "seed=[0]", "cfg=3", "output.overwrite=true"], out, tiny_root)
     assert len(r4.made) == 2 and not r4.skipped
     # a deleted image is remade even though its manifest line exists
-    (out / "images" / "red_cube__seed1.png").unlink()
+    (deleted,) = [r["image"] for r in r2.made if (r["prompt_id"], r["seed"]) == ("red_cube", 1)]
+    (out / deleted).unlink()
     r5 = run_inprocess([*FAST, "seed=[1]", "cfg=3"], out, tiny_root)
     assert [(r["prompt_id"], r["seed"]) for r in r5.made] == [("red_cube", 1)]
+    assert (out / r5.made[0]["image"]).exists()
 
 
 def test_near_uniform_image_is_flagged(tmp_path, tiny_root, caplog, monkeypatch):

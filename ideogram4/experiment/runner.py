@@ -111,14 +111,23 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> JobResult:
     items = _plan_items(plan)
     overwrite = bool(plan.output.get("overwrite", False))
     existing = out_mod.latest_records(out_mod.read_manifest(out_dir))
-    done_keys = {r.get("settings_hash") for r in existing.values() if (out_dir / r["image"]).exists()}
+    done = {r.get("settings_hash"): r for r in existing.values() if out_mod.is_valid_png(out_dir / r["image"])}
     pending: list[Item] = []
     for it in items:
-        rec = existing.get(it.image_rel)
-        if not overwrite and it.key in done_keys and rec is not None and rec.get("settings_hash") == it.key and out_mod.is_valid_png(out_dir / it.image_rel):
-            it.record, it.skipped = rec, True
-        else:
-            pending.append(it)
+        rec = done.get(it.key)
+        if not overwrite and rec is not None:
+            it.image_rel, it.record, it.skipped = rec["image"], rec, True
+            continue
+        held = existing.get(it.image_rel)
+        if (out_dir / it.image_rel).exists() and (held is None or held.get("settings_hash") != it.key):
+            # The name is taken by an image made with other settings (e.g. the same run folder with
+            # another cfg): never replace it silently.
+            if overwrite:
+                log.warning("output.overwrite=true: replacing %s, which was made with other settings", it.image_rel)
+            else:
+                kept, it.image_rel = it.image_rel, it.image_rel[: -len(".png")] + f"__{it.key[:8]}.png"
+                log.warning("%s holds an image made with other settings; keeping it and writing %s", kept, it.image_rel)
+        pending.append(it)
     result = JobResult(out_dir=out_dir)
     result.skipped = [it.record for it in items if it.skipped]
     if result.skipped:
