@@ -26,6 +26,23 @@ TINY = [
     "sampler.steps=2",
 ]
 
+# Bad inputs caught by the runner's own validation (issue 5): overrides -> the field the message names.
+# Used through the API (test_runner_config) and as real `python run.py` calls (test_runner_cli).
+BAD_CONFIG = [
+    (["resolution.height=1000"], "resolution.height"),
+    (["resolution.width=4096"], "resolution.width"),
+    (["resolution.height=256", "resolution.width=2048"], "aspect ratio"),
+    (["sampler.steps=0"], "sampler.steps"),
+    (["sampler.steps=4", "sampler.guidance_schedule=[7,7,3]"], "sampler.guidance_schedule"),
+    (["sampler=quality_48", "sampler.steps=2"], "sampler.polish_steps"),  # quality_48 has 3 polish steps
+    (["prompts.file=/nonexistent/prompts.jsonl"], "prompts.file"),
+    (["prompt='{\"high_level_description\": \"x\",, }'"], "line 1, column"),
+    (["model=local"], "model.path"),
+    (["model.dtype=float8"], "model.dtype"),
+    (["tracker.mode=sometimes"], "tracker.mode"),
+    (["seed=-1"], "seed"),
+]
+
 
 @pytest.fixture(scope="session")
 def tiny_root(tiny_original) -> str:

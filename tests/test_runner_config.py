@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from runner_fixtures import CONF, REPO, compose
+from runner_fixtures import BAD_CONFIG, CONF, REPO, compose
 
 from ideogram4.experiment.validate import ConfigError, build_plan, cuda_driver_present
 
@@ -139,23 +139,9 @@ def _bad_json_file(tmp_path: Path) -> str:
     return str(f)
 
 
-BAD = [
-    (["resolution.height=1000"], "resolution.height"),
-    (["resolution.width=4096"], "resolution.width"),
-    (["resolution.height=256", "resolution.width=2048"], "aspect ratio"),
-    (["sampler.steps=0"], "sampler.steps"),
-    (["sampler.steps=4", "sampler.guidance_schedule=[7,7,3]"], "sampler.guidance_schedule"),
-    (["sampler.steps=2"], "sampler.polish_steps"),  # quality_48 has 3 polish steps
-    (["prompts.file=/nonexistent/prompts.jsonl"], "prompts.file"),
-    (["prompt='{\"high_level_description\": \"x\",, }'"], "line 1, column"),
-    (["model=local"], "model.path"),
-    (["model.dtype=float8"], "model.dtype"),
-    (["tracker.mode=sometimes"], "tracker.mode"),
-    (["seed=-1"], "seed"),
-]
 
 
-@pytest.mark.parametrize("overrides,field", BAD, ids=[b[1] + str(i) for i, b in enumerate(BAD)])
+@pytest.mark.parametrize("overrides,field", BAD_CONFIG, ids=[b[1] + str(i) for i, b in enumerate(BAD_CONFIG)])
 def test_bad_input_names_field_value_and_fix(overrides, field):
     base = ["device=cpu"] if overrides[0].startswith("model=") else ["model=tiny"]
     with pytest.raises(ConfigError) as e:
