@@ -144,7 +144,7 @@ def resolve_model_configs(model_configs: list[ModelConfig], tokenizer_config: Mo
             p = Path(os.path.expanduser(mc.path))
             if not p.exists():
                 raise CheckpointError(f"ModelConfig(path={mc.path!r}) does not exist")
-            found[component] = p.parent if p.is_file() else p
+            found[component] = p  # a named file is used as named; a folder is searched (weight_files)
         elif mc.model_id:
             found[component] = hub_download(mc.model_id, [f"{component}/*"], mc.revision) / component
         else:
@@ -162,7 +162,11 @@ def resolve_model_configs(model_configs: list[ModelConfig], tokenizer_config: Mo
 
 
 def weight_files(folder: Path, component: str) -> list[Path]:
-    """The component's safetensors files: a sharded index first, then the single file (as the official loader)."""
+    """The component's safetensors files: a sharded index first, then the single file (as the official loader).
+
+    `folder` may also be one explicitly named file (DiffSynth-style `ModelConfig(path=...)`)."""
+    if folder.is_file():
+        return [folder]
     name = WEIGHT_FILES[component]
     index = folder / f"{name}.index.json"
     if index.is_file():
@@ -179,6 +183,11 @@ def weight_files(folder: Path, component: str) -> list[Path]:
     if len(others) == 1:
         return others
     raise CheckpointError(f"{folder} has no {name} (nor {name}.index.json): the {component} weights are missing; download them again")
+
+
+def _folder_of(path: Path) -> Path:
+    """Where a component's config.json lives: next to a named file, or in the folder itself."""
+    return path.parent if path.is_file() else path
 
 
 class SafetensorsReader:
@@ -314,10 +323,10 @@ def fill_module(module: nn.Module, state_dict: dict[str, torch.Tensor], source: 
     module.load_state_dict(state_dict, strict=True, assign=True)
 
 
-def load_transformer(folder: Path, dtype: torch.dtype, device: str, fp8_mode: str = "dequantize_per_call") -> tuple[Ideogram4Transformer, dict]:
+def load_transformer(path: Path, dtype: torch.dtype, device: str, fp8_mode: str = "dequantize_per_call") -> tuple[Ideogram4Transformer, dict]:
     if fp8_mode not in FP8_MODES:
         raise ValueError(f"fp8_mode={fp8_mode!r}: use one of {FP8_MODES}")
-    files = weight_files(folder, "transformer")
+    files, folder = weight_files(path, "transformer"), _folder_of(path)
     reader = SafetensorsReader(files)
     fmt = detect_format(reader.keys())
     config = dit_config_from(reader, folder)
@@ -379,12 +388,13 @@ def _load_nf4_transformer(reader: SafetensorsReader, config: Ideogram4Config, dt
     return model
 
 
-def load_text_encoder(folder: Path, dtype: torch.dtype, device: str) -> tuple[nn.Module, dict]:
+def load_text_encoder(path: Path, dtype: torch.dtype, device: str) -> tuple[nn.Module, dict]:
     """Only the Qwen3-VL language model is built and read; the vision tower's weights are skipped."""
     from transformers import AutoConfig
 
     from .models.text_encoder import Ideogram4TextEncoder
 
+    files, folder = weight_files(path, "text_encoder"), _folder_of(path)
     if not (folder / "config.json").is_file():
         raise CheckpointError(f"{folder} has no config.json: the text encoder needs its Qwen3-VL config next to the weights")
     config = AutoConfig.from_pretrained(str(folder))
@@ -392,7 +402,6 @@ def load_text_encoder(folder: Path, dtype: torch.dtype, device: str) -> tuple[nn
         return _load_bnb_text_encoder(folder, dtype, device)
     text_config = getattr(config, "text_config", config)
     text_config._attn_implementation = "sdpa"
-    files = weight_files(folder, "text_encoder")
     reader = SafetensorsReader(files)
 
     from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLTextModel, Qwen3VLTextRotaryEmbedding
@@ -430,12 +439,12 @@ def _load_bnb_text_encoder(folder: Path, dtype: torch.dtype, device: str):
     return Ideogram4TextEncoder(model.language_model).eval(), {"format": "nf4", "fingerprint": fingerprint(weight_files(folder, "text_encoder"))}
 
 
-def load_vae(folder: Path, dtype: torch.dtype, device: str) -> tuple[nn.Module, dict]:
+def load_vae(path: Path, dtype: torch.dtype, device: str) -> tuple[nn.Module, dict]:
     from diffusers import AutoencoderKLFlux2
 
     from .models.vae import Ideogram4VAE
 
-    files = weight_files(folder, "vae")
+    files, folder = weight_files(path, "vae"), _folder_of(path)
     SafetensorsReader(files)  # a clear error for a truncated file before diffusers reads it
     if (folder / "config.json").is_file():
         ae = AutoencoderKLFlux2.from_pretrained(str(folder), dtype=dtype, low_cpu_mem_usage=False)

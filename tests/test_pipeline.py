@@ -1,6 +1,7 @@
 """The pipeline on tiny checkpoints: formats, img2img, guidance variants, errors before heavy work."""
 
 import json
+from pathlib import Path
 import shutil
 
 import numpy as np
@@ -287,3 +288,22 @@ def test_hub_failures_say_what_to_do(monkeypatch, error, message):
     monkeypatch.setattr(huggingface_hub, "snapshot_download", refuse)
     with pytest.raises(CheckpointError, match=message):
         Ideogram4Pipeline.from_pretrained("ideogram-ai/ideogram-4-fp8", revision="v9", torch_dtype=torch.float32, device="cpu")
+
+
+def test_model_config_path_to_a_named_file_is_used_as_named(tiny_original, tmp_path, pipe):
+    """DiffSynth users point ModelConfig(path=...) at files with their own names, next to other files."""
+    root = Path(tiny_original)
+    folder = tmp_path / "weights" / "transformer"
+    folder.mkdir(parents=True)
+    shutil.copy(root / "transformer" / "config.json", folder / "config.json")
+    shutil.copy(root / "transformer" / "diffusion_pytorch_model.safetensors", folder / "my_dit.safetensors")
+    shutil.copy(root / "unconditional_transformer" / "diffusion_pytorch_model.safetensors", folder / "decoy.safetensors")
+    configs = [ModelConfig(path=str(folder / "my_dit.safetensors")),
+               ModelConfig(path=str(root / "unconditional_transformer")),
+               ModelConfig(path=str(root / "text_encoder" / "model.safetensors")),
+               ModelConfig(path=str(root / "vae"))]
+    p = Ideogram4Pipeline.from_pretrained(torch_dtype=torch.float32, device="cpu", model_configs=configs,
+                                          tokenizer_config=ModelConfig(path=str(root / "tokenizer")))
+    assert p.describe()["fingerprints"]["transformer"] == pipe.describe()["fingerprints"]["transformer"]
+    a = p.generate(["a cat"], [0], output_type="latent", **FAST).latents
+    assert (a - pipe.generate(["a cat"], [0], output_type="latent", **FAST).latents).abs().max().item() < 1e-5
