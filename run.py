@@ -13,6 +13,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from ideogram4.errors import CheckpointError
 from ideogram4.experiment import ConfigError, register_configs
 
 register_configs()
@@ -27,6 +28,9 @@ def main(cfg: DictConfig) -> None:
     except ConfigError as e:
         logging.getLogger("ideogram4.experiment").error("%s", e)
         sys.exit(2)
+    except CheckpointError as e:  # weights missing, corrupt, gated, unreachable: the message says what to do
+        logging.getLogger("ideogram4.experiment").error("Weights: %s", e)
+        sys.exit(3)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ _EXPORTS = {
     "Ideogram4Pipeline": "ideogram4.pipeline",
     "GenerationOutput": "ideogram4.pipeline",
     "ModelConfig": "ideogram4.checkpoints",
-    "CheckpointError": "ideogram4.checkpoints",
+    "CheckpointError": "ideogram4.errors",
 }
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from .errors import CheckpointError
 from .models.quant import FP8_MODES, materialize_fp8, swap_linears_for_fp8
 from .models.transformer import Ideogram4Config, Ideogram4Transformer
 
@@ -34,10 +35,6 @@ WEIGHT_FILES = {
 }
 # The bf16 repackage ships no tokenizer; DiffSynth takes it from the fp8 release.
 DEFAULT_TOKENIZER_REPO = "ideogram-ai/ideogram-4-fp8"
-
-
-class CheckpointError(RuntimeError):
-    """A weights problem the user can fix: the message says what and how."""
 
 
 @dataclass

@@ -196,3 +196,26 @@ def test_interrupted_sweep_keeps_finished_images_and_resumes(tmp_path, runner_en
         assert not list((sweep / j / "images").glob(".*.tmp"))
     assert len(after) == 6 and all(after[k] == v for k, v in first.items())
     assert "already made with identical settings" in res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("damage, message", [("no_vae", "missing vae/"), ("truncated", "is truncated or corrupt")])
+def test_weights_faults_exit_with_the_named_error(tmp_path, runner_env, tiny_root, damage, message):
+    import shutil
+
+    from ideogram4.tiny import ensure_tiny_checkpoint
+
+    folder = tmp_path / "weights"
+    shutil.copytree(ensure_tiny_checkpoint(tiny_root), folder)
+    if damage == "no_vae":
+        shutil.rmtree(folder / "vae")
+    else:
+        f = folder / "transformer" / "diffusion_pytorch_model.safetensors"
+        f.write_bytes(f.read_bytes()[:1000])
+    out = tmp_path / "run"
+    res = run_cli(["model=local", f"model.path={folder}", "model.dtype=float32", "device=cpu", "prompt=a cat",
+                   "sampler=turbo_12", "sampler.steps=2", "resolution=square_512", "tracker=none", f"hydra.run.dir={out}"],
+                  runner_env, timeout=120)
+    text = res.stdout + res.stderr
+    assert res.returncode == 3, text[-2000:]
+    assert message in text and "Traceback" not in text, text[-2000:]
+    assert not list(out.glob("images/*.png"))
