@@ -408,6 +408,4 @@ class Ideogram4Pipeline:
         )
         if output_type == "latent":
             return out.latents
-        if output_type == "np":
-            return out.images if batch else out.images[0]
         return out.images if batch else out.images[0]
