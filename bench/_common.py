@@ -83,7 +83,7 @@ def diffusers_twin(model: Ideogram4Transformer):
         twin = Ideogram4Transformer2DModel(**kwargs)
     twin.load_state_dict(tiny.dit_to_diffusers_keys(model.state_dict()), strict=True, assign=True)
     device = next(model.parameters()).device
-    for name, module in twin.named_modules():  # non-persistent buffers are not in any state dict
+    for _name, module in twin.named_modules():  # non-persistent buffers are not in any state dict
         if isinstance(module, Ideogram4MRoPE):
             fresh = Ideogram4MRoPE(module.head_dim, int(cfg.rope_theta), module.mrope_section)
             module.inv_freq = fresh.inv_freq.to(device)
@@ -115,8 +115,10 @@ def fp8_twin(model: Ideogram4Transformer, mode: str = "fp8_matmul") -> Ideogram4
 
 # --- prompts ---------------------------------------------------------------------------------------
 
-WORDS = ("a quiet harbour town at dawn with fishing boats painted red and blue, gulls circling over the "
-         "market, warm light on wet cobblestones, a bakery sign in gold letters, ").split()
+WORDS = (
+    "a quiet harbour town at dawn with fishing boats painted red and blue, gulls circling over the "
+    "market, warm light on wet cobblestones, a bakery sign in gold letters, "
+).split()
 
 
 def prompt_of_tokens(tokenizer, target: int) -> tuple[str, int]:
@@ -197,7 +199,7 @@ class Stats:
     cv: float  # coefficient of variation (stdev / mean)
 
     @classmethod
-    def of(cls, xs: list[float]) -> "Stats":
+    def of(cls, xs: list[float]) -> Stats:
         xs = sorted(xs)
         if not xs:
             return cls(0, math.nan, math.nan, math.nan, math.nan)
@@ -258,13 +260,21 @@ def environment(device: str) -> dict:
         pass
     if torch.device(device).type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        env.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
-                   cuda=torch.version.cuda, capability=".".join(map(str, torch.cuda.get_device_capability(device))))
+        env.update(
+            gpu=props.name,
+            gpu_memory_gib=round(props.total_memory / 2**30, 1),
+            cuda=torch.version.cuda,
+            capability=".".join(map(str, torch.cuda.get_device_capability(device))),
+        )
         try:
             import subprocess
 
-            env["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                           capture_output=True, text=True, timeout=10).stdout.strip()
+            env["driver"] = subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
         except Exception:  # noqa: BLE001 - best effort
             pass
         try:

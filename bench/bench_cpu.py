@@ -58,8 +58,9 @@ def memoise_encode_prompt(pipe) -> None:
     def encode_prompt(prompt, grid_h, grid_w, max_sequence_length, device):
         key = (prompt if isinstance(prompt, str) else tuple(prompt), grid_h, grid_w, max_sequence_length, str(device))
         if key not in cache:
-            cache[key] = original(prompt=prompt, grid_h=grid_h, grid_w=grid_w,
-                                  max_sequence_length=max_sequence_length, device=device)
+            cache[key] = original(
+                prompt=prompt, grid_h=grid_h, grid_w=grid_w, max_sequence_length=max_sequence_length, device=device
+            )
         return cache[key]
 
     pipe.encode_prompt = encode_prompt
@@ -70,9 +71,21 @@ def run_ours(pipe, prompt, res, schedule, noise, clock, step_marks):
         step_marks.append(clock.mark())
 
     t0 = time.perf_counter()
-    out = pipe.generate([prompt], [0], height=res, width=res, num_inference_steps=len(schedule),
-                        guidance_schedule=schedule, mu=0.0, std=1.5, final_step="clean", latents=noise.clone(),
-                        output_type="latent", progress=False, step_callback=on_step)
+    out = pipe.generate(
+        [prompt],
+        [0],
+        height=res,
+        width=res,
+        num_inference_steps=len(schedule),
+        guidance_schedule=schedule,
+        mu=0.0,
+        std=1.5,
+        final_step="clean",
+        latents=noise.clone(),
+        output_type="latent",
+        progress=False,
+        step_callback=on_step,
+    )
     return out.latents, time.perf_counter() - t0
 
 
@@ -82,8 +95,18 @@ def run_ref(pipe, prompt, res, schedule, noise, clock, step_marks):
         return {}
 
     t0 = time.perf_counter()
-    lat = pipe(prompt, height=res, width=res, num_inference_steps=len(schedule), guidance_schedule=schedule,
-               mu=0.0, std=1.5, latents=noise.clone(), output_type="latent", callback_on_step_end=on_step).images
+    lat = pipe(
+        prompt,
+        height=res,
+        width=res,
+        num_inference_steps=len(schedule),
+        guidance_schedule=schedule,
+        mu=0.0,
+        std=1.5,
+        latents=noise.clone(),
+        output_type="latent",
+        callback_on_step_end=on_step,
+    ).images
     return lat, time.perf_counter() - t0
 
 
@@ -99,9 +122,11 @@ def bench_size(name: str, args, tmp: Path) -> dict:
     noise = torch.randn((1, n_image, 128), generator=torch.Generator().manual_seed(args.seed))
     clock = C.Clock("cpu")
     runners = {"ours": (ours, run_ours), "diffusers": (ref, run_ref)}
-    print(f"\n== {name}: DiT {config.emb_dim}x{config.num_layers} layers, {res}x{res} ({n_image} image tokens), "
-          f"prompt {n_tokens} tokens, {args.steps} steps, {args.repeats} repeats, {torch.get_num_threads()} threads, "
-          f"diffusers text {'re-encoded every call' if args.diffusers_reencode else 'memoised'}")
+    print(
+        f"\n== {name}: DiT {config.emb_dim}x{config.num_layers} layers, {res}x{res} ({n_image} image tokens), "
+        f"prompt {n_tokens} tokens, {args.steps} steps, {args.repeats} repeats, {torch.get_num_threads()} threads, "
+        f"diffusers text {'re-encoded every call' if args.diffusers_reencode else 'memoised'}"
+    )
 
     # 1. correctness gate (also the warm-up call of each)
     latents = {k: fn(p, prompt, res, schedule, noise, clock, [])[0] for k, (p, fn) in runners.items()}
@@ -113,9 +138,11 @@ def bench_size(name: str, args, tmp: Path) -> dict:
 
     # 2. timing, alternating A B A B
     records = {k: C.Record(k) for k in runners}
-    timers = {k: (C.PassTimer(p.transformer, clock), C.PassTimer(p.unconditional_transformer, clock))
-              for k, (p, _) in runners.items()}
-    for r in range(args.repeats):
+    timers = {
+        k: (C.PassTimer(p.transformer, clock), C.PassTimer(p.unconditional_transformer, clock))
+        for k, (p, _) in runners.items()
+    }
+    for _r in range(args.repeats):
         for k, (p, fn) in runners.items():
             for t in timers[k]:
                 t.reset()
@@ -135,28 +162,50 @@ def bench_size(name: str, args, tmp: Path) -> dict:
     call_ratio = summary["ours"]["call"]["median"] / summary["diffusers"]["call"]["median"]
     print(f"{'':10s} {'per step (median)':>18s} {'cond pass':>10s} {'uncond pass':>12s} {'call':>8s}")
     for k, s in summary.items():
-        print(f"{k:10s} {s['per_step']['median'] * 1e3:15.1f} ms {s['cond_pass']['median'] * 1e3:7.1f} ms "
-              f"{s['uncond_pass']['median'] * 1e3:9.1f} ms {s['call']['median']:6.2f} s")
+        print(
+            f"{k:10s} {s['per_step']['median'] * 1e3:15.1f} ms {s['cond_pass']['median'] * 1e3:7.1f} ms "
+            f"{s['uncond_pass']['median'] * 1e3:9.1f} ms {s['call']['median']:6.2f} s"
+        )
     print(f"RATIO ours/diffusers per step [{name}] = {ratio:.3f}   (whole call: {call_ratio:.3f})")
-    return {"size": name, "gate_pass": True, "max_abs_diff": diff, "resolution": res, "prompt_tokens": n_tokens,
-            "steps": args.steps, "repeats": args.repeats, "threads": torch.get_num_threads(),
-            "diffusers_reencode": args.diffusers_reencode, "dit": C.asdict(config),
-            "per_step_ratio": ratio, "call_ratio": call_ratio, "results": summary}
+    return {
+        "size": name,
+        "gate_pass": True,
+        "max_abs_diff": diff,
+        "resolution": res,
+        "prompt_tokens": n_tokens,
+        "steps": args.steps,
+        "repeats": args.repeats,
+        "threads": torch.get_num_threads(),
+        "diffusers_reencode": args.diffusers_reencode,
+        "dit": C.asdict(config),
+        "per_step_ratio": ratio,
+        "call_ratio": call_ratio,
+        "results": summary,
+    }
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="tiny,medium", help="comma list of: " + ",".join(C.SIZES))
-    ap.add_argument("--resolution", type=int, default=None, help="square side in pixels (default: tiny 256, medium 512)")
+    ap.add_argument(
+        "--resolution", type=int, default=None, help="square side in pixels (default: tiny 256, medium 512)"
+    )
     ap.add_argument("--prompt-tokens", type=int, default=300)
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--tol", type=float, default=1e-4)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch CPU threads (default 1: stable on a shared machine; 0 = torch's default)")
-    ap.add_argument("--diffusers-reencode", action="store_true",
-                    help="let diffusers encode its 2048 padded tokens on every call (as shipped)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: stable on a shared machine; 0 = torch's default)",
+    )
+    ap.add_argument(
+        "--diffusers-reencode",
+        action="store_true",
+        help="let diffusers encode its 2048 padded tokens on every call (as shipped)",
+    )
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     args = ap.parse_args(argv)
     if args.steps < 2:

@@ -42,8 +42,11 @@ DIFFUSERS_PAD = flops.DIFFUSERS_MAX_SEQUENCE_LENGTH
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--small", action="store_true",
-                    help="tiny model on the CPU in fp32 at 64x64, 3 steps: exercises every code path in seconds")
+    ap.add_argument(
+        "--small",
+        action="store_true",
+        help="tiny model on the CPU in fp32 at 64x64, 3 steps: exercises every code path in seconds",
+    )
     ap.add_argument("--device", default=None)
     ap.add_argument("--dtype", default=None, choices=["bf16", "fp32"])
     ap.add_argument("--resolutions", default=None, help="comma list of square sides (default 1024,2048)")
@@ -91,7 +94,7 @@ class FeaturePatch:
         f = self.features.float()
         T, F = f.shape[1], f.shape[2]
         embeds = torch.zeros(1, max_sequence_length + grid_h * grid_w, F, device=device)
-        embeds[:, max_sequence_length - T: max_sequence_length] = f.to(device)
+        embeds[:, max_sequence_length - T : max_sequence_length] = f.to(device)
         ids = DiffusersPipeline._prepare_ids([T], grid_h, grid_w, max_sequence_length, device)
         return (embeds, *ids)
 
@@ -114,13 +117,20 @@ def build_variants(args, patch: FeaturePatch) -> dict:
     if "ours-fp8" in args.variants:
         if not fp8_matmul_supported(dev) and args.fp8_mode == "fp8_matmul":
             print(f"warning: {dev} has no fp8 tensor cores; fp8_matmul may fail or be slow")
-        p = Ideogram4Pipeline(C.fp8_twin(cond, args.fp8_mode), None, None, None, C.fp8_twin(uncond, args.fp8_mode),
-                              device=dev, dtype=dt)
+        p = Ideogram4Pipeline(
+            C.fp8_twin(cond, args.fp8_mode), None, None, None, C.fp8_twin(uncond, args.fp8_mode), device=dev, dtype=dt
+        )
         p.encode_prompt = patch.ours
         variants["ours-fp8"] = p
     if "diffusers-bf16" in args.variants:
-        p = DiffusersPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=None, text_encoder=None, tokenizer=None,
-                              transformer=C.diffusers_twin(cond), unconditional_transformer=C.diffusers_twin(uncond))
+        p = DiffusersPipeline(
+            scheduler=FlowMatchEulerDiscreteScheduler(),
+            vae=None,
+            text_encoder=None,
+            tokenizer=None,
+            transformer=C.diffusers_twin(cond),
+            unconditional_transformer=C.diffusers_twin(uncond),
+        )
         p.set_progress_bar_config(disable=True)
         p.encode_prompt = patch.diffusers
         variants["diffusers-bf16"] = p
@@ -136,19 +146,44 @@ def build_variants(args, patch: FeaturePatch) -> dict:
 
 def call(name, pipe, res, schedule, noise, clock, step_marks):
     if name.startswith("ours"):
-        out = pipe.generate(["bench"], [0], height=res, width=res, num_inference_steps=len(schedule),
-                            guidance_schedule=schedule, mu=0.0, std=1.5, final_step="clean", latents=noise.clone(),
-                            output_type="latent", progress=False,
-                            step_callback=lambda i, n: step_marks.append(clock.mark()))
+        out = pipe.generate(
+            ["bench"],
+            [0],
+            height=res,
+            width=res,
+            num_inference_steps=len(schedule),
+            guidance_schedule=schedule,
+            mu=0.0,
+            std=1.5,
+            final_step="clean",
+            latents=noise.clone(),
+            output_type="latent",
+            progress=False,
+            step_callback=lambda i, n: step_marks.append(clock.mark()),
+        )
         return out.latents
 
     def on_step(_pipe, i, t, kwargs):
         step_marks.append(clock.mark())
         return {}
 
-    return pipe("bench", height=res, width=res, num_inference_steps=len(schedule), guidance_schedule=schedule,
-                mu=0.0, std=1.5, latents=noise.clone(), output_type="latent", max_sequence_length=DIFFUSERS_PAD,
-                callback_on_step_end=on_step).images.float().cpu()
+    return (
+        pipe(
+            "bench",
+            height=res,
+            width=res,
+            num_inference_steps=len(schedule),
+            guidance_schedule=schedule,
+            mu=0.0,
+            std=1.5,
+            latents=noise.clone(),
+            output_type="latent",
+            max_sequence_length=DIFFUSERS_PAD,
+            callback_on_step_end=on_step,
+        )
+        .images.float()
+        .cpu()
+    )
 
 
 def sdpa_ops(name, pipe, res, noise, clock) -> list[str]:
@@ -161,8 +196,11 @@ def sdpa_ops(name, pipe, res, noise, clock) -> list[str]:
         clock.sync()
     names = {e.key for e in prof.key_averages()}
     ops = {n for n in names if n.startswith("aten::") and ("scaled_dot_product" in n or "attention" in n)}
-    kernels = {n for n in names if not n.startswith("aten::")
-               and any(s in n.lower() for s in ("flash", "fmha", "cudnn", "attention", "attn"))}
+    kernels = {
+        n
+        for n in names
+        if not n.startswith("aten::") and any(s in n.lower() for s in ("flash", "fmha", "cudnn", "attention", "attn"))
+    }
     return sorted(ops) + sorted(kernels)[:8]
 
 
@@ -183,7 +221,11 @@ def timed_call(name, pipe, res, schedule, noise, clock, timers, device):
     wall = time.perf_counter() - t0
     gpu = clock.seconds(start, marks[-1]) if marks else wall
     # (peak, peak above what was resident before the call: the weights of every variant live in this process)
-    peak = (torch.cuda.max_memory_allocated(device), torch.cuda.max_memory_allocated(device) - resident) if clock.cuda else None
+    peak = (
+        (torch.cuda.max_memory_allocated(device), torch.cuda.max_memory_allocated(device) - resident)
+        if clock.cuda
+        else None
+    )
     return latents, wall, gpu, marks, peak
 
 
@@ -202,8 +244,10 @@ def run_config(args, variants, patch, res, T, cfg_on, clock, env) -> dict:
     tag = f"{res}^2 T={T} cfg={'on' if cfg_on else 'off'}"
     print(f"\n== {tag}: {n_image} image tokens, {args.steps} steps")
 
-    timers = {k: (C.PassTimer(p.transformer, clock), C.PassTimer(p.unconditional_transformer, clock))
-              for k, p in variants.items()}
+    timers = {
+        k: (C.PassTimer(p.transformer, clock), C.PassTimer(p.unconditional_transformer, clock))
+        for k, p in variants.items()
+    }
     records = {k: C.Record(k) for k in variants}
     warm_latents, cold = {}, {}
     for k, p in variants.items():
@@ -236,7 +280,7 @@ def run_config(args, variants, patch, res, T, cfg_on, clock, env) -> dict:
         return {"resolution": res, "text_tokens": T, "cfg": cfg_on, "gate": gate}
 
     gpu_loop = {k: [] for k in variants}
-    for r in range(args.repeats):
+    for _r in range(args.repeats):
         for k, p in variants.items():
             _, wall, gpu, marks, peak = timed_call(k, p, res, schedule, noise, clock, timers[k], args.device)
             rec = records[k]
@@ -256,8 +300,16 @@ def run_config(args, variants, patch, res, T, cfg_on, clock, env) -> dict:
     padded = flops.image_flops(cfg, T, res, res, schedule, exact=False).total
     peak_bf16 = flops.peak_flops(env.get("gpu", "")) if clock.cuda else None
     peak_fp8 = flops.peak_flops(env.get("gpu", ""), "fp8") if clock.cuda else None
-    out = {"resolution": res, "text_tokens": T, "cfg": cfg_on, "steps": args.steps, "gate": gate,
-           "useful_flops": useful, "diffusers_flops": padded, "variants": {}}
+    out = {
+        "resolution": res,
+        "text_tokens": T,
+        "cfg": cfg_on,
+        "steps": args.steps,
+        "gate": gate,
+        "useful_flops": useful,
+        "diffusers_flops": padded,
+        "variants": {},
+    }
     for k, rec in records.items():
         s = rec.summary()
         s["cold_start_s"] = cold[k]
@@ -284,15 +336,19 @@ def run_config(args, variants, patch, res, T, cfg_on, clock, env) -> dict:
 
 
 def print_table(out: dict) -> None:
-    print(f"{'variant':15s} {'s/image med':>11s} {'min':>8s} {'p90':>8s} {'CV':>6s} {'step ms':>8s} {'cond ms':>8s} "
-          f"{'uncond ms':>9s} {'peak GiB':>8s} {'MFU':>6s} {'vs diff':>7s}")
+    print(
+        f"{'variant':15s} {'s/image med':>11s} {'min':>8s} {'p90':>8s} {'CV':>6s} {'step ms':>8s} {'cond ms':>8s} "
+        f"{'uncond ms':>9s} {'peak GiB':>8s} {'MFU':>6s} {'vs diff':>7s}"
+    )
     for k, s in out["variants"].items():
         mfu = s.get("mfu_bf16_peak")
         peak = s["peak_bytes"] / 2**30 if s["peak_bytes"] else float("nan")
-        print(f"{k:15s} {s['call']['median']:11.3f} {s['call']['min']:8.3f} {s['call']['p90']:8.3f} "
-              f"{s['call']['cv'] * 100:5.1f}% {s['per_step']['median'] * 1e3:8.1f} {s['cond_pass']['median'] * 1e3:8.1f} "
-              f"{s['uncond_pass']['median'] * 1e3:9.1f} {peak:8.2f} "
-              f"{(f'{mfu * 100:5.1f}%' if mfu else '   n/a'):>6s} {s.get('speedup_vs_diffusers', float('nan')):7.2f}")
+        print(
+            f"{k:15s} {s['call']['median']:11.3f} {s['call']['min']:8.3f} {s['call']['p90']:8.3f} "
+            f"{s['call']['cv'] * 100:5.1f}% {s['per_step']['median'] * 1e3:8.1f} {s['cond_pass']['median'] * 1e3:8.1f} "
+            f"{s['uncond_pass']['median'] * 1e3:9.1f} {peak:8.2f} "
+            f"{(f'{mfu * 100:5.1f}%' if mfu else '   n/a'):>6s} {s.get('speedup_vs_diffusers', float('nan')):7.2f}"
+        )
 
 
 def main(argv=None) -> int:
@@ -303,19 +359,28 @@ def main(argv=None) -> int:
         try:
             import subprocess
 
-            env["nvidia_smi_clock_power"] = subprocess.run(["nvidia-smi", "-q", "-d", "CLOCK,POWER"], capture_output=True,
-                                                           text=True, timeout=20).stdout
+            env["nvidia_smi_clock_power"] = subprocess.run(
+                ["nvidia-smi", "-q", "-d", "CLOCK,POWER"], capture_output=True, text=True, timeout=20
+            ).stdout
         except Exception:  # noqa: BLE001
             pass
-    print(f"device: {env.get('gpu', env['cpu'])} ({args.device}), dtype {args.dtype}, torch {env['torch']}, "
-          f"diffusers {env['diffusers']}; DiT {args.config.emb_dim} x {args.config.num_layers} layers "
-          f"({flops.param_count(args.config) / 1e9:.3f} B params)")
+    print(
+        f"device: {env.get('gpu', env['cpu'])} ({args.device}), dtype {args.dtype}, torch {env['torch']}, "
+        f"diffusers {env['diffusers']}; DiT {args.config.emb_dim} x {args.config.num_layers} layers "
+        f"({flops.param_count(args.config) / 1e9:.3f} B params)"
+    )
     patch = FeaturePatch()
     variants, build_s = build_variants(args, patch)
     loaded = torch.cuda.memory_allocated(args.device) if clock.cuda else None
     print(f"built {list(variants)} in {build_s:.1f} s" + (f"; {loaded / 2**30:.1f} GiB resident" if loaded else ""))
-    results = {"environment": env, "args": {k: str(v) for k, v in vars(args).items()}, "build_s": build_s,
-               "memory_after_load_bytes": loaded, "configs": [], "sdpa_ops": {}}
+    results = {
+        "environment": env,
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "build_s": build_s,
+        "memory_after_load_bytes": loaded,
+        "configs": [],
+        "sdpa_ops": {},
+    }
 
     # the SDPA kernels each pipeline actually uses (one 2-step call at the first resolution)
     res0 = args.resolutions[0]

@@ -98,8 +98,9 @@ def hub_download(repo_id: str, patterns: list[str], revision: str | None = None)
         ) from e
 
 
-def resolve_source(source: str, revision: str | None = None, tokenizer_source: str | None = None,
-                   load_unconditional: bool = True) -> dict[str, Path]:
+def resolve_source(
+    source: str, revision: str | None = None, tokenizer_source: str | None = None, load_unconditional: bool = True
+) -> dict[str, Path]:
     """A folder or repo id -> {component: local folder}. Raises CheckpointError naming what is missing."""
     wanted = [c for c in COMPONENTS if load_unconditional or c != "unconditional_transformer"]
     if is_local(source):
@@ -150,7 +151,11 @@ def resolve_model_configs(model_configs: list[ModelConfig], tokenizer_config: Mo
     if missing:
         raise CheckpointError(
             f"model_configs name no {', '.join(missing)}: add ModelConfig(model_id=..., origin_file_pattern='{missing[0]}/...')"
-            + (" and tokenizer_config=ModelConfig(model_id=..., origin_file_pattern='tokenizer/')" if "tokenizer" in missing else "")
+            + (
+                " and tokenizer_config=ModelConfig(model_id=..., origin_file_pattern='tokenizer/')"
+                if "tokenizer" in missing
+                else ""
+            )
         )
     return found
 
@@ -179,7 +184,9 @@ def weight_files(folder: Path, component: str) -> list[Path]:
     others = sorted(folder.glob("*.safetensors"))
     if len(others) == 1:
         return others
-    raise CheckpointError(f"{folder} has no {name} (nor {name}.index.json): the {component} weights are missing; download them again")
+    raise CheckpointError(
+        f"{folder} has no {name} (nor {name}.index.json): the {component} weights are missing; download them again"
+    )
 
 
 def _folder_of(path: Path) -> Path:
@@ -218,7 +225,9 @@ class SafetensorsReader:
         try:
             return self._handles[f].get_tensor(key)
         except Exception as e:  # a header that lies about the data (truncated file) fails here
-            raise CheckpointError(f"{f} is truncated or corrupt (reading {key}: {e}); delete it and download it again") from e
+            raise CheckpointError(
+                f"{f} is truncated or corrupt (reading {key}: {e}); delete it and download it again"
+            ) from e
 
 
 def fingerprint(files: list[Path]) -> str:
@@ -303,8 +312,11 @@ def fill_module(module: nn.Module, state_dict: dict[str, torch.Tensor], source: 
     expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
-    wrong = [f"{k}: file {tuple(state_dict[k].shape)} vs model {expected[k]}" for k in expected
-             if k in state_dict and tuple(state_dict[k].shape) != expected[k]]
+    wrong = [
+        f"{k}: file {tuple(state_dict[k].shape)} vs model {expected[k]}"
+        for k in expected
+        if k in state_dict and tuple(state_dict[k].shape) != expected[k]
+    ]
     if missing or unexpected or wrong:
         lines = []
         if missing:
@@ -320,7 +332,9 @@ def fill_module(module: nn.Module, state_dict: dict[str, torch.Tensor], source: 
     module.load_state_dict(state_dict, strict=True, assign=True)
 
 
-def load_transformer(path: Path, dtype: torch.dtype, device: str, fp8_mode: str = "dequantize_per_call") -> tuple[Ideogram4Transformer, dict]:
+def load_transformer(
+    path: Path, dtype: torch.dtype, device: str, fp8_mode: str = "dequantize_per_call"
+) -> tuple[Ideogram4Transformer, dict]:
     if fp8_mode not in FP8_MODES:
         raise ValueError(f"fp8_mode={fp8_mode!r}: use one of {FP8_MODES}")
     files, folder = weight_files(path, "transformer"), _folder_of(path)
@@ -333,16 +347,24 @@ def load_transformer(path: Path, dtype: torch.dtype, device: str, fp8_mode: str 
         with torch.device("meta"):
             model = Ideogram4Transformer(config)
         if fmt == "fp8":
-            quantized = {_from_diffusers_key(k[: -len(".weight_scale")] + ".").rstrip(".").replace(".to_q", ".qkv")
-                         for k in reader.keys() if k.endswith(".weight_scale") and ".to_k." not in k and ".to_v." not in k}
+            quantized = {
+                _from_diffusers_key(k[: -len(".weight_scale")] + ".").rstrip(".").replace(".to_q", ".qkv")
+                for k in reader.keys()
+                if k.endswith(".weight_scale") and ".to_k." not in k and ".to_v." not in k
+            }
             # fp8_matmul keeps the fragile layers (quant.FP8_MATMUL_PROTECTED) on the weight-only path
             swap_linears_for_fp8(model, quantized, "dequantize_per_call" if fp8_mode == "dequantize_once" else fp8_mode)
         fill_module(model, read_dit_state_dict(reader, dtype, device), str(files[0]))
         if fmt == "fp8" and fp8_mode == "dequantize_once":
             materialize_fp8(model, dtype)
     model.eval().requires_grad_(False)
-    info = {"format": fmt, "fp8_mode": fp8_mode if fmt == "fp8" else None, "fingerprint": fingerprint(files),
-            "layout": "diffusers" if any(".to_q." in k for k in reader.keys()) else "original", "config": config}
+    info = {
+        "format": fmt,
+        "fp8_mode": fp8_mode if fmt == "fp8" else None,
+        "fingerprint": fingerprint(files),
+        "layout": "diffusers" if any(".to_q." in k for k in reader.keys()) else "original",
+        "config": config,
+    }
     return model, info
 
 
@@ -356,10 +378,14 @@ def _load_nf4_transformer(reader: SafetensorsReader, config: Ideogram4Config, dt
             "(CUDA only), or use the fp8/bf16 release (model=fp8 or model=bf16)"
         ) from e
     if not torch.cuda.is_available():
-        raise CheckpointError("nf4 weights run on CUDA only: set device=cuda on a GPU machine, or use model=fp8 / model=bf16")
+        raise CheckpointError(
+            "nf4 weights run on CUDA only: set device=cuda on a GPU machine, or use model=fp8 / model=bf16"
+        )
     if not str(device).startswith("cuda"):
-        raise CheckpointError("nf4 transformers are not CPU-offloaded (they are already ~5 GB each): drop "
-                              "offload_transformers (model.offload=text_encoder or none)")
+        raise CheckpointError(
+            "nf4 transformers are not CPU-offloaded (they are already ~5 GB each): drop "
+            "offload_transformers (model.offload=text_encoder or none)"
+        )
     with torch.device("meta"):
         model = Ideogram4Transformer(config)
     keys = reader.keys()
@@ -369,19 +395,32 @@ def _load_nf4_transformer(reader: SafetensorsReader, config: Ideogram4Config, dt
             parent_name, _, attr = name.rpartition(".")
             parent = model.get_submodule(parent_name) if parent_name else model
             prefix = f"{name}.weight."
-            stats = {k[len(prefix):]: reader.get(k) for k in keys if k.startswith(prefix)}
-            layer = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
-                                      compute_dtype=dtype, quant_type="nf4", device="meta")
+            stats = {k[len(prefix) :]: reader.get(k) for k in keys if k.startswith(prefix)}
+            layer = bnb.nn.Linear4bit(
+                child.in_features,
+                child.out_features,
+                bias=child.bias is not None,
+                compute_dtype=dtype,
+                quant_type="nf4",
+                device="meta",
+            )
             layer.weight = bnb.nn.Params4bit.from_prequantized(reader.get(f"{name}.weight"), stats, device=device)
             if child.bias is not None:
-                layer.bias = nn.Parameter(reader.get(f"{name}.bias").to(device=device, dtype=dtype), requires_grad=False)
+                layer.bias = nn.Parameter(
+                    reader.get(f"{name}.bias").to(device=device, dtype=dtype), requires_grad=False
+                )
             setattr(parent, attr, layer)
-    rest = {k: _cast(reader.get(k), dtype, device, k) for k in keys
-            if not any(k.startswith(f"{q}.weight") or k == f"{q}.bias" for q in quantized)}
+    rest = {
+        k: _cast(reader.get(k), dtype, device, k)
+        for k in keys
+        if not any(k.startswith(f"{q}.weight") or k == f"{q}.bias" for q in quantized)
+    }
     model.load_state_dict(rest, strict=False, assign=True)
     unloaded = [n for n, p in list(model.named_parameters()) + list(model.named_buffers()) if p.is_meta]
     if unloaded:
-        raise CheckpointError(f"the nf4 checkpoint lacks {len(unloaded)} tensors, e.g. {unloaded[:4]}: is the download complete?")
+        raise CheckpointError(
+            f"the nf4 checkpoint lacks {len(unloaded)} tensors, e.g. {unloaded[:4]}: is the download complete?"
+        )
     return model
 
 
@@ -393,7 +432,9 @@ def load_text_encoder(path: Path, dtype: torch.dtype, device: str) -> tuple[nn.M
 
     files, folder = weight_files(path, "text_encoder"), _folder_of(path)
     if not (folder / "config.json").is_file():
-        raise CheckpointError(f"{folder} has no config.json: the text encoder needs its Qwen3-VL config next to the weights")
+        raise CheckpointError(
+            f"{folder} has no config.json: the text encoder needs its Qwen3-VL config next to the weights"
+        )
     config = AutoConfig.from_pretrained(str(folder))
     if getattr(config, "quantization_config", None):
         return _load_bnb_text_encoder(folder, dtype, device)
@@ -411,7 +452,7 @@ def load_text_encoder(path: Path, dtype: torch.dtype, device: str) -> tuple[nn.M
         prefix = next((p for p in prefixes if key.startswith(p)), None)
         if prefix is None or key.startswith(("visual.", "model.visual.", "lm_head.")):
             continue
-        state[key[len(prefix):]] = key
+        state[key[len(prefix) :]] = key
     quantized = {k[: -len(".weight_scale")] for k in state if k.endswith(".weight_scale")}
     fmt = "fp8" if quantized else "plain"
     if quantized:
@@ -427,13 +468,18 @@ def _load_bnb_text_encoder(folder: Path, dtype: torch.dtype, device: str):
     try:
         import bitsandbytes  # noqa: F401
     except ImportError as e:
-        raise CheckpointError("this text encoder is bitsandbytes-quantised (nf4): pip install 'ideogram4-runner[nf4]' (CUDA only)") from e
+        raise CheckpointError(
+            "this text encoder is bitsandbytes-quantised (nf4): pip install 'ideogram4-runner[nf4]' (CUDA only)"
+        ) from e
     from transformers import AutoModel
 
     from .models.text_encoder import Ideogram4TextEncoder
 
     model = AutoModel.from_pretrained(str(folder), dtype=dtype, device_map={"": device})
-    return Ideogram4TextEncoder(model.language_model).eval(), {"format": "nf4", "fingerprint": fingerprint(weight_files(folder, "text_encoder"))}
+    return Ideogram4TextEncoder(model.language_model).eval(), {
+        "format": "nf4",
+        "fingerprint": fingerprint(weight_files(folder, "text_encoder")),
+    }
 
 
 def load_vae(path: Path, dtype: torch.dtype, device: str) -> tuple[nn.Module, dict]:
@@ -451,4 +497,7 @@ def load_vae(path: Path, dtype: torch.dtype, device: str) -> tuple[nn.Module, di
         ae = AutoencoderKLFlux2()
         ae.load_state_dict(load_file(str(files[0])))
         ae = ae.to(dtype)
-    return Ideogram4VAE(ae.to(device).eval().requires_grad_(False)), {"format": "plain", "fingerprint": fingerprint(files)}
+    return Ideogram4VAE(ae.to(device).eval().requires_grad_(False)), {
+        "format": "plain",
+        "fingerprint": fingerprint(files),
+    }

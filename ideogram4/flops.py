@@ -49,21 +49,28 @@ def param_count(config: Ideogram4Config) -> int:
     d, i, a = config.emb_dim, config.intermediate_size, config.adaln_dim
     c, f, dh = config.in_channels, config.llm_features_dim, config.head_dim
     block = (
-        d * 3 * d + d * d  # qkv, o (no bias)
+        d * 3 * d
+        + d * d  # qkv, o (no bias)
         + 2 * dh  # norm_q, norm_k
         + 3 * d * i  # w1, w2, w3 (no bias)
         + 4 * d  # four sandwich RMSNorms
-        + a * 4 * d + 4 * d  # adaln_modulation
+        + a * 4 * d
+        + 4 * d  # adaln_modulation
     )
     top = (
-        c * d + d  # input_proj
+        c * d
+        + d  # input_proj
         + f  # llm_cond_norm
-        + f * d + d  # llm_cond_proj
+        + f * d
+        + d  # llm_cond_proj
         + 2 * (d * d + d)  # t_embedding mlp_in, mlp_out
-        + d * a + a  # adaln_proj
+        + d * a
+        + a  # adaln_proj
         + 2 * d  # embed_image_indicator
-        + d * c + c  # final_layer.linear
-        + a * d + d  # final_layer.adaln_modulation
+        + d * c
+        + c  # final_layer.linear
+        + a * d
+        + d  # final_layer.adaln_modulation
     )
     return config.num_layers * block + top
 
@@ -116,10 +123,10 @@ class PassFlops:
         image in/out projections and per-sample terms, about 1e-4 of a full-size pass."""
         return self.linear + self.attention + self.text_proj
 
-    def __add__(self, other: "PassFlops") -> "PassFlops":
+    def __add__(self, other: PassFlops) -> PassFlops:
         return PassFlops(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
-    def scale(self, k: int) -> "PassFlops":
+    def scale(self, k: int) -> PassFlops:
         return PassFlops(*(getattr(self, f.name) * k for f in fields(self)))
 
 

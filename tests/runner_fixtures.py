@@ -36,7 +36,7 @@ BAD_CONFIG = [
     (["sampler.steps=4", "sampler.guidance_schedule=[7,7,3]"], "sampler.guidance_schedule"),
     (["sampler=quality_48", "sampler.steps=2"], "sampler.polish_steps"),  # quality_48 has 3 polish steps
     (["prompts.file=/nonexistent/prompts.jsonl"], "prompts.file"),
-    (["prompt='{\"high_level_description\": \"x\",, }'"], "line 1, column"),
+    (['prompt=\'{"high_level_description": "x",, }\''], "line 1, column"),
     (["model=local"], "model.path"),
     (["model.dtype=float8"], "model.dtype"),
     (["tracker.mode=sometimes"], "tracker.mode"),

@@ -57,8 +57,20 @@ def test_gpu_protocol_small_on_cpu(bench_modules, tmp_path):
 def test_cpu_bench_tiny(bench_modules, tmp_path):
     bench_cpu, _ = bench_modules
     out = tmp_path / "cpu.json"
-    argv = ["--sizes", "tiny", "--resolution", "64", "--prompt-tokens", "40", "--steps", "2", "--repeats", "1",
-            "--out", str(out)]
+    argv = [
+        "--sizes",
+        "tiny",
+        "--resolution",
+        "64",
+        "--prompt-tokens",
+        "40",
+        "--steps",
+        "2",
+        "--repeats",
+        "1",
+        "--out",
+        str(out),
+    ]
     assert bench_cpu.main(argv) == 0
     (r,) = json.loads(out.read_text())["results"]
     assert r["gate_pass"] and r["max_abs_diff"] < 1e-4

@@ -116,9 +116,22 @@ def diffusers_counts():
             t = torch.empty(1)
             feats = torch.empty(1, length, FULL.llm_features_dim)
             pos, seg, ind = (mode.from_tensor(v) for v in ids)
-            results.append((count(lambda: model(hidden_states=x, timestep=t, encoder_hidden_states=feats,
-                                                 position_ids=pos, segment_ids=seg, indicator=ind,
-                                                 return_dict=False)), length))
+            results.append(
+                (
+                    count(
+                        lambda: model(
+                            hidden_states=x,
+                            timestep=t,
+                            encoder_hidden_states=feats,
+                            position_ids=pos,
+                            segment_ids=seg,
+                            indicator=ind,
+                            return_dict=False,
+                        )
+                    ),
+                    length,
+                )
+            )
     return results
 
 

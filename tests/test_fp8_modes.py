@@ -117,8 +117,16 @@ def test_protected_layers_stay_weight_only():
     quant.swap_linears_for_fp8(model, names, "fp8_matmul")
     modes = {n: m.mode for n, m in model.named_modules() if isinstance(m, Fp8Linear)}
     assert modes["layers.0.attention.qkv"] == modes["layers.1.feed_forward.w1"] == "fp8_matmul"
-    for name in ("layers.0.feed_forward.w2", "llm_cond_proj", "layers.1.adaln_modulation", "adaln_proj",
-                 "t_embedding.mlp_in", "input_proj", "final_layer.linear", "final_layer.adaln_modulation"):
+    for name in (
+        "layers.0.feed_forward.w2",
+        "llm_cond_proj",
+        "layers.1.adaln_modulation",
+        "adaln_proj",
+        "t_embedding.mlp_in",
+        "input_proj",
+        "final_layer.linear",
+        "final_layer.adaln_modulation",
+    ):
         assert modes[name] == "dequantize_per_call", name
     with pytest.raises(ValueError, match="fp8_mode"):
         quant.swap_linears_for_fp8(model, names, "fp8_fast")
@@ -138,8 +146,16 @@ def test_pipeline_fp8_modes_on_tiny_checkpoint(tiny_fp8):
     for mode in quant.FP8_MODES:
         pipe = Ideogram4Pipeline.from_pretrained(tiny_fp8, torch_dtype=torch.float32, device="cpu", fp8_mode=mode)
         assert pipe.describe()["fp8_mode"] == mode
-        out = pipe.generate(["a red fox"], [0], height=64, width=64, num_inference_steps=3,
-                            guidance_schedule=[7.0, 7.0, 3.0], output_type="latent", progress=False)
+        out = pipe.generate(
+            ["a red fox"],
+            [0],
+            height=64,
+            width=64,
+            num_inference_steps=3,
+            guidance_schedule=[7.0, 7.0, 3.0],
+            output_type="latent",
+            progress=False,
+        )
         latents[mode] = out.latents
     assert torch.equal(latents["dequantize_once"], latents["dequantize_per_call"])
     noise = torch.randn(latents["fp8_matmul"].shape, generator=torch.Generator("cpu").manual_seed(0))

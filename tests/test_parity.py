@@ -37,11 +37,16 @@ def reference(tiny_diffusers):
 
 
 def run_reference(reference, prompts, height, width, schedule, seed=None, latents=None):
-    kwargs = dict(height=height, width=width, num_inference_steps=len(schedule), guidance_schedule=schedule,
-                  mu=0.0, std=1.5)
+    kwargs = dict(
+        height=height, width=width, num_inference_steps=len(schedule), guidance_schedule=schedule, mu=0.0, std=1.5
+    )
 
     def call(output_type):  # a fresh generator (or noise copy) per call: both calls must start from the same noise
-        noise = {"latents": latents.clone()} if latents is not None else {"generator": torch.Generator("cpu").manual_seed(seed)}
+        noise = (
+            {"latents": latents.clone()}
+            if latents is not None
+            else {"generator": torch.Generator("cpu").manual_seed(seed)}
+        )
         return reference(prompts, output_type=output_type, **kwargs, **noise).images
 
     lat, img = call("latent"), call("np")
@@ -49,9 +54,20 @@ def run_reference(reference, prompts, height, width, schedule, seed=None, latent
 
 
 def run_ours(pipe, prompts, height, width, schedule, seeds, latents=None):
-    out = pipe.generate(prompts, seeds, height=height, width=width, num_inference_steps=len(schedule),
-                        guidance_schedule=schedule, mu=0.0, std=1.5, final_step="clean", latents=latents,
-                        output_type="np", progress=False)
+    out = pipe.generate(
+        prompts,
+        seeds,
+        height=height,
+        width=width,
+        num_inference_steps=len(schedule),
+        guidance_schedule=schedule,
+        mu=0.0,
+        std=1.5,
+        final_step="clean",
+        latents=latents,
+        output_type="np",
+        progress=False,
+    )
     return out.latents, out.images.astype(np.int16), out
 
 
@@ -94,11 +110,28 @@ def test_seed_draws_the_same_noise_as_diffusers_generator(pipe):
     """seed=s on the CPU equals diffusers' generator=torch.Generator('cpu').manual_seed(s) for one image."""
     from diffusers.utils.torch_utils import randn_tensor
 
-    ours = pipe.generate(["x"], [123], height=64, width=64, num_inference_steps=1, output_type="latent",
-                         guidance_schedule=[1.0], progress=False)
+    ours = pipe.generate(
+        ["x"],
+        [123],
+        height=64,
+        width=64,
+        num_inference_steps=1,
+        output_type="latent",
+        guidance_schedule=[1.0],
+        progress=False,
+    )
     noise = randn_tensor((1, 16, 128), generator=torch.Generator("cpu").manual_seed(123), dtype=torch.float32)
-    again = pipe.generate(["x"], None, height=64, width=64, num_inference_steps=1, output_type="latent",
-                          guidance_schedule=[1.0], latents=noise, progress=False)
+    again = pipe.generate(
+        ["x"],
+        None,
+        height=64,
+        width=64,
+        num_inference_steps=1,
+        output_type="latent",
+        guidance_schedule=[1.0],
+        latents=noise,
+        progress=False,
+    )
     assert torch.equal(ours.latents, again.latents)
 
 
@@ -125,7 +158,7 @@ def test_dit_bf16_matches_diffusers_transformer(tiny_original, tiny_diffusers, t
     t = torch.tensor([0.37] * B)
     text = torch.zeros(B, width, F)
     for b, n in enumerate(text_lengths):
-        text[b, width - n:] = torch.randn(n, F, generator=g)
+        text[b, width - n :] = torch.randn(n, F, generator=g)
 
     v_ours = ours(x, t, build_layout(ours.config, text_lengths, gh, gw, B, "cpu", torch.bfloat16), text)
 
@@ -135,7 +168,9 @@ def test_dit_bf16_matches_diffusers_transformer(tiny_original, tiny_diffusers, t
     packed_x = torch.cat([torch.zeros(B, width, 128), x], 1).to(torch.bfloat16)
     packed_text = torch.cat([text, torch.zeros(B, N, F)], 1).to(torch.bfloat16)
     with torch.no_grad():
-        v_ref = ref(packed_x, t.to(torch.bfloat16), packed_text, position_ids, segment_ids, indicator, return_dict=False)[0]
+        v_ref = ref(
+            packed_x, t.to(torch.bfloat16), packed_text, position_ids, segment_ids, indicator, return_dict=False
+        )[0]
     v_ref = v_ref[:, width:].float()
     diff = (v_ours - v_ref).abs().max().item()
     assert diff <= 2e-3 * v_ref.abs().max().item(), f"bf16 velocities differ by {diff}"

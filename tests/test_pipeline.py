@@ -1,8 +1,8 @@
 """The pipeline on tiny checkpoints: formats, img2img, guidance variants, errors before heavy work."""
 
 import json
-from pathlib import Path
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,8 +55,10 @@ def test_sharded_index_is_read(tiny_original, tmp_path, pipe):
     single = folder / "transformer" / "diffusion_pytorch_model.safetensors"
     sd = load_file(str(single))
     keys = sorted(sd)
-    halves = {"diffusion_pytorch_model-00001-of-00002.safetensors": keys[: len(keys) // 2],
-              "diffusion_pytorch_model-00002-of-00002.safetensors": keys[len(keys) // 2:]}
+    halves = {
+        "diffusion_pytorch_model-00001-of-00002.safetensors": keys[: len(keys) // 2],
+        "diffusion_pytorch_model-00002-of-00002.safetensors": keys[len(keys) // 2 :],
+    }
     for name, ks in halves.items():
         save_file({k: sd[k] for k in ks}, str(folder / "transformer" / name))
     index = {"metadata": {}, "weight_map": {k: name for name, ks in halves.items() for k in ks}}
@@ -69,13 +71,21 @@ def test_sharded_index_is_read(tiny_original, tmp_path, pipe):
 
 def test_diffsynth_style_model_configs(tiny_original, pipe):
     root = tiny_original
-    configs = [ModelConfig(path=f"{root}/{c}/{f}") for c, f in [
-        ("transformer", "diffusion_pytorch_model.safetensors"),
-        ("unconditional_transformer", "diffusion_pytorch_model.safetensors"),
-        ("text_encoder", "model.safetensors"),
-        ("vae", "diffusion_pytorch_model.safetensors")]]
-    p = Ideogram4Pipeline.from_pretrained(torch_dtype=torch.float32, device="cpu", model_configs=configs,
-                                          tokenizer_config=ModelConfig(path=f"{root}/tokenizer/"))
+    configs = [
+        ModelConfig(path=f"{root}/{c}/{f}")
+        for c, f in [
+            ("transformer", "diffusion_pytorch_model.safetensors"),
+            ("unconditional_transformer", "diffusion_pytorch_model.safetensors"),
+            ("text_encoder", "model.safetensors"),
+            ("vae", "diffusion_pytorch_model.safetensors"),
+        ]
+    ]
+    p = Ideogram4Pipeline.from_pretrained(
+        torch_dtype=torch.float32,
+        device="cpu",
+        model_configs=configs,
+        tokenizer_config=ModelConfig(path=f"{root}/tokenizer/"),
+    )
     image = p(prompt="a red kite", height=64, width=64, num_inference_steps=2, cfg_scale=7.0, seed=42, progress=False)
     assert image.size == (64, 64) and image.mode == "RGB"
     ref = pipe(prompt="a red kite", height=64, width=64, num_inference_steps=2, cfg_scale=7.0, seed=42, progress=False)
@@ -121,13 +131,23 @@ def test_img2img_small_strength_stays_close_to_the_input(pipe):
     gradient = np.linspace(0, 255, 64)[None, :, None] * np.ones((64, 1, 3))
     source = Image.fromarray((gradient * 0.8 + rng.integers(0, 50, (64, 64, 3))).astype(np.uint8))
     # What the VAE alone does to the image: the best any img2img can do.
-    roundtrip = pipe.vae.decode(pipe.vae.encode(
-        torch.from_numpy(np.asarray(source, dtype=np.float32)).permute(2, 0, 1)[None] / 127.5 - 1), 4, 4)
+    roundtrip = pipe.vae.decode(
+        pipe.vae.encode(torch.from_numpy(np.asarray(source, dtype=np.float32)).permute(2, 0, 1)[None] / 127.5 - 1), 4, 4
+    )
     roundtrip = ((roundtrip.clamp(-1, 1) + 1) * 127.5).round()[0].permute(1, 2, 0).numpy()
 
     def distance(strength):
-        img = pipe("a boat", input_image=source, denoising_strength=strength, height=64, width=64,
-                   num_inference_steps=4, seed=1, progress=False, output_type="np")
+        img = pipe(
+            "a boat",
+            input_image=source,
+            denoising_strength=strength,
+            height=64,
+            width=64,
+            num_inference_steps=4,
+            seed=1,
+            progress=False,
+            output_type="np",
+        )
         return np.abs(img.astype(np.float32) - roundtrip).mean()
 
     # A random tiny model's velocities are noise, so "close" is relative: the distance to the input
@@ -149,10 +169,15 @@ def test_batch_form_and_output_types(pipe):
 
 
 def test_structured_caption_is_serialised_compactly_in_official_order(pipe):
-    caption = {"compositional_deconstruction": {"elements": [{"desc": "é", "type": "obj"}], "background": "b"},
-               "high_level_description": "h"}
+    caption = {
+        "compositional_deconstruction": {"elements": [{"desc": "é", "type": "obj"}], "background": "b"},
+        "high_level_description": "h",
+    }
     out = pipe.generate([caption], [0], output_type="latent", **FAST)
-    assert out.captions[0] == '{"high_level_description":"h","compositional_deconstruction":{"background":"b","elements":[{"type":"obj","desc":"é"}]}}'
+    assert (
+        out.captions[0]
+        == '{"high_level_description":"h","compositional_deconstruction":{"background":"b","elements":[{"type":"obj","desc":"é"}]}}'
+    )
 
 
 # --- clear errors -------------------------------------------------------------------------------
@@ -240,7 +265,9 @@ def test_nf4_without_bitsandbytes_is_a_clear_error(tiny_original, tmp_path):
 
 def test_regional_compile_keeps_results(tiny_original, pipe):
     compiled = load(tiny_original, compile_blocks="eager")
-    assert all(hasattr(b, "_compiled_call_impl") and b._compiled_call_impl is not None for b in compiled.transformer.layers)
+    assert all(
+        hasattr(b, "_compiled_call_impl") and b._compiled_call_impl is not None for b in compiled.transformer.layers
+    )
     a = compiled.generate(["a cat"], [0], output_type="latent", **FAST).latents
     b = pipe.generate(["a cat"], [0], output_type="latent", **FAST).latents
     assert (a - b).abs().max().item() < 1e-5
@@ -257,7 +284,13 @@ def test_fp8_matmul_mode_quantises_activations_only_where_safe(tiny_fp8):
     ref = load(tiny_fp8)
     modes = {n: m.mode for n, m in fast.transformer.named_modules() if type(m).__name__ == "Fp8Linear"}
     assert modes["layers.0.attention.qkv"] == modes["layers.1.feed_forward.w3"] == "fp8_matmul"
-    for fragile in ("layers.0.feed_forward.w2", "llm_cond_proj", "adaln_proj", "final_layer.linear", "layers.1.adaln_modulation"):
+    for fragile in (
+        "layers.0.feed_forward.w2",
+        "llm_cond_proj",
+        "adaln_proj",
+        "final_layer.linear",
+        "layers.1.adaln_modulation",
+    ):
         assert modes[fragile] == "dequantize_per_call", fragile
     assert fast.describe()["fp8_mode"] == "fp8_matmul"
     paths = fast.describe()["fp8_paths"]
@@ -268,11 +301,14 @@ def test_fp8_matmul_mode_quantises_activations_only_where_safe(tiny_fp8):
     assert 0 < rel < 0.05, f"fp8 activations moved the latents by {rel:.3%} on average"
 
 
-@pytest.mark.parametrize("error, message", [
-    ("GatedRepoError", "is gated: accept its licence"),
-    ("RepositoryNotFoundError", "was not found, or it is gated/private"),
-    ("RevisionNotFoundError", "has no revision 'v9'"),
-])
+@pytest.mark.parametrize(
+    "error, message",
+    [
+        ("GatedRepoError", "is gated: accept its licence"),
+        ("RepositoryNotFoundError", "was not found, or it is gated/private"),
+        ("RevisionNotFoundError", "has no revision 'v9'"),
+    ],
+)
 def test_hub_failures_say_what_to_do(monkeypatch, error, message):
     """No request leaves the machine: snapshot_download is replaced by one that raises the hub's error."""
     import httpx
@@ -282,12 +318,17 @@ def test_hub_failures_say_what_to_do(monkeypatch, error, message):
     response = httpx.Response(401, request=httpx.Request("GET", "http://127.0.0.1/api/models/x"))
 
     def refuse(repo_id, allow_patterns=None, revision=None):
-        assert allow_patterns and all(p.split("/")[0] in {"transformer", "unconditional_transformer", "text_encoder", "vae", "tokenizer"} for p in allow_patterns)
+        assert allow_patterns and all(
+            p.split("/")[0] in {"transformer", "unconditional_transformer", "text_encoder", "vae", "tokenizer"}
+            for p in allow_patterns
+        )
         raise getattr(errors, error)("refused", response=response)
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", refuse)
     with pytest.raises(CheckpointError, match=message):
-        Ideogram4Pipeline.from_pretrained("ideogram-ai/ideogram-4-fp8", revision="v9", torch_dtype=torch.float32, device="cpu")
+        Ideogram4Pipeline.from_pretrained(
+            "ideogram-ai/ideogram-4-fp8", revision="v9", torch_dtype=torch.float32, device="cpu"
+        )
 
 
 def test_model_config_path_to_a_named_file_is_used_as_named(tiny_original, tmp_path, pipe):
@@ -297,13 +338,21 @@ def test_model_config_path_to_a_named_file_is_used_as_named(tiny_original, tmp_p
     folder.mkdir(parents=True)
     shutil.copy(root / "transformer" / "config.json", folder / "config.json")
     shutil.copy(root / "transformer" / "diffusion_pytorch_model.safetensors", folder / "my_dit.safetensors")
-    shutil.copy(root / "unconditional_transformer" / "diffusion_pytorch_model.safetensors", folder / "decoy.safetensors")
-    configs = [ModelConfig(path=str(folder / "my_dit.safetensors")),
-               ModelConfig(path=str(root / "unconditional_transformer")),
-               ModelConfig(path=str(root / "text_encoder" / "model.safetensors")),
-               ModelConfig(path=str(root / "vae"))]
-    p = Ideogram4Pipeline.from_pretrained(torch_dtype=torch.float32, device="cpu", model_configs=configs,
-                                          tokenizer_config=ModelConfig(path=str(root / "tokenizer")))
+    shutil.copy(
+        root / "unconditional_transformer" / "diffusion_pytorch_model.safetensors", folder / "decoy.safetensors"
+    )
+    configs = [
+        ModelConfig(path=str(folder / "my_dit.safetensors")),
+        ModelConfig(path=str(root / "unconditional_transformer")),
+        ModelConfig(path=str(root / "text_encoder" / "model.safetensors")),
+        ModelConfig(path=str(root / "vae")),
+    ]
+    p = Ideogram4Pipeline.from_pretrained(
+        torch_dtype=torch.float32,
+        device="cpu",
+        model_configs=configs,
+        tokenizer_config=ModelConfig(path=str(root / "tokenizer")),
+    )
     assert p.describe()["fingerprints"]["transformer"] == pipe.describe()["fingerprints"]["transformer"]
     a = p.generate(["a cat"], [0], output_type="latent", **FAST).latents
     assert (a - pipe.generate(["a cat"], [0], output_type="latent", **FAST).latents).abs().max().item() < 1e-5

@@ -14,12 +14,24 @@ from ideogram4.prompts import (
 
 GOOD = {
     "high_level_description": "A cafe sign.",
-    "style_description": {"aesthetics": "warm", "lighting": "soft", "photo": "35mm", "medium": "photograph",
-                          "color_palette": ["#AABBCC"]},
+    "style_description": {
+        "aesthetics": "warm",
+        "lighting": "soft",
+        "photo": "35mm",
+        "medium": "photograph",
+        "color_palette": ["#AABBCC"],
+    },
     "compositional_deconstruction": {
         "background": "A brick wall.",
-        "elements": [{"type": "text", "bbox": [10, 20, 300, 900], "text": "OPEN", "desc": "neon letters",
-                      "color_palette": ["#FF0000"]}],
+        "elements": [
+            {
+                "type": "text",
+                "bbox": [10, 20, 300, 900],
+                "text": "OPEN",
+                "desc": "neon letters",
+                "color_palette": ["#FF0000"],
+            }
+        ],
     },
 }
 
@@ -56,13 +68,19 @@ def test_schema_violations_are_named_by_path():
 
 @pytest.mark.parametrize("bbox", [[0, 0, 1001, 5], [0.5, 0, 1, 1], [1, 2, 3]])
 def test_bbox_must_be_four_ints_in_0_1000(bbox):
-    cap = {**GOOD, "compositional_deconstruction": {"background": "b", "elements": [{"type": "obj", "bbox": bbox, "desc": "d"}]}}
+    cap = {
+        **GOOD,
+        "compositional_deconstruction": {"background": "b", "elements": [{"type": "obj", "bbox": bbox, "desc": "d"}]},
+    }
     assert issue_paths(cap) == ["compositional_deconstruction.elements[0].bbox"]
 
 
 def test_key_order_and_palette_size():
-    cap = {"compositional_deconstruction": GOOD["compositional_deconstruction"], "high_level_description": "x",
-           "style_description": {**GOOD["style_description"], "color_palette": ["#000000"] * 17}}
+    cap = {
+        "compositional_deconstruction": GOOD["compositional_deconstruction"],
+        "high_level_description": "x",
+        "style_description": {**GOOD["style_description"], "color_palette": ["#000000"] * 17},
+    }
     messages = [str(i) for i in validate_caption(cap)]
     assert any("out of order" in m for m in messages)
     assert any("17 colours; at most 16" in m for m in messages)
@@ -75,7 +93,10 @@ def test_broken_json_reports_line_and_column():
 
 def test_serialisation_is_compact_utf8_in_official_order():
     shuffled = {"compositional_deconstruction": {"elements": [], "background": "café"}, "high_level_description": "ü"}
-    assert serialize_caption(shuffled) == '{"high_level_description":"ü","compositional_deconstruction":{"background":"café","elements":[]}}'
+    assert (
+        serialize_caption(shuffled)
+        == '{"high_level_description":"ü","compositional_deconstruction":{"background":"café","elements":[]}}'
+    )
     assert serialize_caption("  verbatim  ") == "  verbatim  "
 
 

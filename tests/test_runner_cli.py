@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-
 from runner_fixtures import BAD_CONFIG, REPO, TINY, read_manifest, run_cli, runner_env, tiny_root  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -37,7 +36,15 @@ def test_single_run_writes_images_manifest_png_settings_and_offline_wandb(tmp_pa
     png = out / rec["image"]
     assert rec["image"] == "images/f1_verstappen__seed5.png" and png.exists()
     s = rec["settings"]
-    assert (s["steps"], s["height"], s["width"], s["cfg"], s["guidance_schedule"], s["mu"], s["std"]) == (2, 64, 64, 7.0, [7.0, 3.0], 0.5, 1.75)
+    assert (s["steps"], s["height"], s["width"], s["cfg"], s["guidance_schedule"], s["mu"], s["std"]) == (
+        2,
+        64,
+        64,
+        7.0,
+        [7.0, 3.0],
+        0.5,
+        1.75,
+    )
     assert rec["seed"] == 5 and rec["rng_device"] == "cpu" and rec["prompt_id"] == "f1_verstappen"
     assert rec["caption"].startswith('{"high_level_description":"A medium-shot photograph of Formula 1')
     assert set(rec["timings"]) >= {"text_encoding_s", "sampling_s", "decoding_s"}
@@ -55,7 +62,9 @@ def test_single_run_writes_images_manifest_png_settings_and_offline_wandb(tmp_pa
     config = json.loads(text["ideogram4:config"])
     assert config["sampler"]["steps"] == 2 and config["resolution"]["height"] == 64
     params = text["parameters"]
-    assert params.startswith(rec["caption"]) and "Steps: 2" in params and "Seed: 5" in params and "Size: 64x64" in params
+    assert (
+        params.startswith(rec["caption"]) and "Steps: 2" in params and "Seed: 5" in params and "Size: 64x64" in params
+    )
 
     # no W&B credentials: offline, told how to sync, never prompted (stdin is closed)
     assert "wandb sync" in log
@@ -133,8 +142,14 @@ BAD_CLI = BAD_CONFIG + [
     (["sampler=fastest"], "sampler"),  # unknown group option
     (["cfg=seven"], "cfg"),  # wrong type
     (["prompts.file={bad_file}"], "prompts.file"),  # malformed, with its line
-    (["prompts.strict=true", "prompt='{\"high_level_description\": \"x\", \"compositional_deconstruction\": "
-      "{\"background\": \"y\", \"elements\": [{\"type\": \"obj\", \"bbox\": [10, 20, 5, 1200], \"desc\": \"z\"}]}}'"], "bbox"),
+    (
+        [
+            "prompts.strict=true",
+            'prompt=\'{"high_level_description": "x", "compositional_deconstruction": '
+            '{"background": "y", "elements": [{"type": "obj", "bbox": [10, 20, 5, 1200], "desc": "z"}]}}\'',
+        ],
+        "bbox",
+    ),
     ([_long_prompt()], "tokens"),
     (["device=cuda"], "device"),
 ]
@@ -165,7 +180,15 @@ def test_bad_input_exits_nonzero_quickly_without_images(tmp_path, runner_env, ov
 def test_interrupted_sweep_keeps_finished_images_and_resumes(tmp_path, runner_env):
     sweep = tmp_path / "sweep"
     args = ["-m", *TINY, "prompts=smoke", "seed=0,1,2", "tracker=none", f"hydra.sweep.dir={sweep}"]
-    proc = subprocess.Popen([sys.executable, str(REPO / "run.py"), *args], cwd=REPO, env=runner_env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "run.py"), *args],
+        cwd=REPO,
+        env=runner_env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     manifest0 = sweep / "0" / "manifest.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
@@ -212,9 +235,22 @@ def test_weights_faults_exit_with_the_named_error(tmp_path, runner_env, tiny_roo
         f = folder / "transformer" / "diffusion_pytorch_model.safetensors"
         f.write_bytes(f.read_bytes()[:1000])
     out = tmp_path / "run"
-    res = run_cli(["model=local", f"model.path={folder}", "model.dtype=float32", "device=cpu", "prompt=a cat",
-                   "sampler=turbo_12", "sampler.steps=2", "resolution=square_512", "tracker=none", f"hydra.run.dir={out}"],
-                  runner_env, timeout=120)
+    res = run_cli(
+        [
+            "model=local",
+            f"model.path={folder}",
+            "model.dtype=float32",
+            "device=cpu",
+            "prompt=a cat",
+            "sampler=turbo_12",
+            "sampler.steps=2",
+            "resolution=square_512",
+            "tracker=none",
+            f"hydra.run.dir={out}",
+        ],
+        runner_env,
+        timeout=120,
+    )
     text = res.stdout + res.stderr
     assert res.returncode == 3, text[-2000:]
     assert message in text and "Traceback" not in text, text[-2000:]

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
-
 from runner_fixtures import BAD_CONFIG, CONF, REPO, compose
 
 from ideogram4.experiment.validate import ConfigError, build_plan, cuda_driver_present
@@ -43,7 +42,13 @@ def test_sampler_presets_match_core_presets():
     for name in ("quality_48", "default_20", "turbo_12"):
         cfg = compose([f"sampler={name}"])
         preset = PRESETS[name]
-        assert (cfg.sampler.steps, cfg.sampler.polish_steps, cfg.sampler.polish_cfg, cfg.sampler.mu, cfg.sampler.std) == (
+        assert (
+            cfg.sampler.steps,
+            cfg.sampler.polish_steps,
+            cfg.sampler.polish_cfg,
+            cfg.sampler.mu,
+            cfg.sampler.std,
+        ) == (
             preset.steps,
             preset.polish_steps,
             preset.polish_cfg,
@@ -104,10 +109,26 @@ def test_single_prompt_and_prompt_file(tmp_path):
     p = plan(["model=tiny", "prompt=a red fox in snow"])
     assert [(x.id, x.caption) for x in p.prompts] == [("prompt", "a red fox in snow")]
     f = tmp_path / "mine.jsonl"
-    f.write_text(json.dumps({"id": "a", "prompt": "one"}) + "\n" + json.dumps({"id": "b", "prompt": {"high_level_description": "x", "compositional_deconstruction": {"background": "y", "elements": []}}}) + "\n")
+    f.write_text(
+        json.dumps({"id": "a", "prompt": "one"})
+        + "\n"
+        + json.dumps(
+            {
+                "id": "b",
+                "prompt": {
+                    "high_level_description": "x",
+                    "compositional_deconstruction": {"background": "y", "elements": []},
+                },
+            }
+        )
+        + "\n"
+    )
     p = plan(["model=tiny", f"prompts.file={f}"])
     assert [x.id for x in p.prompts] == ["a", "b"]
-    assert p.prompts[1].caption == '{"high_level_description":"x","compositional_deconstruction":{"background":"y","elements":[]}}'
+    assert (
+        p.prompts[1].caption
+        == '{"high_level_description":"x","compositional_deconstruction":{"background":"y","elements":[]}}'
+    )
     y = tmp_path / "mine.yaml"
     y.write_text("- id: c\n  prompt: three\n")
     assert [x.id for x in plan(["model=tiny", f"prompts.file={y}"]).prompts] == ["c"]
@@ -139,8 +160,6 @@ def _bad_json_file(tmp_path: Path) -> str:
     return str(f)
 
 
-
-
 @pytest.mark.parametrize("overrides,field", BAD_CONFIG, ids=[b[1] + str(i) for i, b in enumerate(BAD_CONFIG)])
 def test_bad_input_names_field_value_and_fix(overrides, field):
     base = ["device=cpu"] if overrides[0].startswith("model=") else ["model=tiny"]
@@ -156,7 +175,7 @@ def test_malformed_prompt_file_reports_line(tmp_path):
 
 
 def test_caption_schema_warns_by_default_errors_when_strict():
-    bad = "prompt='{\"high_level_description\": \"x\", \"compositional_deconstruction\": {\"background\": \"y\", \"elements\": [{\"type\": \"obj\", \"bbox\": [10, 20, 5, 1200], \"desc\": \"z\"}]}}'"
+    bad = 'prompt=\'{"high_level_description": "x", "compositional_deconstruction": {"background": "y", "elements": [{"type": "obj", "bbox": [10, 20, 5, 1200], "desc": "z"}]}}\''
     p = plan(["model=tiny", bad])
     assert any("bbox" in w for w in p.warnings)
     with pytest.raises(ConfigError, match="bbox"):
@@ -192,7 +211,9 @@ def test_config_error_is_fast_and_imports_no_torch():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     dt = time.perf_counter() - t0
     assert "ERR" in out.stdout and "resolution.height" in out.stdout, out.stdout + out.stderr
-    assert "HEAVY []" in out.stdout, f"heavy modules imported while validating: {out.stdout.splitlines()[-1]} (ideogram4/__init__.py must import lazily)"
+    assert "HEAVY []" in out.stdout, (
+        f"heavy modules imported while validating: {out.stdout.splitlines()[-1]} (ideogram4/__init__.py must import lazily)"
+    )
     assert dt < 3.0, f"config error took {dt:.1f} s"
 
 

@@ -7,7 +7,6 @@ import socket
 
 import pytest
 from PIL import Image
-
 from runner_fixtures import TINY, compose, read_manifest, run_inprocess, tiny_root  # noqa: F401
 
 from ideogram4.experiment import outputs as om
@@ -76,7 +75,16 @@ def test_grid_from_folders_marks_missing_cells(tmp_path):
         for seed in seeds:
             rel = f"images/p__seed{seed}.png"
             om.save_png_atomic(Image.new("RGB", (16, 16), "blue"), job / rel, {})
-            om.append_manifest(job, {"image": rel, "prompt_id": "p", "seed": seed, "settings_hash": "h", "flags": {"near_uniform": seed == 1}})
+            om.append_manifest(
+                job,
+                {
+                    "image": rel,
+                    "prompt_id": "p",
+                    "seed": seed,
+                    "settings_hash": "h",
+                    "flags": {"near_uniform": seed == 1},
+                },
+            )
     grid = build_grid(collect_jobs(tmp_path))
     assert grid.columns == ["cfg=3", "cfg=7"] and grid.rows == [("p", 0), ("p", 1)]
     assert len(grid.cells) == 3
@@ -106,7 +114,10 @@ def test_resume_skips_identical_settings_and_overwrite_forces(tmp_path, tiny_roo
     # same settings again: all skipped, nothing appended
     n = len(read_manifest(out))
     r3 = run_inprocess([*FAST, "seed=[0,1,2]", "cfg=3"], out, tiny_root)
-    assert len(r3.skipped) == 4 and [(r["prompt_id"], r["seed"]) for r in r3.made] == [("red_cube", 2), ("sign_hello", 2)]
+    assert len(r3.skipped) == 4 and [(r["prompt_id"], r["seed"]) for r in r3.made] == [
+        ("red_cube", 2),
+        ("sign_hello", 2),
+    ]
     assert len(read_manifest(out)) == n + 2
     r4 = run_inprocess([*FAST, "seed=[0]", "cfg=3", "output.overwrite=true"], out, tiny_root)
     assert len(r4.made) == 2 and not r4.skipped
@@ -153,7 +164,9 @@ def test_wandb_unreachable_loses_nothing_and_falls_back_offline(tmp_path, tiny_r
     monkeypatch.setenv("WANDB_API_KEY", "0123456789abcdef0123456789abcdef01234567")
     out = tmp_path / "job"
     with caplog.at_level("WARNING", logger="ideogram4.experiment"):
-        res = run_inprocess([*TINY, "prompts=smoke", "seed=[0,1]", "tracker.mode=online", "tracker.init_timeout=3"], out, tiny_root)
+        res = run_inprocess(
+            [*TINY, "prompts=smoke", "seed=[0,1]", "tracker.mode=online", "tracker.init_timeout=3"], out, tiny_root
+        )
     assert len(res.made) == 4 and len(read_manifest(out)) == 4
     assert all((out / r["image"]).exists() for r in res.made)
     assert "logging offline instead" in caplog.text

@@ -32,10 +32,13 @@ def closed_form(steps, height, width, mu, std):
     return out
 
 
-@pytest.mark.parametrize("size, first, last_two", [
-    (1024, [0.000123, 0.023013, 0.035894, 0.047683], [0.870383, 0.913892]),
-    (2048, [0.000123, 0.011641, 0.018275], [0.770512, 0.841437]),
-])
+@pytest.mark.parametrize(
+    "size, first, last_two",
+    [
+        (1024, [0.000123, 0.023013, 0.035894, 0.047683], [0.870383, 0.913892]),
+        (2048, [0.000123, 0.011641, 0.018275], [0.770512, 0.841437]),
+    ],
+)
 def test_schedule_equals_closed_form(size, first, last_two):
     t = sampling.timesteps(48, size, size, mu=0.0, std=1.5, final_step="official")
     expected = closed_form(48, size, size, 0.0, 1.5)
@@ -82,11 +85,14 @@ def test_img2img_respaces_inside_strength():
     assert t[-1].item() == pytest.approx(sampling.T_MAX, abs=1e-7)
 
 
-@pytest.mark.parametrize("kwargs, field", [
-    (dict(steps=0), "steps"),
-    (dict(steps=4, final_step="end"), "final_step"),
-    (dict(steps=4, denoising_strength=0.0), "denoising_strength"),
-])
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        (dict(steps=0), "steps"),
+        (dict(steps=4, final_step="end"), "final_step"),
+        (dict(steps=4, denoising_strength=0.0), "denoising_strength"),
+    ],
+)
 def test_bad_sampler_settings_name_the_field(kwargs, field):
     steps = kwargs.pop("steps")
     with pytest.raises(ValueError, match=field):

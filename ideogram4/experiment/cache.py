@@ -52,7 +52,16 @@ def check_device(device: str) -> None:
     import torch
 
     if not torch.cuda.is_available():
-        raise ConfigError([problem("device", device, "torch sees no CUDA GPU", "run on a GPU machine, or try the runner on CPU with `model=tiny device=cpu`")])
+        raise ConfigError(
+            [
+                problem(
+                    "device",
+                    device,
+                    "torch sees no CUDA GPU",
+                    "run on a GPU machine, or try the runner on CPU with `model=tiny device=cpu`",
+                )
+            ]
+        )
 
 
 def get_pipeline(model: ModelPlan) -> tuple[LoadedPipeline, bool]:
@@ -63,7 +72,13 @@ def get_pipeline(model: ModelPlan) -> tuple[LoadedPipeline, bool]:
     key = model.cache_key()
     if _CURRENT is not None and _CURRENT.key == key:
         _CURRENT.uses += 1
-        log.info("Reusing the loaded pipeline (%s, load %s, loaded %.1f s, job %d in this process)", model.name, _CURRENT.load_id, _CURRENT.load_s, _CURRENT.uses)
+        log.info(
+            "Reusing the loaded pipeline (%s, load %s, loaded %.1f s, job %d in this process)",
+            model.name,
+            _CURRENT.load_id,
+            _CURRENT.load_s,
+            _CURRENT.uses,
+        )
         return _CURRENT, True
     if _CURRENT is not None:
         log.info("Model config changed: releasing the previous pipeline (load %s)", _CURRENT.load_id)
@@ -104,7 +119,15 @@ def get_pipeline(model: ModelPlan) -> tuple[LoadedPipeline, bool]:
         describe = dict(pipe.describe())
     except Exception as e:  # pragma: no cover - defensive
         describe = {"error": f"describe() failed: {e}"}
-    _CURRENT = LoadedPipeline(pipe=pipe, key=key, load_id=f"{os.getpid()}-{uuid.uuid4().hex[:8]}", load_s=dt, source_path=str(source), describe=describe, uses=1)
+    _CURRENT = LoadedPipeline(
+        pipe=pipe,
+        key=key,
+        load_id=f"{os.getpid()}-{uuid.uuid4().hex[:8]}",
+        load_s=dt,
+        source_path=str(source),
+        describe=describe,
+        uses=1,
+    )
     log.info("Loaded pipeline %s in %.1f s (load %s)", model.name, dt, _CURRENT.load_id)
     return _CURRENT, False
 

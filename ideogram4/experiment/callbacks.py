@@ -62,7 +62,7 @@ class ComparisonGridCallback(Callback):
 
     def _grid(self, config: DictConfig) -> None:
         from .grid import make_sweep_grid
-        from .runner import sweep_group, table_row, TABLE_COLUMNS
+        from .runner import TABLE_COLUMNS, sweep_group, table_row
         from .tracker import make_tracker
 
         sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -86,9 +86,13 @@ class ComparisonGridCallback(Callback):
             from PIL import Image
 
             with Image.open(path) as im:
-                tracker.log_image("comparison_grid", im.convert("RGB"), caption=f"rows: prompt x seed; columns: {', '.join(grid.swept_keys) or 'all'}")
+                tracker.log_image(
+                    "comparison_grid",
+                    im.convert("RGB"),
+                    caption=f"rows: prompt x seed; columns: {', '.join(grid.swept_keys) or 'all'}",
+                )
             rows = []
-            for (r, c), entry in sorted(grid.cells.items()):
+            for (_r, c), entry in sorted(grid.cells.items()):
                 with Image.open(entry["path"]) as im:
                     img = im.convert("RGB")
                 rows.append([grid.columns[c]] + table_row(entry["record"], img))

@@ -45,7 +45,13 @@ class Grid:
             "n_cells": len(self.rows) * len(self.columns),
             "n_filled": len(self.cells),
             "cells": [
-                {"row": r, "col": c, "image": str(v["path"]), "settings_hash": v["record"].get("settings_hash"), "near_uniform": (v["record"].get("flags") or {}).get("near_uniform")}
+                {
+                    "row": r,
+                    "col": c,
+                    "image": str(v["path"]),
+                    "settings_hash": v["record"].get("settings_hash"),
+                    "near_uniform": (v["record"].get("flags") or {}).get("near_uniform"),
+                }
                 for (r, c), v in sorted(self.cells.items())
             ],
         }
@@ -169,7 +175,13 @@ def make_sweep_grid(sweep_dir: str | Path, cell: int = 256) -> tuple[Path, Grid]
     tmp = sweep_dir / f".{GRID_JSON}.tmp"
     tmp.write_text(json.dumps(grid.to_json(), indent=2, ensure_ascii=False))
     tmp.replace(sweep_dir / GRID_JSON)
-    log.info("Comparison grid: %d row(s) (prompt x seed) x %d column(s) (%s) -> %s", len(grid.rows), len(grid.columns), ", ".join(grid.swept_keys) or "no swept keys", path)
+    log.info(
+        "Comparison grid: %d row(s) (prompt x seed) x %d column(s) (%s) -> %s",
+        len(grid.rows),
+        len(grid.columns),
+        ", ".join(grid.swept_keys) or "no swept keys",
+        path,
+    )
     return path, grid
 
 

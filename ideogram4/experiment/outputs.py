@@ -15,8 +15,9 @@ import logging
 import os
 import subprocess
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 log = logging.getLogger("ideogram4.experiment")
 
@@ -34,7 +35,9 @@ def image_name(prompt_id: str, seed: int) -> str:
 
 def settings_hash(settings: dict, weights_identity: dict) -> str:
     """The resume key: identical generation settings on identical weights give the same hash."""
-    blob = json.dumps({"settings": settings, "weights": weights_identity}, sort_keys=True, ensure_ascii=False, default=str)
+    blob = json.dumps(
+        {"settings": settings, "weights": weights_identity}, sort_keys=True, ensure_ascii=False, default=str
+    )
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:20]
 
 
@@ -174,10 +177,22 @@ def uniformity(image) -> float:
 # --- environment facts (computed once per process) -------------------------------------------------
 
 
-PACKAGES = ("ideogram4-runner", "torch", "diffusers", "transformers", "safetensors", "huggingface_hub", "hydra-core", "omegaconf", "wandb", "pillow", "numpy")
+PACKAGES = (
+    "ideogram4-runner",
+    "torch",
+    "diffusers",
+    "transformers",
+    "safetensors",
+    "huggingface_hub",
+    "hydra-core",
+    "omegaconf",
+    "wandb",
+    "pillow",
+    "numpy",
+)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def package_versions() -> dict[str, str | None]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -190,12 +205,19 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def git_revision() -> dict[str, Any]:
     root = Path(__file__).resolve().parents[2]
     try:
-        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5).stdout.strip()
+        rev = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         return {"commit": rev or None, "dirty": bool(dirty)}
     except Exception:
         return {"commit": None, "dirty": None}

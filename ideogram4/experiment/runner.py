@@ -60,11 +60,23 @@ def job_context() -> JobContext:
             out_dir = Path(hc.runtime.output_dir)
             overrides = list(hc.overrides.task)
             num = int(hc.job.num) if multirun else 0
-            total = int(os.environ[SWEEP_JOBS_ENV]) if multirun and os.environ.get(SWEEP_JOBS_ENV, "").isdigit() else None
+            total = (
+                int(os.environ[SWEEP_JOBS_ENV]) if multirun and os.environ.get(SWEEP_JOBS_ENV, "").isdigit() else None
+            )
             sweep_dir = str(Path(hc.runtime.cwd) / hc.sweep.dir) if multirun else None
             odn = hc.job.override_dirname or ""
             name = f"{Path(hc.sweep.dir).name}/{num}:{odn}" if multirun else out_dir.name
-            return JobContext(out_dir, multirun, num, total, odn, overrides, sweep_dir, sweep_group(hc.sweep.dir) if multirun else None, name[:120])
+            return JobContext(
+                out_dir,
+                multirun,
+                num,
+                total,
+                odn,
+                overrides,
+                sweep_dir,
+                sweep_group(hc.sweep.dir) if multirun else None,
+                name[:120],
+            )
     except Exception as e:  # pragma: no cover - outside a Hydra app
         log.debug("no Hydra context: %s", e)
     out = Path(os.getcwd())
@@ -106,7 +118,16 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> JobResult:
     stale = out_mod.clean_temp_files(images_dir)
     if stale:
         log.info("Removed %d partial image file(s) left by an interrupted run", stale)
-    log.info("Config valid (%.2f s): %d prompt(s) x %d seed(s), %dx%d, %d steps, model %s", time.perf_counter() - t_start, len(plan.prompts), len(plan.seeds), plan.gen.width, plan.gen.height, plan.gen.steps, plan.model.name)
+    log.info(
+        "Config valid (%.2f s): %d prompt(s) x %d seed(s), %dx%d, %d steps, model %s",
+        time.perf_counter() - t_start,
+        len(plan.prompts),
+        len(plan.seeds),
+        plan.gen.width,
+        plan.gen.height,
+        plan.gen.steps,
+        plan.model.name,
+    )
 
     items = _plan_items(plan)
     overwrite = bool(plan.output.get("overwrite", False))
@@ -131,14 +152,21 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> JobResult:
     result = JobResult(out_dir=out_dir)
     result.skipped = [it.record for it in items if it.skipped]
     if result.skipped:
-        log.info("Resume: %d of %d image(s) already made with identical settings; skipping them%s", len(result.skipped), len(items), " (output.overwrite=true regenerates)" if not overwrite else "")
+        log.info(
+            "Resume: %d of %d image(s) already made with identical settings; skipping them%s",
+            len(result.skipped),
+            len(items),
+            " (output.overwrite=true regenerates)" if not overwrite else "",
+        )
     if not pending:
         log.info("Nothing to do: all %d image(s) of this job exist in %s", len(items), out_dir)
         return result
 
     from .tracker import make_tracker
 
-    tracker = make_tracker(plan.tracker, name=ctx.name, group=ctx.group, config=_tracker_config(plan, ctx), out_dir=out_dir)
+    tracker = make_tracker(
+        plan.tracker, name=ctx.name, group=ctx.group, config=_tracker_config(plan, ctx), out_dir=out_dir
+    )
     exit_code = 1
     try:
         _generate(plan, ctx, pending, out_dir, tracker, result)
@@ -149,7 +177,13 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> JobResult:
         finally:
             tracker.finish(exit_code=exit_code)
     flagged = [r for r in result.made if r["flags"]["near_uniform"]]
-    log.info("Done: %d image(s) made, %d skipped, %d flagged near-uniform; outputs in %s", len(result.made), len(result.skipped), len(flagged), out_dir)
+    log.info(
+        "Done: %d image(s) made, %d skipped, %d flagged near-uniform; outputs in %s",
+        len(result.made),
+        len(result.skipped),
+        len(flagged),
+        out_dir,
+    )
     return result
 
 
@@ -159,7 +193,15 @@ def _plan_items(plan: RunPlan) -> list[Item]:
     for p, seed in plan.items():
         settings = dict(plan.gen.settings(), caption=p.caption, seed=seed)
         key = out_mod.settings_hash(settings, ident)
-        items.append(Item(prompt=p, seed=seed, settings=settings, key=key, image_rel=f"{out_mod.IMAGES}/{out_mod.image_name(p.id, seed)}"))
+        items.append(
+            Item(
+                prompt=p,
+                seed=seed,
+                settings=settings,
+                key=key,
+                image_rel=f"{out_mod.IMAGES}/{out_mod.image_name(p.id, seed)}",
+            )
+        )
     return items
 
 
@@ -210,7 +252,11 @@ def _generate(plan: RunPlan, ctx: JobContext, pending: list[Item], out_dir: Path
             batch = pending[start : start + bs]
             first = batch[0]
             idx = start + 1
-            label = f"{ctx.position} | img {idx}/{len(pending)}" if len(batch) == 1 else f"{ctx.position} | img {idx}-{idx + len(batch) - 1}/{len(pending)}"
+            label = (
+                f"{ctx.position} | img {idx}/{len(pending)}"
+                if len(batch) == 1
+                else f"{ctx.position} | img {idx}-{idx + len(batch) - 1}/{len(pending)}"
+            )
             bar.set_description(f"{label} | {first.prompt.id} seed {first.seed}")
 
             def on_step(i: int, n: int) -> None:
@@ -240,7 +286,9 @@ def _generate(plan: RunPlan, ctx: JobContext, pending: list[Item], out_dir: Path
                 )
             except Exception as e:
                 if is_oom(e):
-                    raise RuntimeError(f"Generating {first.prompt.id} (seed {first.seed}) at {gen.width}x{gen.height} failed: {OOM_HINT}\n{e}") from e
+                    raise RuntimeError(
+                        f"Generating {first.prompt.id} (seed {first.seed}) at {gen.width}x{gen.height} failed: {OOM_HINT}\n{e}"
+                    ) from e
                 raise
             wall = time.perf_counter() - t0
             te_calls = getattr(pipe, "text_encoder_calls", None)
@@ -248,11 +296,19 @@ def _generate(plan: RunPlan, ctx: JobContext, pending: list[Item], out_dir: Path
                 image = output.images[j]
                 caption_used = output.captions[j] if getattr(output, "captions", None) else it.prompt.caption
                 if caption_used != it.prompt.caption:
-                    log.warning("%s: the pipeline fed a different caption string than planned; recording the pipeline's", it.prompt.id)
+                    log.warning(
+                        "%s: the pipeline fed a different caption string than planned; recording the pipeline's",
+                        it.prompt.id,
+                    )
                 std = out_mod.uniformity(image)
                 near_uniform = std < threshold
                 if near_uniform:
-                    log.warning("FLAGGED %s: near-uniform image (pixel std %.2f < %.2f): likely a broken build/weights ('blocked' artefact), not a result", it.image_rel, std, threshold)
+                    log.warning(
+                        "FLAGGED %s: near-uniform image (pixel std %.2f < %.2f): likely a broken build/weights ('blocked' artefact), not a result",
+                        it.image_rel,
+                        std,
+                        threshold,
+                    )
                 hits = getattr(output, "text_cache_hits", None)
                 record = {
                     "schema": out_mod.SCHEMA_VERSION,
@@ -271,16 +327,31 @@ def _generate(plan: RunPlan, ctx: JobContext, pending: list[Item], out_dir: Path
                     "peak_memory_bytes": getattr(output, "peak_memory_bytes", None),
                     "text_cache_hit": bool(hits[j]) if hits is not None else None,
                     "text_encoder_calls": te_calls,
-                    "pipeline": {"load_id": loaded.load_id, "reused": reused, "load_s": round(loaded.load_s, 3), "pid": os.getpid()},
+                    "pipeline": {
+                        "load_id": loaded.load_id,
+                        "reused": reused,
+                        "load_s": round(loaded.load_s, 3),
+                        "pid": os.getpid(),
+                    },
                     "flags": {"near_uniform": near_uniform, "pixel_std": round(std, 3)},
-                    "job": {"num": ctx.num, "multirun": ctx.multirun, "override_dirname": ctx.override_dirname, "overrides": ctx.overrides, "sweep_dir": ctx.sweep_dir, "output_dir": str(out_dir)},
+                    "job": {
+                        "num": ctx.num,
+                        "multirun": ctx.multirun,
+                        "override_dirname": ctx.override_dirname,
+                        "overrides": ctx.overrides,
+                        "sweep_dir": ctx.sweep_dir,
+                        "output_dir": str(out_dir),
+                    },
                     "versions": versions,
                     "git": git,
                     "gpu": gpu,
                     "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                     "config": manifest_config,
                 }
-                settings_blob = {k: record[k] for k in ("prompt_id", "seed", "rng_device", "settings", "settings_hash", "model", "flags")}
+                settings_blob = {
+                    k: record[k]
+                    for k in ("prompt_id", "seed", "rng_device", "settings", "settings_hash", "model", "flags")
+                }
                 text = {
                     "parameters": out_mod.a1111_parameters(caption_used, it.settings, it.seed, plan.model.name, it.key),
                     out_mod.PNG_CAPTION_KEY: caption_used,
@@ -296,7 +367,8 @@ def _generate(plan: RunPlan, ctx: JobContext, pending: list[Item], out_dir: Path
                 tracker.log_image(
                     "images",
                     image,
-                    caption=f"{it.prompt.id} | seed {it.seed} | cfg {gen.cfg} | {gen.steps} steps" + (" | FLAGGED near-uniform" if near_uniform else ""),
+                    caption=f"{it.prompt.id} | seed {it.seed} | cfg {gen.cfg} | {gen.steps} steps"
+                    + (" | FLAGGED near-uniform" if near_uniform else ""),
                 )
     finally:
         bar.close()
@@ -311,7 +383,23 @@ def _save_latents(latent, png_path: Path) -> None:
     os.replace(tmp, path)
 
 
-TABLE_COLUMNS = ["image", "prompt_id", "seed", "cfg", "steps", "sampler", "width", "height", "guidance_schedule", "mu", "std", "final_step", "near_uniform", "settings_hash", "caption"]
+TABLE_COLUMNS = [
+    "image",
+    "prompt_id",
+    "seed",
+    "cfg",
+    "steps",
+    "sampler",
+    "width",
+    "height",
+    "guidance_schedule",
+    "mu",
+    "std",
+    "final_step",
+    "near_uniform",
+    "settings_hash",
+    "caption",
+]
 
 
 def table_row(record: dict, image: Any) -> list[Any]:

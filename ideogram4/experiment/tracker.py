@@ -46,7 +46,9 @@ def resolve_mode(tracker: dict) -> str:
         if mode == "offline":
             log.info("W&B: no credentials (WANDB_API_KEY or `wandb login`); logging offline")
     elif mode == "online" and not wandb_credentials_present():
-        log.warning("W&B: tracker.mode=online but no credentials found (WANDB_API_KEY or `wandb login`); logging offline instead of prompting")
+        log.warning(
+            "W&B: tracker.mode=online but no credentials found (WANDB_API_KEY or `wandb login`); logging offline instead of prompting"
+        )
         mode = "offline"
     return mode
 
@@ -73,7 +75,17 @@ class WandbTracker:
 
     enabled = True
 
-    def __init__(self, tracker: dict, *, name: str, group: str | None, config: dict, out_dir: Path, job_type: str = "generate", mode: str | None = None):
+    def __init__(
+        self,
+        tracker: dict,
+        *,
+        name: str,
+        group: str | None,
+        config: dict,
+        out_dir: Path,
+        job_type: str = "generate",
+        mode: str | None = None,
+    ):
         self.mode = mode or resolve_mode(tracker)
         self.run = None
         self.failures = 0
@@ -101,14 +113,25 @@ class WandbTracker:
             self.run = wandb.init(mode=self.mode, settings=self._settings(wandb), **kwargs)
         except Exception as e:  # network, auth, server errors
             if self.mode == "online":
-                log.warning("W&B: could not start an online run (%s: %s); logging offline instead, upload later with `wandb sync`", type(e).__name__, _short(e))
+                log.warning(
+                    "W&B: could not start an online run (%s: %s); logging offline instead, upload later with `wandb sync`",
+                    type(e).__name__,
+                    _short(e),
+                )
                 try:
                     self.mode = "offline"
                     self.run = wandb.init(mode="offline", settings=self._settings(wandb), **kwargs)
                 except Exception as e2:
-                    log.warning("W&B: offline run failed too (%s); continuing without tracking, local outputs are complete", _short(e2))
+                    log.warning(
+                        "W&B: offline run failed too (%s); continuing without tracking, local outputs are complete",
+                        _short(e2),
+                    )
             else:
-                log.warning("W&B: could not start a run (%s: %s); continuing without tracking, local outputs are complete", type(e).__name__, _short(e))
+                log.warning(
+                    "W&B: could not start a run (%s: %s); continuing without tracking, local outputs are complete",
+                    type(e).__name__,
+                    _short(e),
+                )
         if self.run is None:
             self.enabled = False
             self.mode = "disabled"
@@ -129,7 +152,9 @@ class WandbTracker:
             return fn(*args, **kwargs)
         except Exception as e:
             self.failures += 1
-            log.warning("W&B: %s failed (%s: %s); continuing, local outputs are unaffected", what, type(e).__name__, _short(e))
+            log.warning(
+                "W&B: %s failed (%s: %s); continuing, local outputs are unaffected", what, type(e).__name__, _short(e)
+            )
             return None
 
     def log_image(self, key: str, image, caption: str) -> None:

@@ -206,7 +206,16 @@ def load_prompt_file(path: str) -> list[dict]:
     field_name = "prompts.file"
     full = abspath(path)
     if not os.path.isfile(full):
-        raise ConfigError([problem(field_name, path, f"no such file ({full})", "give an existing .jsonl/.json/.yaml path (relative paths are from the directory you ran in)")])
+        raise ConfigError(
+            [
+                problem(
+                    field_name,
+                    path,
+                    f"no such file ({full})",
+                    "give an existing .jsonl/.json/.yaml path (relative paths are from the directory you ran in)",
+                )
+            ]
+        )
     suffix = Path(full).suffix.lower()
     text = Path(full).read_text(encoding="utf-8")
     if suffix == ".jsonl":
@@ -217,12 +226,30 @@ def load_prompt_file(path: str) -> list[dict]:
             try:
                 entries.append(json.loads(line))
             except json.JSONDecodeError as e:
-                raise ConfigError([problem(field_name, path, f"line {lineno}, column {e.colno}: {e.msg}", 'write one JSON object per line, e.g. {"id": "cat", "prompt": "a cat"}')]) from None
+                raise ConfigError(
+                    [
+                        problem(
+                            field_name,
+                            path,
+                            f"line {lineno}, column {e.colno}: {e.msg}",
+                            'write one JSON object per line, e.g. {"id": "cat", "prompt": "a cat"}',
+                        )
+                    ]
+                ) from None
     elif suffix == ".json":
         try:
             entries = json.loads(text)
         except json.JSONDecodeError as e:
-            raise ConfigError([problem(field_name, path, f"line {e.lineno}, column {e.colno}: {e.msg}", "fix the JSON syntax at that position")]) from None
+            raise ConfigError(
+                [
+                    problem(
+                        field_name,
+                        path,
+                        f"line {e.lineno}, column {e.colno}: {e.msg}",
+                        "fix the JSON syntax at that position",
+                    )
+                ]
+            ) from None
     elif suffix in (".yaml", ".yml"):
         import yaml
 
@@ -231,19 +258,48 @@ def load_prompt_file(path: str) -> list[dict]:
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-            raise ConfigError([problem(field_name, path, f"{where}{getattr(e, 'problem', None) or e}", "fix the YAML syntax at that position")]) from None
+            raise ConfigError(
+                [
+                    problem(
+                        field_name,
+                        path,
+                        f"{where}{getattr(e, 'problem', None) or e}",
+                        "fix the YAML syntax at that position",
+                    )
+                ]
+            ) from None
     else:
-        raise ConfigError([problem(field_name, path, f"unsupported file type {suffix!r}", "use .jsonl, .json, .yaml or .yml")])
+        raise ConfigError(
+            [problem(field_name, path, f"unsupported file type {suffix!r}", "use .jsonl, .json, .yaml or .yml")]
+        )
     if isinstance(entries, dict):
         entries = entries.get("items", entries.get("prompts"))
     if not isinstance(entries, list) or not entries:
-        raise ConfigError([problem(field_name, path, "holds no list of prompts", "make it a list of {id, prompt} entries (or a mapping with an `items` list)")])
+        raise ConfigError(
+            [
+                problem(
+                    field_name,
+                    path,
+                    "holds no list of prompts",
+                    "make it a list of {id, prompt} entries (or a mapping with an `items` list)",
+                )
+            ]
+        )
     out = []
     for i, e in enumerate(entries):
         if isinstance(e, str):
             e = {"id": f"p{i:03d}", "prompt": e}
         if not isinstance(e, dict) or "prompt" not in e:
-            raise ConfigError([problem(f"{field_name}[{i}]", e, "is not an {id, prompt} entry", "give each entry a `prompt` (string or caption mapping) and an `id`")])
+            raise ConfigError(
+                [
+                    problem(
+                        f"{field_name}[{i}]",
+                        e,
+                        "is not an {id, prompt} entry",
+                        "give each entry a `prompt` (string or caption mapping) and an `id`",
+                    )
+                ]
+            )
         out.append({"id": str(e.get("id", f"p{i:03d}")), "prompt": e["prompt"]})
     return out
 
@@ -275,29 +331,57 @@ def build_plan(cfg: DictConfig, *, check_tokens: bool = True) -> RunPlan:
     elif path is not None or source == "local":
         kind = "local"
         if path is None:
-            problems.append(problem("model.path", None, "is required for model=local", "pass model=local model.path=/path/to/folder (official layout: transformer/, text_encoder/, vae/, tokenizer/)"))
+            problems.append(
+                problem(
+                    "model.path",
+                    None,
+                    "is required for model=local",
+                    "pass model=local model.path=/path/to/folder (official layout: transformer/, text_encoder/, vae/, tokenizer/)",
+                )
+            )
         else:
             source = abspath(path)
         if path is not None and not os.path.isdir(source):
-            problems.append(problem("model.path", path, f"is not a folder ({source})", "point model.path at a folder with transformer/, text_encoder/, vae/ and tokenizer/"))
+            problems.append(
+                problem(
+                    "model.path",
+                    path,
+                    f"is not a folder ({source})",
+                    "point model.path at a folder with transformer/, text_encoder/, vae/ and tokenizer/",
+                )
+            )
     elif source and (source.startswith((".", "/", "~")) or os.path.isdir(abspath(source))):
         kind = "local"
         source = abspath(source)
         if not os.path.isdir(source):
-            problems.append(problem("model.source", m.source, f"looks like a path but is not a folder ({source})", "give an existing folder or a hub repo id like ideogram-ai/ideogram-4-fp8"))
+            problems.append(
+                problem(
+                    "model.source",
+                    m.source,
+                    f"looks like a path but is not a folder ({source})",
+                    "give an existing folder or a hub repo id like ideogram-ai/ideogram-4-fp8",
+                )
+            )
     dtype = get("model.dtype")
     if dtype not in DTYPES:
         problems.append(problem("model.dtype", dtype, "is not a supported dtype", f"use one of {', '.join(DTYPES)}"))
     offload = get("model.offload")
     if offload not in OFFLOAD_MODES:
-        problems.append(problem("model.offload", offload, "is not an offload mode", f"use one of {', '.join(OFFLOAD_MODES)}"))
+        problems.append(
+            problem("model.offload", offload, "is not an offload mode", f"use one of {', '.join(OFFLOAD_MODES)}")
+        )
     device = get("device") or get("model.device")
     device_field = "device" if get("device") else "model.device"
     if not isinstance(device, str) or not re.fullmatch(r"cpu|auto|mps|cuda(:\d+)?", device):
         problems.append(problem(device_field, device, "is not a device", "use cpu, cuda, cuda:N or auto"))
     elif device.startswith("cuda") and not cuda_driver_present():
         problems.append(
-            problem(device_field, device, "no CUDA GPU is visible on this machine", "run on a GPU machine, or try the runner on CPU with `model=tiny device=cpu`")
+            problem(
+                device_field,
+                device,
+                "no CUDA GPU is visible on this machine",
+                "run on a GPU machine, or try the runner on CPU with `model=tiny device=cpu`",
+            )
         )
     elif device == "auto":
         device = "cuda" if cuda_driver_present() else "cpu"
@@ -324,12 +408,31 @@ def build_plan(cfg: DictConfig, *, check_tokens: bool = True) -> RunPlan:
     for fname, v in (("resolution.height", height), ("resolution.width", width)):
         if v % 16:
             lo, hi = v // 16 * 16, v // 16 * 16 + 16
-            problems.append(problem(fname, v, "is not a multiple of 16 (one latent token = 16x16 pixels)", f"use {lo if lo >= min_side else hi} or {hi}"))
+            problems.append(
+                problem(
+                    fname,
+                    v,
+                    "is not a multiple of 16 (one latent token = 16x16 pixels)",
+                    f"use {lo if lo >= min_side else hi} or {hi}",
+                )
+            )
         if not min_side <= v <= max_side:
-            problems.append(problem(fname, v, f"is outside {min_side}..{max_side}", f"pick a value in {min_side}..{max_side} (or a preset such as resolution=square_1024)"))
+            problems.append(
+                problem(
+                    fname,
+                    v,
+                    f"is outside {min_side}..{max_side}",
+                    f"pick a value in {min_side}..{max_side} (or a preset such as resolution=square_1024)",
+                )
+            )
     if height > 0 and width > 0 and max(height, width) / min(height, width) > MAX_ASPECT + 1e-9:
         problems.append(
-            problem("resolution", f"{width}x{height}", f"aspect ratio {max(height, width) / min(height, width):.2f}:1 is beyond 6:1", "bring width/height within 6:1 (e.g. resolution=banner_6_1 is 2016x336)")
+            problem(
+                "resolution",
+                f"{width}x{height}",
+                f"aspect ratio {max(height, width) / min(height, width):.2f}:1 is beyond 6:1",
+                "bring width/height within 6:1 (e.g. resolution=banner_6_1 is 2016x336)",
+            )
         )
 
     # sampler -----------------------------------------------------------------------------------------
@@ -338,17 +441,29 @@ def build_plan(cfg: DictConfig, *, check_tokens: bool = True) -> RunPlan:
     polish_steps, polish_cfg = get("sampler.polish_steps"), float(get("sampler.polish_cfg"))
     schedule = get("sampler.guidance_schedule")
     if steps < 1:
-        problems.append(problem("sampler.steps", steps, "must be at least 1", "use e.g. sampler.steps=48 (or sampler=turbo_12)"))
+        problems.append(
+            problem("sampler.steps", steps, "must be at least 1", "use e.g. sampler.steps=48 (or sampler=turbo_12)")
+        )
     if schedule is not None:
         schedule = [float(x) for x in schedule]
         if len(schedule) != steps:
             problems.append(
-                problem("sampler.guidance_schedule", schedule, f"has {len(schedule)} entries but sampler.steps = {steps}", f"give exactly {steps} weights (one per step, first step first) or drop the list to use cfg/polish_*")
+                problem(
+                    "sampler.guidance_schedule",
+                    schedule,
+                    f"has {len(schedule)} entries but sampler.steps = {steps}",
+                    f"give exactly {steps} weights (one per step, first step first) or drop the list to use cfg/polish_*",
+                )
             )
     else:
         if polish_steps < 0 or (steps >= 1 and polish_steps >= steps):
             problems.append(
-                problem("sampler.polish_steps", polish_steps, f"must be in 0..{max(steps - 1, 0)} for sampler.steps = {steps}", f"set sampler.polish_steps={min(max(steps - 1, 0), 1)} (or sampler=constant for no polish)")
+                problem(
+                    "sampler.polish_steps",
+                    polish_steps,
+                    f"must be in 0..{max(steps - 1, 0)} for sampler.steps = {steps}",
+                    f"set sampler.polish_steps={min(max(steps - 1, 0), 1)} (or sampler=constant for no polish)",
+                )
             )
         else:
             schedule = official_schedule(steps, cfg_w, polish_steps, polish_cfg)
@@ -361,13 +476,26 @@ def build_plan(cfg: DictConfig, *, check_tokens: bool = True) -> RunPlan:
         problems.append(problem("sampler.std", std, "must be positive", "use e.g. 1.5 (quality_48) or 1.75"))
     rand_device = get("sampler.rand_device")
     if rand_device not in ("cpu", "cuda"):
-        problems.append(problem("sampler.rand_device", rand_device, "is not a noise device", "use cpu (portable seeds) or cuda"))
+        problems.append(
+            problem("sampler.rand_device", rand_device, "is not a noise device", "use cpu (portable seeds) or cuda")
+        )
     strength = float(get("denoising_strength"))
     input_image = get("input_image")
     if not 0.0 < strength <= 1.0:
-        problems.append(problem("denoising_strength", strength, "must be in (0, 1]", "use 1.0 for text-to-image, lower with input_image"))
+        problems.append(
+            problem(
+                "denoising_strength", strength, "must be in (0, 1]", "use 1.0 for text-to-image, lower with input_image"
+            )
+        )
     if input_image is None and strength != 1.0:
-        problems.append(problem("denoising_strength", strength, "only applies with an input image", "set input_image=path/to.png or denoising_strength=1.0"))
+        problems.append(
+            problem(
+                "denoising_strength",
+                strength,
+                "only applies with an input image",
+                "set input_image=path/to.png or denoising_strength=1.0",
+            )
+        )
     if input_image is not None:
         input_image = abspath(input_image)
         if not os.path.isfile(input_image):
@@ -403,8 +531,18 @@ def build_plan(cfg: DictConfig, *, check_tokens: bool = True) -> RunPlan:
     if seed is None:
         seeds = [random.SystemRandom().randrange(2**31) for _ in range(n_img)]
         warnings.append(f"seed = null: using random seeds {seeds} (recorded in the manifest)")
-    elif isinstance(seed, bool) or not (isinstance(seed, int) or (isinstance(seed, list) and all(isinstance(s, int) and not isinstance(s, bool) for s in seed))):
-        problems.append(problem("seed", seed, "must be an int, a list of ints or null", "use seed=0, seed=[0,1,2] (one job) or -m seed=0,1,2 (a sweep)"))
+    elif isinstance(seed, bool) or not (
+        isinstance(seed, int)
+        or (isinstance(seed, list) and all(isinstance(s, int) and not isinstance(s, bool) for s in seed))
+    ):
+        problems.append(
+            problem(
+                "seed",
+                seed,
+                "must be an int, a list of ints or null",
+                "use seed=0, seed=[0,1,2] (one job) or -m seed=0,1,2 (a sweep)",
+            )
+        )
     elif isinstance(seed, int):
         seeds = [seed + k for k in range(n_img)]
     else:
@@ -422,9 +560,13 @@ def build_plan(cfg: DictConfig, *, check_tokens: bool = True) -> RunPlan:
     # tracker -----------------------------------------------------------------------------------------
     tracker = get("tracker") or {}
     if tracker.get("name") not in TRACKERS:
-        problems.append(problem("tracker.name", tracker.get("name"), "is not a tracker", "use tracker=wandb or tracker=none"))
+        problems.append(
+            problem("tracker.name", tracker.get("name"), "is not a tracker", "use tracker=wandb or tracker=none")
+        )
     if tracker.get("mode") not in TRACKER_MODES:
-        problems.append(problem("tracker.mode", tracker.get("mode"), "is not a W&B mode", f"use one of {', '.join(TRACKER_MODES)}"))
+        problems.append(
+            problem("tracker.mode", tracker.get("mode"), "is not a W&B mode", f"use one of {', '.join(TRACKER_MODES)}")
+        )
     output = get("output") or {}
 
     if problems:
@@ -459,7 +601,12 @@ def _plan_prompts(cfg: DictConfig, get, problems: list[str], warnings: list[str]
     if single is not None:
         if isinstance(single, (dict, list)):
             problems.append(
-                problem("prompt", single, "was parsed by Hydra as a mapping, not a caption string", "quote a JSON caption for Hydra: \"prompt='{\\\"high_level_description\\\": ...}'\"")
+                problem(
+                    "prompt",
+                    single,
+                    "was parsed by Hydra as a mapping, not a caption string",
+                    'quote a JSON caption for Hydra: "prompt=\'{\\"high_level_description\\": ...}\'"',
+                )
             )
             return []
         entries = [{"id": "prompt", "prompt": str(single)}]
@@ -474,7 +621,14 @@ def _plan_prompts(cfg: DictConfig, get, problems: list[str], warnings: list[str]
     else:
         entries = get("prompts.items") or []
     if not entries:
-        problems.append(problem("prompts.items", [], "no prompts to run", "pick a set (prompts=seed_example|typography|layout|plain), prompts.file=my.jsonl or prompt=\"...\""))
+        problems.append(
+            problem(
+                "prompts.items",
+                [],
+                "no prompts to run",
+                'pick a set (prompts=seed_example|typography|layout|plain), prompts.file=my.jsonl or prompt="..."',
+            )
+        )
         return []
     out: list[PromptPlan] = []
     seen: set[str] = set()
@@ -482,12 +636,26 @@ def _plan_prompts(cfg: DictConfig, get, problems: list[str], warnings: list[str]
         where = f"{source_field}[{i}]" if source_field != "prompt" else "prompt"
         pid, raw = str(e["id"]), e["prompt"]
         if not _ID_RE.match(pid):
-            problems.append(problem(f"{where}.id", pid, "is not usable in a file name", "use letters, digits, '_', '-' or '.' (no spaces or slashes)"))
+            problems.append(
+                problem(
+                    f"{where}.id",
+                    pid,
+                    "is not usable in a file name",
+                    "use letters, digits, '_', '-' or '.' (no spaces or slashes)",
+                )
+            )
         if pid in seen:
             problems.append(problem(f"{where}.id", pid, "is used twice", "give every prompt its own id"))
         seen.add(pid)
         if not isinstance(raw, (str, dict)):
-            problems.append(problem(f"{where}.prompt", raw, "must be a string or a caption mapping", "give prose text or a structured caption"))
+            problems.append(
+                problem(
+                    f"{where}.prompt",
+                    raw,
+                    "must be a string or a caption mapping",
+                    "give prose text or a structured caption",
+                )
+            )
             continue
         if isinstance(raw, str) and not raw.strip():
             problems.append(problem(f"{where}.prompt", raw, "is empty", "write a prompt"))
@@ -495,12 +663,25 @@ def _plan_prompts(cfg: DictConfig, get, problems: list[str], warnings: list[str]
         try:
             parse_caption(raw)
         except ValueError as err:
-            problems.append(problem(f"{where}.prompt", raw, str(err), "fix the JSON at that line/column, or write plain prose that does not start with '{'"))
+            problems.append(
+                problem(
+                    f"{where}.prompt",
+                    raw,
+                    str(err),
+                    "fix the JSON at that line/column, or write plain prose that does not start with '{'",
+                )
+            )
             continue
         issues = [str(x) for x in validate_caption(raw)]
         if issues:
             for msg in issues:
-                text = problem(f"{where}.prompt", pid, f"caption schema: {msg}", "fix the caption (spec section G)" + ("" if strict else "; prompts.strict=true turns this into an error"))
+                text = problem(
+                    f"{where}.prompt",
+                    pid,
+                    f"caption schema: {msg}",
+                    "fix the caption (spec section G)"
+                    + ("" if strict else "; prompts.strict=true turns this into an error"),
+                )
                 (problems if strict else warnings).append(text)
         out.append(PromptPlan(id=pid, prompt=raw, caption=serialize_caption(raw), issues=issues))
     return out
@@ -526,4 +707,11 @@ def _check_token_counts(model: ModelPlan, prompts: list[PromptPlan], limit: int,
     for p in long:
         n = count_tokens(tok, p.caption)
         if n > limit:
-            problems.append(problem(f"prompt[{p.id}]", p.caption, f"is {n} tokens after the chat template; the limit is {limit}", f"shorten the caption by {n - limit} tokens (e.g. fewer or shorter elements[].desc)"))
+            problems.append(
+                problem(
+                    f"prompt[{p.id}]",
+                    p.caption,
+                    f"is {n} tokens after the chat template; the limit is {limit}",
+                    f"shorten the caption by {n - limit} tokens (e.g. fewer or shorter elements[].desc)",
+                )
+            )

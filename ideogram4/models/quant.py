@@ -21,9 +21,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..spec import FP8_MODES
+
 FP8_DTYPE = torch.float8_e4m3fn
 FP8_MAX = 448.0
-FP8_MODES = ("dequantize_per_call", "dequantize_once", "fp8_matmul")
 # Substrings of module names kept out of fp8 matmuls (weight-only fp8, bf16 compute) in "fp8_matmul"
 # mode: activation quantisation hurts the FFN down-projections most (performance.md, technique 4),
 # and the per-sample / boundary layers are cheap and precision-sensitive.
@@ -145,8 +146,9 @@ def swap_linears_for_fp8(
             parent_name, _, attr = name.rpartition(".")
             parent = module.get_submodule(parent_name) if parent_name else module
             with torch.device("meta"):
-                fp8 = Fp8Linear(child.in_features, child.out_features, child.bias is not None,
-                                layer_mode(name, mode, protected))
+                fp8 = Fp8Linear(
+                    child.in_features, child.out_features, child.bias is not None, layer_mode(name, mode, protected)
+                )
             setattr(parent, attr, fp8)
 
 
@@ -180,8 +182,12 @@ def quantize_linears(
             continue
         q, scale = quantize_rowwise(child.weight.detach())
         with torch.device("meta"):
-            fp8 = Fp8Linear(child.in_features, child.out_features, child.bias is not None,
-                            layer_mode(name, "dequantize_per_call" if mode == "dequantize_once" else mode, protected))
+            fp8 = Fp8Linear(
+                child.in_features,
+                child.out_features,
+                child.bias is not None,
+                layer_mode(name, "dequantize_per_call" if mode == "dequantize_once" else mode, protected),
+            )
         fp8.weight = nn.Parameter(q, requires_grad=False)
         fp8.weight_scale = nn.Parameter(scale, requires_grad=False)
         if child.bias is not None:
@@ -192,8 +198,10 @@ def quantize_linears(
         del child
     if mode == "dequantize_once":
         if dtype is None:
-            dtype = next((p.dtype for p in module.parameters() if p.dtype.is_floating_point and p.dtype.itemsize > 1),
-                         torch.bfloat16)
+            dtype = next(
+                (p.dtype for p in module.parameters() if p.dtype.is_floating_point and p.dtype.itemsize > 1),
+                torch.bfloat16,
+            )
         materialize_fp8(module, dtype)
     return module
 

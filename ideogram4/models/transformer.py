@@ -66,7 +66,9 @@ def mrope_tables(
     """
     # fp32 frequencies, as in the reference code: at positions >= 65536 one ulp of a float64-derived
     # table already moves bf16 cos/sin.
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=position_ids.device) / head_dim))
+    inv_freq = 1.0 / (
+        theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=position_ids.device) / head_dim)
+    )
     freqs = position_ids.to(torch.float32).unsqueeze(-1) * inv_freq  # (B, L, 3, head_dim/2)
     f = freqs[..., 0, :].clone()  # t axis everywhere, then h and w on every third slot
     for axis in (1, 2):

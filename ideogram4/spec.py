@@ -1,0 +1,93 @@
+"""Facts about Ideogram 4 that both the core and the runner need, without importing torch.
+
+The runner validates a config against these before any weights load; the core raises on the same
+names at call time. One definition here, imported by both, so the two layers cannot drift apart.
+The time convention (t = 0 noise, t = 1 clean) and the sampling maths live in ``sampling.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+# --- sizes ------------------------------------------------------------------------------------------
+TOKEN_PIXELS = 16  # one DiT token = 2 x 2 latent pixels = 16 x 16 image pixels
+LATENT_CHANNELS = 128  # per token: 32 VAE channels x 2 x 2
+MIN_SIDE, MAX_SIDE = 256, 2048  # the resolutions the released model was trained for
+MAX_ASPECT = 6.0
+MAX_TEXT_TOKENS = 2048  # the model's text context, chat template included
+MAX_STEPS = 1000  # far beyond any useful schedule; caps memory for a mistyped 10^9
+
+# --- options ----------------------------------------------------------------------------------------
+DTYPES = ("bfloat16", "float16", "float32")
+FP8_MODES = ("dequantize_per_call", "dequantize_once", "fp8_matmul")
+CHECKPOINT_LAYOUTS = ("original", "fp8", "diffusers")  # the tiny model's folder layouts
+OFFLOAD_MODES = ("none", "text_encoder", "transformers", "all")
+FINAL_STEPS = ("official", "clean")
+SOLVERS = ("euler",)
+RAND_DEVICES = ("cpu", "cuda")
+OUTPUT_TYPES = ("pil", "np", "latent")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+# --- schedule ---------------------------------------------------------------------------------------
+LOGSNR_MIN, LOGSNR_MAX = -15.0, 18.0
+T_MIN = 1.0 / (1.0 + math.exp(0.5 * LOGSNR_MAX))  # 1.2339e-4, where sampling starts
+T_MAX = 1.0 / (1.0 + math.exp(0.5 * LOGSNR_MIN))  # 0.999447, where the official sampler stops
+
+
+def official_guidance_schedule(steps: int, cfg: float, polish_steps: int = 0, polish_cfg: float = 3.0) -> list[float]:
+    """(steps - polish_steps) x cfg, then polish_steps x polish_cfg, in chronological order."""
+    if steps < 1:
+        raise ValueError(f"steps={steps}: need at least 1 step")
+    if not 0 <= polish_steps <= steps:
+        raise ValueError(f"polish_steps={polish_steps} must be between 0 and steps={steps}")
+    return [float(cfg)] * (steps - polish_steps) + [float(polish_cfg)] * polish_steps
+
+
+def from_official_order(stored: tuple[float, ...] | list[float]) -> list[float]:
+    """The official presets index the guidance by loop index, which counts down: index 0 is the last step."""
+    return [float(w) for w in reversed(stored)]
+
+
+@dataclass(frozen=True)
+class SamplerPreset:
+    """A named schedule. `final_step="official"` ends at t_max; "clean" at t = 1 (diffusers, DiffSynth)."""
+
+    steps: int
+    cfg: float
+    polish_steps: int
+    polish_cfg: float
+    mu: float
+    std: float
+    final_step: str = "official"
+    description: str = ""
+
+    @property
+    def guidance_schedule(self) -> list[float]:
+        return official_guidance_schedule(self.steps, self.cfg, self.polish_steps, self.polish_cfg)
+
+
+# The official presets store guidance last-step-first; these fields describe them chronologically
+# (see `from_official_order`, tested against the stored tuples). The runner's `sampler` config group
+# is registered from this table: there is no second copy in YAML.
+PRESETS: dict[str, SamplerPreset] = {
+    "quality_48": SamplerPreset(
+        48, 7.0, 3, 3.0, 0.0, 1.5, description="Official V4_QUALITY_48: 45 steps at cfg, 3 polish steps at 3.0"
+    ),
+    "default_20": SamplerPreset(
+        20, 7.0, 2, 3.0, 0.0, 1.75, description="Official V4_DEFAULT_20: 18 steps at cfg, 2 polish steps at 3.0"
+    ),
+    "turbo_12": SamplerPreset(
+        12, 7.0, 1, 3.0, 0.5, 1.75, description="Official V4_TURBO_12: 11 steps at cfg, 1 polish step at 3.0"
+    ),
+    "constant": SamplerPreset(
+        48,
+        7.0,
+        0,
+        3.0,
+        0.0,
+        1.5,
+        final_step="clean",
+        description="DiffSynth-style: constant cfg on every step, ends at t = 1",
+    ),
+}
