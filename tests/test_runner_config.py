@@ -12,11 +12,19 @@ import pytest
 from omegaconf import OmegaConf
 from runner_fixtures import BAD_CONFIG, CONF, REPO, compose
 
-from ideogram4.experiment.validate import ConfigError, build_plan, cuda_driver_present
+from ideogram4.experiment.checks import ConfigError, cuda_driver_present
+from ideogram4.experiment.plan import build_plan
 
 
 def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+    """A group's choices: its YAML files, plus the entries registered in code (the sampler presets)."""
+    from hydra.core.config_store import ConfigStore
+
+    from ideogram4.experiment import register_configs
+
+    register_configs()
+    stored = ConfigStore.instance().repo.get(group, {})
+    return sorted({p.stem for p in (CONF / group).glob("*.yaml")} | {k.removesuffix(".yaml") for k in stored})
 
 
 def plan(overrides: list[str], **kw):

@@ -10,8 +10,9 @@ from PIL import Image
 from runner_fixtures import TINY, compose, read_manifest, run_inprocess, tiny_root  # noqa: F401
 
 from ideogram4.experiment import outputs as om
-from ideogram4.experiment.callbacks import count_sweep_jobs
 from ideogram4.experiment.grid import build_grid, collect_jobs, make_sweep_grid
+from ideogram4.experiment.jobs import count_sweep_jobs
+from ideogram4.experiment.records import schedule_text
 
 FAST = [*TINY, "prompts=smoke", "tracker=none"]
 
@@ -53,7 +54,7 @@ def test_settings_hash_tracks_settings_and_weights():
 
 
 def test_schedule_text_and_uniformity():
-    assert om.schedule_text([7.0] * 45 + [3.0] * 3) == "45x7.0+3x3.0"
+    assert schedule_text([7.0] * 45 + [3.0] * 3) == "45x7.0+3x3.0"
     assert om.uniformity(Image.new("RGB", (32, 32), (128, 128, 128))) == 0.0
 
 

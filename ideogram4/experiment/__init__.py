@@ -1,11 +1,12 @@
 """The Hydra experiment runner (the only layer that reads a Hydra config).
 
 Kept import-light: heavy libraries (torch, diffusers, transformers, wandb) load only when a job
-actually generates, so a config mistake is reported in seconds.
+actually generates, so a config mistake is reported in well under a second.
 """
 
+from .checks import ConfigError
 from .config import register_configs
-from .validate import ConfigError, build_plan
+from .plan import build_plan
 
 
 def run(cfg, out_dir=None):

@@ -13,7 +13,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from .validate import ConfigError, ModelPlan, problem
+from .checks import ConfigError, problem
+from .plan import ModelPlan
 
 log = logging.getLogger("ideogram4.experiment")
 
@@ -33,17 +34,32 @@ _CURRENT: LoadedPipeline | None = None
 LOADS_IN_PROCESS = 0
 
 
-OOM_HINT = (
-    "the GPU ran out of memory. Modes that need less: model=nf4 (fits 24 GB), "
-    "model.load_unconditional=false (one DiT resident; guidance falls back to the conditional model), "
-    "model.offload=text_encoder (text encoder on the CPU), model.offload=all (DiTs too; slow), "
-    "model.vae_tiling=true (2048^2 decode), batch_size=1, a smaller resolution (e.g. resolution=square_1024)"
-)
+# The core names memory options in Python-API terms (ideogram4.errors.MemoryTip.option); the runner
+# speaks config keys. This table is the one place that translates.
+CONFIG_KEY_FOR_OPTION = {
+    "offload_text_encoder": "model.offload=text_encoder",
+    "offload_transformers": "model.offload=transformers (or all)",
+    "vae_tiling": "model.vae_tiling=true",
+    "load_unconditional": "model.load_unconditional=false",
+    "fp8_mode": "model.fp8_mode=dequantize_per_call",
+    "batch": "batch_size=1",
+    "resolution": "a smaller resolution (e.g. resolution=square_1024)",
+}
+FALLBACK_TIPS = ("model=nf4 (fits 24 GB)", *CONFIG_KEY_FOR_OPTION.values())
 
 
 def is_oom(e: BaseException) -> bool:
-    name = type(e).__name__
-    return name == "OutOfMemoryError" or "out of memory" in str(e).lower()
+    return type(e).__name__ in ("OutOfMemoryError", "GpuOutOfMemory") or "out of memory" in str(e).lower()
+
+
+def memory_advice(e: BaseException) -> str:
+    """The core's memory tips (if it gave any) as runner overrides."""
+    tips = getattr(e, "tips", None)
+    if tips:
+        keys = [CONFIG_KEY_FOR_OPTION.get(t.option, f"{t.option}={t.value}") + f" ({t.why})" for t in tips]
+    else:
+        keys = list(FALLBACK_TIPS)
+    return "the GPU ran out of memory. Settings that need less: " + "; ".join(keys)
 
 
 def check_device(device: str) -> None:
@@ -92,26 +108,15 @@ def get_pipeline(model: ModelPlan) -> tuple[LoadedPipeline, bool]:
     if model.kind == "tiny":
         from ideogram4.tiny import ensure_tiny_checkpoint
 
-        source = ensure_tiny_checkpoint(model.cache_dir, layout=model.layout)
-    kwargs = dict(
-        torch_dtype=getattr(torch, model.dtype),
-        device=model.device,
-        revision=model.revision,
-        load_unconditional=model.load_unconditional,
-        fp8_mode=model.fp8_mode,
-        tokenizer_source=model.tokenizer_source or None,
-        offload_text_encoder=model.offload in ("text_encoder", "all"),
-        offload_transformers=model.offload in ("transformers", "all"),
-        vae_tiling=model.vae_tiling,
-        compile_blocks=model.compile_blocks,
-    )
-    log.info("Loading pipeline %s from %s (%s on %s)", model.name, source, model.dtype, model.device)
+        source = ensure_tiny_checkpoint(model.tiny_cache_dir(), layout=model.conf.layout)
+    kwargs = dict(model.pipeline_options(), torch_dtype=getattr(torch, model.conf.dtype))
+    log.info("Loading pipeline %s from %s (%s on %s)", model.name, source, model.conf.dtype, model.device)
     t0 = time.perf_counter()
     try:
         pipe = Ideogram4Pipeline.from_pretrained(source, **kwargs)
     except Exception as e:
         if is_oom(e):
-            raise RuntimeError(f"Loading {model.name} failed: {OOM_HINT}\n{e}") from e
+            raise RuntimeError(f"Loading {model.name} failed: {memory_advice(e)}") from e
         raise
     dt = time.perf_counter() - t0
     LOADS_IN_PROCESS += 1

@@ -38,6 +38,7 @@ class ModelConf:
     offload: str = "none"
     vae_tiling: bool = False  # decode in tiles (2048^2 on 24 GB cards)
     compile_blocks: bool = False  # regional torch.compile of the transformer blocks
+    compile_mode: Optional[str] = None  # torch.compile mode (ideogram4.spec.COMPILE_MODES); null: default
     # tiny only: which checkpoint layout to build and where to cache it
     layout: str = "original"
     cache_dir: Optional[str] = None
@@ -141,13 +142,33 @@ class RunConf:
 _REGISTERED = False
 
 
+def sampler_node(name: str) -> SamplerConf:
+    """The `sampler` group entry for a core preset (ideogram4.spec.PRESETS is the only copy)."""
+    from ideogram4.spec import PRESETS
+
+    p = PRESETS[name]
+    return SamplerConf(
+        name=name,
+        steps=p.steps,
+        polish_steps=p.polish_steps,
+        polish_cfg=p.polish_cfg,
+        mu=p.mu,
+        std=p.std,
+        final_step=p.final_step,
+    )
+
+
 def register_configs() -> None:
-    """Register the schema with Hydra's ConfigStore (idempotent)."""
+    """Register the schema and the sampler presets with Hydra's ConfigStore (idempotent)."""
     global _REGISTERED
     if _REGISTERED:
         return
     from hydra.core.config_store import ConfigStore
 
+    from ideogram4.spec import PRESETS
+
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConf)
+    for name in PRESETS:
+        cs.store(group="sampler", name=name, node=sampler_node(name))
     _REGISTERED = True

@@ -23,10 +23,6 @@ log = logging.getLogger("ideogram4.experiment")
 
 MANIFEST = "manifest.jsonl"
 IMAGES = "images"
-PNG_CAPTION_KEY = "ideogram4:caption"
-PNG_CONFIG_KEY = "ideogram4:config"
-PNG_SETTINGS_KEY = "ideogram4:settings"
-SCHEMA_VERSION = 1
 
 
 def image_name(prompt_id: str, seed: int) -> str:
@@ -39,44 +35,6 @@ def settings_hash(settings: dict, weights_identity: dict) -> str:
         {"settings": settings, "weights": weights_identity}, sort_keys=True, ensure_ascii=False, default=str
     )
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:20]
-
-
-def schedule_text(schedule: list[float]) -> str:
-    """Run-length form: [7,7,7,3] -> '3x7.0+1x3.0'."""
-    parts, prev, n = [], None, 0
-    for w in schedule:
-        if w == prev:
-            n += 1
-            continue
-        if prev is not None:
-            parts.append(f"{n}x{prev}")
-        prev, n = w, 1
-    if prev is not None:
-        parts.append(f"{n}x{prev}")
-    return "+".join(parts)
-
-
-def a1111_parameters(caption: str, settings: dict, seed: int, model_name: str, settings_key: str) -> str:
-    """The `parameters` text chunk in the Automatic1111 layout that image viewers read."""
-    fields = [
-        ("Steps", settings["steps"]),
-        ("Sampler", f"Euler flow ({settings['sampler']})"),
-        ("CFG scale", settings["cfg"]),
-        ("Guidance schedule", schedule_text(settings["guidance_schedule"])),
-        ("Seed", seed),
-        ("Size", f"{settings['width']}x{settings['height']}"),
-        ("Model", model_name),
-        ("Mu", settings["mu"]),
-        ("Std", settings["std"]),
-        ("Final step", settings["final_step"]),
-        ("RNG", settings["rand_device"]),
-        ("Settings hash", settings_key),
-    ]
-    if settings.get("input_image"):
-        fields.append(("Denoising strength", settings["denoising_strength"]))
-    tail = ", ".join(f"{k}: {v}" for k, v in fields)
-    neg = settings.get("negative_prompt") or ""
-    return f"{caption}\nNegative prompt: {neg}\n{tail}" if neg else f"{caption}\n{tail}"
 
 
 def save_png_atomic(image, path: Path, text: dict[str, str]) -> None:
@@ -121,7 +79,7 @@ def read_png_text(path: Path) -> dict[str, str]:
 
 def append_manifest(folder: Path, record: dict) -> None:
     """Append one whole JSON line (single write on an O_APPEND descriptor, then fsync)."""
-    line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+    line = (json.dumps(record, ensure_ascii=False, allow_nan=False, default=str) + "\n").encode("utf-8")
     fd = os.open(folder / MANIFEST, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         written = os.write(fd, line)
@@ -130,6 +88,12 @@ def append_manifest(folder: Path, record: dict) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_image(folder: Path, record, image, png_text: dict[str, str]) -> None:
+    """The PNG (atomically, settings embedded), then its manifest line: a line never names a missing file."""
+    save_png_atomic(image, folder / record.image, png_text)
+    append_manifest(folder, record.to_dict())
 
 
 def read_manifest(folder: Path) -> list[dict]:

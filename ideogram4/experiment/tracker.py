@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from .config import TrackerConf
+
 log = logging.getLogger("ideogram4.experiment")
 
 
@@ -29,11 +31,11 @@ def wandb_credentials_present() -> bool:
         return False
 
 
-def resolve_mode(tracker: dict) -> str:
+def resolve_mode(tracker: TrackerConf) -> str:
     """auto | online | offline | disabled -> online | offline | disabled (never a prompt)."""
-    if tracker.get("name", "wandb") != "wandb":
+    if tracker.name != "wandb":
         return "disabled"
-    mode = tracker.get("mode", "auto")
+    mode = tracker.mode
     env = (os.environ.get("WANDB_MODE") or "").lower()
     if env == "dryrun":
         env = "offline"
@@ -77,7 +79,7 @@ class WandbTracker:
 
     def __init__(
         self,
-        tracker: dict,
+        tracker: TrackerConf,
         *,
         name: str,
         group: str | None,
@@ -93,14 +95,14 @@ class WandbTracker:
         if self.mode == "disabled":
             self.enabled = False
             return
-        wandb_dir = Path(tracker.get("dir") or out_dir)
+        wandb_dir = Path(tracker.dir or out_dir)
         wandb_dir.mkdir(parents=True, exist_ok=True)
         kwargs = dict(
-            project=tracker.get("project") or "ideogram4",
-            entity=tracker.get("entity"),
-            group=tracker.get("group") or group,
+            project=tracker.project or "ideogram4",
+            entity=tracker.entity,
+            group=tracker.group or group,
             name=name,
-            tags=list(tracker.get("tags") or []),
+            tags=list(tracker.tags or []),
             config=config,
             dir=str(wandb_dir),
             job_type=job_type,
@@ -138,7 +140,7 @@ class WandbTracker:
 
     def _settings(self, wandb):
         return wandb.Settings(
-            init_timeout=float(self.tracker.get("init_timeout", 60.0)),
+            init_timeout=float(self.tracker.init_timeout),
             console="off",
             silent=True,
             x_disable_stats=True,
@@ -158,7 +160,7 @@ class WandbTracker:
             return None
 
     def log_image(self, key: str, image, caption: str) -> None:
-        if not self.tracker.get("log_images", True):
+        if not self.tracker.log_images:
             return
         self._guard("logging an image", lambda: self.run.log({key: self._wandb.Image(image, caption=caption)}))
 
@@ -197,7 +199,7 @@ class WandbTracker:
             log.info("W&B: offline run saved in %s; upload it with `wandb sync %s`", run_dir, run_dir)
 
 
-def make_tracker(tracker: dict, **kwargs):
+def make_tracker(tracker: TrackerConf, **kwargs):
     mode = resolve_mode(tracker)
     if mode == "disabled":
         return NullTracker()

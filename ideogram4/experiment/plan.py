@@ -1,0 +1,328 @@
+"""A composed Hydra config -> a checked, typed :class:`RunPlan` (fails in well under a second).
+
+``OmegaConf.to_object`` turns the config into the dataclass tree of ``config.py``; the section checks
+of ``checks.py`` collect every problem; this module adds only the derived values: where the weights
+come from, which device, the chronological guidance schedule, the seeds and the prompts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, ValidationError
+
+from ideogram4 import spec
+
+from .checks import ConfigError, check_device, check_sections, cuda_driver_present, problem
+from .config import ModelConf, RunConf
+from .prompt_plan import PromptPlan, check_token_counts, plan_prompts, tokenizer_dir_for
+
+# Prompt text is data, never an OmegaConf interpolation: "${price}" stays "${price}".
+RAW_TEXT_FIELDS = ("prompt", "negative_prompt", "prompts.negative_prompt", "prompts.items")
+
+
+@dataclass
+class ModelPlan:
+    conf: ModelConf
+    kind: str  # hub | local | tiny
+    source: str  # what from_pretrained gets ("tiny" is built into its cache folder at load time)
+    device: str
+
+    @property
+    def name(self) -> str:
+        return self.conf.name
+
+    def tiny_cache_dir(self) -> str | None:
+        return abspath(self.conf.cache_dir) if self.conf.cache_dir else None
+
+    def cache_key(self) -> str:
+        """Identity of a loaded pipeline: jobs with an equal key reuse it."""
+        return json.dumps({**asdict(self.conf), "kind": self.kind, "source": self.source, "device": self.device})
+
+    def identity(self) -> dict:
+        """What determines the weights (part of the resume key): not where they run."""
+        c = self.conf
+        ident = {"source": self.source, "revision": c.revision, "tokenizer_source": c.tokenizer_source}
+        ident.update(dtype=c.dtype, load_unconditional=c.load_unconditional, fp8_mode=c.fp8_mode)
+        if self.kind == "tiny":
+            ident["layout"] = c.layout
+        if self.kind == "local":
+            ident["files"] = folder_fingerprints(self.source)
+        return ident
+
+    def pipeline_options(self) -> dict:
+        """Keyword arguments for Ideogram4Pipeline.from_pretrained (dtype as a name: no torch here)."""
+        c = self.conf
+        options = dict(
+            device=self.device,
+            revision=c.revision,
+            load_unconditional=c.load_unconditional,
+            fp8_mode=c.fp8_mode,
+            tokenizer_source=c.tokenizer_source or None,
+            offload_text_encoder=c.offload in ("text_encoder", "all"),
+            offload_transformers=c.offload in ("transformers", "all"),
+            vae_tiling=c.vae_tiling,
+            compile_blocks=c.compile_blocks,
+        )
+        if c.compile_mode is not None:
+            options["compile_mode"] = c.compile_mode
+        return options
+
+
+@dataclass
+class GenPlan:
+    """Everything generation uses besides prompt and seed; `settings()` is part of the resume key."""
+
+    height: int
+    width: int
+    steps: int
+    cfg: float
+    guidance_schedule: list[float]
+    mu: float
+    std: float
+    final_step: str
+    solver: str
+    rand_device: str
+    negative_prompt: str  # exact string (a caption mapping serialised)
+    input_image: str | None
+    input_image_sha256: str | None
+    denoising_strength: float
+    sampler: str  # the preset's name, or "<name>+custom" when its fields were overridden
+
+    def settings(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k not in ("sampler", "input_image")}
+
+
+@dataclass
+class RunPlan:
+    conf: RunConf
+    model: ModelPlan
+    gen: GenPlan
+    prompts: list[PromptPlan]
+    seeds: list[int]
+    config: dict  # the full resolved config (plain)
+    warnings: list[str] = field(default_factory=list)
+
+    def items(self) -> list[tuple[PromptPlan, int]]:
+        return [(p, s) for p in self.prompts for s in self.seeds]
+
+
+# --- building the plan --------------------------------------------------------------------------
+
+
+def build_plan(cfg: DictConfig, *, check_tokens: bool = True) -> RunPlan:
+    """Validate the composed config; raise ConfigError listing every problem."""
+    conf = typed_config(cfg)
+    problems = check_sections(conf)
+    model, model_problems = plan_model(conf)
+    problems += model_problems
+    seeds, seed_problems, warnings = plan_seeds(conf.seed, conf.images_per_prompt)
+    problems += seed_problems
+    prompts, prompt_problems, prompt_warnings = plan_prompts(
+        conf.prompt, conf.prompts.file, abspath(conf.prompts.file) if conf.prompts.file else None,
+        [asdict(i) for i in conf.prompts.items], conf.prompts.strict,
+    )  # fmt: skip
+    problems += prompt_problems
+    warnings += prompt_warnings
+    gen, gen_problems = plan_generation(conf)
+    problems += gen_problems
+    if not problems and check_tokens:
+        problems += check_token_counts(prompts, conf.prompts.max_tokens, tokenizer_dir_for(model.kind, model.source))
+    if problems:
+        raise ConfigError(problems)
+    config = asdict(conf)
+    return RunPlan(conf=conf, model=model, gen=gen, prompts=prompts, seeds=seeds, config=config, warnings=warnings)
+
+
+def typed_config(cfg: DictConfig) -> RunConf:
+    """The dataclass tree, with prompt text taken literally (no interpolation)."""
+    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"]) if "hydra" in cfg else cfg.copy()
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    for path in RAW_TEXT_FIELDS:
+        for leaf, text in _interpolated_strings(_lookup(raw, path), path):
+            OmegaConf.update(cfg, leaf, text.replace("\\${", "${").replace("${", "\\${"), merge=False)
+    try:
+        return OmegaConf.to_object(cfg)
+    except MissingMandatoryValue as e:
+        key = e.full_key or "?"
+        hint = "model=local model.path=/path/to/folder" if key == "model.path" else f"{key}=<value>"
+        raise ConfigError([problem(key, "???", "is required but not set", f"pass {hint}")]) from None
+    except ValidationError as e:
+        what = str(e).splitlines()[0]
+        raise ConfigError([problem(e.full_key or "config", None, what, "give a value of the right type")]) from None
+
+
+def _lookup(tree: Any, path: str) -> Any:
+    for key in path.split("."):
+        if not isinstance(tree, dict) or key not in tree:
+            return None
+        tree = tree[key]
+    return tree
+
+
+def _interpolated_strings(tree: Any, path: str):
+    """(dotted path, text) of every string under `tree` that OmegaConf would interpolate."""
+    if isinstance(tree, str) and "${" in tree:
+        yield path, tree
+    elif isinstance(tree, dict):
+        for k, v in tree.items():
+            yield from _interpolated_strings(v, f"{path}.{k}")
+    elif isinstance(tree, list):
+        for i, v in enumerate(tree):
+            yield from _interpolated_strings(v, f"{path}.{i}")
+
+
+def plan_model(conf: RunConf) -> tuple[ModelPlan, list[str]]:
+    m = conf.model
+    kind, source, problems = resolve_model_source(m)
+    device_field = "device" if conf.device else "model.device"
+    device = conf.device or m.device
+    problems += check_device(device_field, device)
+    if device == "auto":
+        device = "cuda" if cuda_driver_present() else "cpu"
+    return ModelPlan(conf=m, kind=kind, source=source, device=device), problems
+
+
+def resolve_model_source(m: ModelConf) -> tuple[str, str, list[str]]:
+    """(kind, source, problems): "tiny", a local folder (absolute) or a hub repo id."""
+    if m.source == "tiny":
+        return "tiny", "tiny", []
+    if m.path is not None or m.source == "local":
+        if m.path is None:
+            fix = "pass model=local model.path=/path/to/folder (official layout: transformer/, text_encoder/, vae/, tokenizer/)"
+            return "local", "", [problem("model.path", None, "is required for model=local", fix)]
+        full = abspath(m.path)
+        if not os.path.isdir(full):
+            fix = "point model.path at a folder with transformer/, text_encoder/, vae/ and tokenizer/"
+            return "local", full, [problem("model.path", m.path, f"is not a folder ({full})", fix)]
+        return "local", full, []
+    if m.source.startswith((".", "/", "~")) or os.path.isdir(abspath(m.source)):
+        full = abspath(m.source)
+        if not os.path.isdir(full):
+            fix = "give an existing folder or a hub repo id like ideogram-ai/ideogram-4-fp8"
+            return (
+                "local",
+                full,
+                [problem("model.source", m.source, f"looks like a path but is not a folder ({full})", fix)],
+            )
+        return "local", full, []
+    return "hub", m.source, []
+
+
+def plan_seeds(seed: Any, per_prompt: int) -> tuple[list[int], list[str], list[str]]:
+    """(seeds, problems, warnings): an int gives seed, seed+1, ...; a list gives each; null is random."""
+    per_prompt = max(per_prompt, 1)
+    if seed is None:
+        seeds = [random.SystemRandom().randrange(2**31) for _ in range(per_prompt)]
+        return seeds, [], [f"seed = null: using random seeds {seeds} (recorded in the manifest)"]
+    ok_int = isinstance(seed, int) and not isinstance(seed, bool)
+    ok_list = isinstance(seed, list) and all(isinstance(s, int) and not isinstance(s, bool) for s in seed)
+    if not (ok_int or ok_list):
+        fix = "use seed=0, seed=[0,1,2] (one job) or -m seed=0,1,2 (a sweep)"
+        return [], [problem("seed", seed, "must be an int, a list of ints or null", fix)], []
+    if ok_list and not seed:
+        return (
+            [],
+            [problem("seed", [], "is an empty list: nothing would be made", "give at least one seed, e.g. seed=[0]")],
+            [],
+        )
+    starts = [seed] if ok_int else seed
+    wanted = [s + k for s in starts for k in range(per_prompt)]
+    problems = [
+        problem("seed", s, "is outside 0..2^63-1", "use a non-negative seed") for s in wanted if not 0 <= s < 2**63
+    ]
+    seeds = list(dict.fromkeys(wanted))
+    warnings = []
+    if len(seeds) < len(wanted):
+        dupes = sorted({s for s in wanted if wanted.count(s) > 1})
+        warnings.append(f"seed: {dupes} asked for more than once (seed={seed}, images_per_prompt={per_prompt}); "
+                        f"making {len(seeds)} image(s) per prompt, not {len(wanted)}")  # fmt: skip
+    return seeds, problems, warnings
+
+
+def plan_generation(conf: RunConf) -> tuple[GenPlan, list[str]]:
+    s, problems = conf.sampler, []
+    if s.guidance_schedule is not None:
+        schedule = [float(w) for w in s.guidance_schedule]
+    elif 0 <= s.polish_steps < s.steps <= spec.MAX_STEPS:
+        schedule = spec.official_guidance_schedule(s.steps, conf.cfg, s.polish_steps, s.polish_cfg)
+    else:
+        schedule = []  # check_sampler reported why
+    input_image, digest = None, None
+    if conf.input_image is not None:
+        input_image = abspath(conf.input_image)
+        if os.path.isfile(input_image):
+            digest = file_sha256(input_image)
+        else:
+            problems.append(
+                problem("input_image", conf.input_image, f"no such file ({input_image})", "give an existing image file")
+            )
+    negative = conf.negative_prompt if conf.negative_prompt is not None else conf.prompts.negative_prompt
+    gen = GenPlan(
+        height=conf.resolution.height, width=conf.resolution.width, steps=s.steps, cfg=float(conf.cfg),
+        guidance_schedule=schedule, mu=float(s.mu), std=float(s.std), final_step=s.final_step, solver=s.solver,
+        rand_device=s.rand_device, negative_prompt=_serialized(negative), input_image=input_image,
+        input_image_sha256=digest, denoising_strength=float(conf.denoising_strength), sampler=sampler_label(s),
+    )  # fmt: skip
+    return gen, problems
+
+
+def _serialized(negative: Any) -> str:
+    from ideogram4.prompts import serialize_caption
+
+    return serialize_caption(negative) if negative else ""
+
+
+def sampler_label(s) -> str:
+    """The preset name when the fields are the preset's, else "<name>+custom": record what ran."""
+    p = spec.PRESETS.get(s.name)
+    same = p is not None and s.guidance_schedule is None and (s.steps, s.polish_steps, s.polish_cfg, s.mu, s.std, s.final_step) == (
+        p.steps, p.polish_steps, p.polish_cfg, p.mu, p.std, p.final_step)  # fmt: skip
+    return s.name if same else f"{s.name}+custom"
+
+
+# --- paths and fingerprints ------------------------------------------------------------------------
+
+
+def original_cwd() -> str:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            return HydraConfig.get().runtime.cwd
+    except Exception:  # pragma: no cover - outside Hydra
+        pass
+    return os.getcwd()
+
+
+def abspath(path: str) -> str:
+    p = Path(os.path.expanduser(path))
+    return str(p if p.is_absolute() else Path(original_cwd()) / p)
+
+
+def folder_fingerprints(folder: str) -> dict[str, str]:
+    """sha256 of the first MiB + size of every weights file in a local folder (cheap identity)."""
+    root = Path(folder)
+    return {str(p.relative_to(root)): file_fingerprint(p) for p in sorted(root.glob("**/*.safetensors"))}
+
+
+def file_fingerprint(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        h.update(f.read(1 << 20))
+    return f"{h.hexdigest()[:16]}+{path.stat().st_size}"
+
+
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
