@@ -41,6 +41,14 @@ BAD_CONFIG = [
     (["model.dtype=float8"], "model.dtype"),
     (["tracker.mode=sometimes"], "tracker.mode"),
     (["seed=-1"], "seed"),
+    (["model.fp8_mode=fastest"], "model.fp8_mode"),
+    (["model.layout=weird"], "model.layout"),
+    (["prompts.max_tokens=9999"], "prompts.max_tokens"),
+    (["model.compile_mode=turbo"], "model.compile_mode"),
+    (["cfg=nan"], "cfg"),
+    (["sampler.std=inf"], "sampler.std"),
+    (["seed=[]"], "seed"),
+    (["sampler.steps=1000000000"], "sampler.steps"),
 ]
 
 

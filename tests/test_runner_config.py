@@ -225,6 +225,32 @@ def test_config_error_is_fast_and_imports_no_torch():
     assert dt < 3.0, f"config error took {dt:.1f} s"
 
 
+def test_full_validation_with_token_count_imports_no_torch_or_transformers():
+    """Token counting for long captions uses the fast `tokenizers` library (issue 8, point 6)."""
+    code = (
+        "import sys; sys.path.insert(0, 'tests')\n"
+        "from runner_fixtures import compose\n"
+        "from ideogram4.experiment import build_plan\n"
+        "plan = build_plan(compose(['model=tiny', 'prompts=seed_example']), check_tokens=True)\n"
+        "from ideogram4.prompts import fast_tokenizer\n"
+        "assert fast_tokenizer.cache_info().currsize == 1, 'the long caption was not counted'\n"
+        "heavy = [m for m in ('torch', 'diffusers', 'transformers', 'wandb') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert "HEAVY []" in out.stdout, out.stdout + out.stderr
+
+
+def test_tokens_counted_fast_equal_the_pipeline_tokenizer():
+    from ideogram4.prompts import bundled_tokenizer_dir, count_tokens, count_tokens_fast, load_tokenizer
+
+    tok = load_tokenizer(bundled_tokenizer_dir())
+    f1 = OmegaConf.to_container(compose(["prompts=seed_example"]).prompts["items"][0].prompt)
+    for caption in ("A red fox asleep in the snow, watercolor", "ünïcode ✓ 日本語\n  two lines", f1):
+        assert count_tokens_fast(caption) == count_tokens(tok, caption)
+    assert count_tokens_fast(f1) > 1000
+
+
 def test_launcher_configs_compose():
     cfg = compose(["hydra/launcher=slurm_1gpu"], return_hydra_config=True)
     assert cfg.hydra.launcher.gpus_per_node == 1 and "SlurmLauncher" in cfg.hydra.launcher._target_
