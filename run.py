@@ -7,31 +7,28 @@
 Configuration lives in conf/ (see README); outputs in outputs/.
 """
 
-import logging
 import sys
 
 import hydra
 from omegaconf import DictConfig
 
-from ideogram4.errors import CheckpointError
-from ideogram4.experiment import ConfigError, register_configs
+from ideogram4.experiment import register_configs
 
 register_configs()
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from ideogram4.experiment import run
+    from ideogram4.experiment.entry import run_job
 
-    try:
-        run(cfg)
-    except ConfigError as e:
-        logging.getLogger("ideogram4.experiment").error("%s", e)
-        sys.exit(2)
-    except CheckpointError as e:  # weights missing, corrupt, gated, unreachable: the message says what to do
-        logging.getLogger("ideogram4.experiment").error("Weights: %s", e)
-        sys.exit(3)
+    run_job(cfg)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # between jobs (inside a job, run_job says the same and exits 130)
+        from ideogram4.experiment.entry import EXIT_INTERRUPTED, INTERRUPTED
+
+        print(INTERRUPTED, file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)

@@ -13,6 +13,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from ideogram4.errors import CheckpointError
+
 from .checks import ConfigError, problem
 from .plan import ModelPlan
 
@@ -114,6 +116,13 @@ def get_pipeline(model: ModelPlan) -> tuple[LoadedPipeline, bool]:
     t0 = time.perf_counter()
     try:
         pipe = Ideogram4Pipeline.from_pretrained(source, **kwargs)
+    except CheckpointError as e:
+        if model.kind != "tiny":
+            raise
+        first = str(e).split(". ")[0]
+        raise CheckpointError(
+            f"the tiny model cache is damaged ({first}). Fix: delete {source}; it is rebuilt on the next run"
+        ) from e
     except Exception as e:
         if is_oom(e):
             raise RuntimeError(f"Loading {model.name} failed: {memory_advice(e)}") from e

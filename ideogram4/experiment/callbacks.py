@@ -25,12 +25,12 @@ class ComparisonGridCallback(Callback):
         self.cell_size = cell_size
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if not self.enabled:
-            return
-        try:
-            self._grid(config)
-        except Exception as e:  # the jobs' outputs are already safe on disk; never fail the sweep here
-            log.warning("Comparison grid failed (%s: %s); the job folders are complete", type(e).__name__, e)
+        if self.enabled:
+            try:
+                self._grid(config)
+            except Exception as e:  # the jobs' outputs are already safe on disk; never fail the sweep here
+                log.warning("Comparison grid failed (%s: %s); the job folders are complete", type(e).__name__, e)
+        report_failed_jobs(Path(str(config.hydra.sweep.dir)))
 
     def _grid(self, config: DictConfig) -> None:
         from .grid import make_sweep_grid
@@ -43,6 +43,21 @@ class ComparisonGridCallback(Callback):
                 TrackerConf(**OmegaConf.to_container(config.tracker, resolve=True)) if "tracker" in config else None
             )
             log_grid(tracker, sweep_dir, *made)
+
+
+def report_failed_jobs(sweep_dir: Path) -> None:
+    """After the grid: name the jobs that failed (one line each) and end the sweep non-zero."""
+    import sys
+
+    from .entry import failed_jobs
+
+    failed = failed_jobs(sweep_dir)
+    if not failed:
+        return
+    log.error("%d job(s) of the sweep failed (the grid shows the jobs that finished):", len(failed))
+    for f in failed:
+        log.error("  job %s (%s): %s", f["job"], " ".join(f["overrides"]), f["error"].splitlines()[0])
+    sys.exit(max(f["exit_code"] for f in failed))
 
 
 def log_grid(tracker_conf: TrackerConf | None, sweep_dir: Path, path: Path, grid) -> None:

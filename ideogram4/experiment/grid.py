@@ -62,16 +62,20 @@ def _override_key(text: str) -> tuple[str, str]:
     return key.lstrip("+~"), value
 
 
-def _read_overrides(job_dir: Path) -> dict[str, str]:
+def _read_overrides(job_dir: Path) -> list[str]:
     path = job_dir / ".hydra" / "overrides.yaml"
     if path.exists():
         import yaml
 
-        items = yaml.safe_load(path.read_text()) or []
-    else:  # fall back to what the job wrote into its manifest
-        recs = out_mod.read_manifest(job_dir)
-        items = (recs[-1].get("job") or {}).get("overrides", []) if recs else []
-    return dict(_override_key(str(x)) for x in items)
+        return [str(x) for x in yaml.safe_load(path.read_text()) or []]
+    recs = out_mod.read_manifest(job_dir)  # fall back to what the job wrote into its manifest
+    return list((recs[-1].get("job") or {}).get("overrides", [])) if recs else []
+
+
+def _made_with(record: dict, overrides: list[str]) -> bool:
+    """A reused job folder keeps images of earlier sweeps: only those made with its current overrides count."""
+    made = (record.get("job") or {}).get("overrides")
+    return made is None or sorted(made) == sorted(overrides)
 
 
 def collect_jobs(sweep_dir: Path) -> list[JobFolder]:
@@ -83,8 +87,9 @@ def collect_jobs(sweep_dir: Path) -> list[JobFolder]:
             num = int(child.name)
         except ValueError:
             num = 10**9
-        recs = list(out_mod.latest_records(out_mod.read_manifest(child)).values())
-        jobs.append(JobFolder(path=child, num=num, overrides=_read_overrides(child), records=recs))
+        overrides = _read_overrides(child)
+        recs = [r for r in out_mod.latest_records(out_mod.read_manifest(child)).values() if _made_with(r, overrides)]
+        jobs.append(JobFolder(path=child, num=num, overrides=dict(_override_key(x) for x in overrides), records=recs))
     jobs.sort(key=lambda j: (j.num, j.path.name))
     return jobs
 
@@ -192,8 +197,14 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m ideogram4.experiment.grid", description=main.__doc__)
     parser.add_argument("sweep_dir")
-    parser.add_argument("--cell", type=int, default=256, help="cell size in pixels")
+    parser.add_argument("--cell", type=int, default=256, help="cell size in pixels (16 or more)")
     args = parser.parse_args(argv)
+    if not Path(args.sweep_dir).is_dir():
+        parser.error(
+            f"sweep_dir {args.sweep_dir!r} is not a folder: give a sweep folder such as outputs/sweeps/DATE/TIME"
+        )
+    if args.cell < 16:
+        parser.error(f"--cell {args.cell}: give a cell size of at least 16 pixels (e.g. --cell 256)")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     made = make_sweep_grid(args.sweep_dir, cell=args.cell)
     return 0 if made else 1

@@ -15,13 +15,13 @@ import logging
 import os
 import subprocess
 import tempfile
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .manifest import MANIFEST, OutputWriteError, append_manifest, latest_records, read_manifest  # noqa: F401
+
 log = logging.getLogger("ideogram4.experiment")
 
-MANIFEST = "manifest.jsonl"
 IMAGES = "images"
 
 
@@ -51,13 +51,38 @@ def save_png_atomic(image, path: Path, text: dict[str, str]) -> None:
             image.save(f, format="PNG", pnginfo=info)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; collaborators must read images
         os.replace(tmp, path)
+    except OSError as e:
+        _discard(tmp)
+        raise OutputWriteError(e.errno, f"could not write {path}: {e.strerror or e}") from e
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        _discard(tmp)
         raise
+
+
+def _discard(tmp: str) -> None:
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def check_writable(folder: Path) -> None:
+    """Raise OutputWriteError now (before weights load) if `folder` cannot take new files."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputWriteError(e.errno, f"cannot write to the output folder {folder}: {e.strerror or e}") from e
 
 
 def clean_temp_files(folder: Path) -> int:
@@ -77,47 +102,10 @@ def read_png_text(path: Path) -> dict[str, str]:
         return dict(getattr(im, "text", {}) or im.info)
 
 
-def append_manifest(folder: Path, record: dict) -> None:
-    """Append one whole JSON line (single write on an O_APPEND descriptor, then fsync)."""
-    line = (json.dumps(record, ensure_ascii=False, allow_nan=False, default=str) + "\n").encode("utf-8")
-    fd = os.open(folder / MANIFEST, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        written = os.write(fd, line)
-        while written < len(line):  # a short write (rare): finish it, the line stays contiguous
-            written += os.write(fd, line[written:])
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_image(folder: Path, record, image, png_text: dict[str, str]) -> None:
     """The PNG (atomically, settings embedded), then its manifest line: a line never names a missing file."""
     save_png_atomic(image, folder / record.image, png_text)
     append_manifest(folder, record.to_dict())
-
-
-def read_manifest(folder: Path) -> list[dict]:
-    """All whole records; a torn last line (power loss mid-write) is skipped with a warning."""
-    path = Path(folder) / MANIFEST
-    if not path.exists():
-        return []
-    out = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            log.warning("%s line %d is not valid JSON (interrupted write?); ignoring it", path, i)
-    return out
-
-
-def latest_records(records: Iterable[dict]) -> dict[str, dict]:
-    """The last record per image file (a re-run with overwrite appends a newer one)."""
-    out: dict[str, dict] = {}
-    for r in records:
-        out[r["image"]] = r
-    return out
 
 
 def is_valid_png(path: Path) -> bool:

@@ -260,6 +260,9 @@ def plan_generation(conf: RunConf) -> tuple[GenPlan, list[str]]:
         input_image = abspath(conf.input_image)
         if os.path.isfile(input_image):
             digest = file_sha256(input_image)
+            problems += input_image_problems(
+                conf.input_image, input_image, conf.resolution.height, conf.resolution.width
+            )
         else:
             problems.append(
                 problem("input_image", conf.input_image, f"no such file ({input_image})", "give an existing image file")
@@ -272,6 +275,22 @@ def plan_generation(conf: RunConf) -> tuple[GenPlan, list[str]]:
         input_image_sha256=digest, denoising_strength=float(conf.denoising_strength), sampler=sampler_label(s),
     )  # fmt: skip
     return gen, problems
+
+
+def input_image_problems(given: str, path: str, height: int, width: int) -> list[str]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            size = im.size
+            im.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        return [problem("input_image", given, f"is not a readable image ({e})", "give a PNG/JPEG/WebP file")]
+    if size != (width, height):
+        what = f"is {size[0]}x{size[1]} but the output is {width}x{height}"
+        fix = f"resize it, or set resolution.width={size[0]} resolution.height={size[1]}"
+        return [problem("input_image", given, what, fix)]
+    return []
 
 
 def _serialized(negative: Any) -> str:

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from . import outputs as out_mod
 from .jobs import JobContext, job_context
+from .lock import folder_lock
 from .plan import RunPlan, build_plan
 from .prompt_plan import PromptPlan
 from .records import ImageRecord
@@ -53,8 +54,13 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> JobResult:
     for w in plan.warnings:
         log.warning(w)
     ctx = job_context(out_dir)
+    out_mod.check_writable(ctx.out_dir / out_mod.IMAGES)
+    with folder_lock(ctx.out_dir):
+        return _run_job(plan, ctx, t_start)
+
+
+def _run_job(plan: RunPlan, ctx: JobContext, t_start: float) -> JobResult:
     images_dir = ctx.out_dir / out_mod.IMAGES
-    images_dir.mkdir(parents=True, exist_ok=True)
     if stale := out_mod.clean_temp_files(images_dir):
         log.info("Removed %d partial image file(s) left by an interrupted run", stale)
     g = plan.gen

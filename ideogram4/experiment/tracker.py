@@ -52,7 +52,31 @@ def resolve_mode(tracker: TrackerConf) -> str:
             "W&B: tracker.mode=online but no credentials found (WANDB_API_KEY or `wandb login`); logging offline instead of prompting"
         )
         mode = "offline"
+    if mode == "online" and _ONLINE_FAILED:
+        mode = "offline"  # W&B was unreachable earlier in this process: don't wait init_timeout again
     return mode
+
+
+# Set after the first failed online start in this process: the rest of the sweep logs offline.
+_ONLINE_FAILED = False
+
+
+def _online_failed() -> None:
+    global _ONLINE_FAILED
+    if not _ONLINE_FAILED:
+        log.warning("W&B: unreachable; every later run in this process logs offline (upload with `wandb sync`)")
+    _ONLINE_FAILED = True
+
+
+_USER_SET = {k for k in ("WANDB_DATA_DIR", "WANDB_CACHE_DIR") if os.environ.get(k)}
+
+
+def keep_wandb_files_in(folder: Path) -> None:
+    """W&B stages table/media copies under the home folder by default; keep them with the run
+    (an offline run needs them for `wandb sync`), unless the user chose a place."""
+    for key, sub in (("WANDB_DATA_DIR", ".data"), ("WANDB_CACHE_DIR", ".cache")):
+        if key not in _USER_SET:
+            os.environ[key] = str(folder / sub)
 
 
 class NullTracker:
@@ -97,6 +121,7 @@ class WandbTracker:
             return
         wandb_dir = Path(tracker.dir or out_dir)
         wandb_dir.mkdir(parents=True, exist_ok=True)
+        keep_wandb_files_in(wandb_dir / "wandb")
         kwargs = dict(
             project=tracker.project or "ideogram4",
             entity=tracker.entity,
@@ -115,6 +140,7 @@ class WandbTracker:
             self.run = wandb.init(mode=self.mode, settings=self._settings(wandb), **kwargs)
         except Exception as e:  # network, auth, server errors
             if self.mode == "online":
+                _online_failed()
                 log.warning(
                     "W&B: could not start an online run (%s: %s); logging offline instead, upload later with `wandb sync`",
                     type(e).__name__,

@@ -1,0 +1,79 @@
+"""What `run.py` runs per Hydra job: the job, and every user-fixable error as one clear line.
+
+A single run exits with the error's code. In a multirun a failing job does not stop the sweep: its
+line is logged, the failure is recorded in ``SWEEP_DIR/failed_jobs.jsonl`` and the next job starts;
+the end-of-sweep callback builds the grid from the jobs that finished, then exits non-zero.
+Ctrl-C stops everything with one line saying how to resume (finished images are already safe).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from ideogram4.errors import CheckpointError
+
+from .checks import ConfigError
+from .lock import FolderInUse
+from .manifest import OutputWriteError
+
+log = logging.getLogger("ideogram4.experiment")
+
+FAILED_JOBS = "failed_jobs.jsonl"
+EXIT_CONFIG, EXIT_WEIGHTS, EXIT_OUTPUT, EXIT_RUNTIME, EXIT_INTERRUPTED = 2, 3, 4, 5, 130
+INTERRUPTED = "Interrupted. Finished images and their manifest lines are saved; run the same command again to resume."
+
+
+def classify(e: BaseException) -> tuple[int, str] | None:
+    """(exit code, one-line message) for an error the user can act on; None: a bug (keep the traceback)."""
+    if isinstance(e, ConfigError):
+        return EXIT_CONFIG, str(e)
+    if isinstance(e, CheckpointError):
+        return EXIT_WEIGHTS, f"Weights: {e}"
+    if isinstance(e, (OutputWriteError, FolderInUse)):
+        return EXIT_OUTPUT, f"Output: {e}"
+    if type(e).__name__ == "GpuOutOfMemory" or "out of memory" in str(e).lower():
+        return EXIT_RUNTIME, str(e).splitlines()[0]
+    return None
+
+
+def run_job(cfg: DictConfig) -> None:
+    from . import run
+    from .jobs import job_context
+
+    try:
+        run(cfg)
+    except KeyboardInterrupt:
+        log.error(INTERRUPTED)
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as e:
+        ctx = job_context()
+        known = classify(e)
+        if known is None and not ctx.multirun:
+            raise
+        if known is None:  # a bug: keep its traceback in the job's log, let the other jobs run
+            log.exception("Job %d failed", ctx.num)
+            known = (1, f"{type(e).__name__}: {e}")
+        code, message = known
+        if known[0] != 1:
+            log.error("%s", message)
+        if not ctx.multirun:
+            sys.exit(code)
+        record_failure(Path(ctx.sweep_dir), ctx.num, ctx.overrides, code, message)
+
+
+def record_failure(sweep_dir: Path, num: int, overrides: list[str], code: int, message: str) -> None:
+    line = json.dumps({"job": num, "overrides": overrides, "exit_code": code, "error": message}, ensure_ascii=False)
+    with open(sweep_dir / FAILED_JOBS, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+
+
+def failed_jobs(sweep_dir: Path) -> list[dict]:
+    path = Path(sweep_dir) / FAILED_JOBS
+    if not path.exists():
+        return []
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
