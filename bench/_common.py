@@ -305,3 +305,44 @@ def write_json(path: str | Path | None, obj: dict) -> None:
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.double().flatten(), b.double().flatten()
     return float((a @ b) / (a.norm() * b.norm()))
+
+
+# --- memory and kernels (gpu_check) ---------------------------------------------------------------
+
+
+def tensor_bytes(*modules: torch.nn.Module) -> int:
+    """Bytes of the parameters and buffers of `modules`, each storage counted once (twins that share
+    tensors, like `diffusers_twin`, add nothing)."""
+    seen, total = set(), 0
+    for m in modules:
+        for t in list(m.parameters()) + list(m.buffers()):
+            key = (t.device, t.untyped_storage().data_ptr())
+            if key not in seen:
+                seen.add(key)
+                total += t.untyped_storage().nbytes()
+    return total
+
+
+def free_memory() -> None:
+    """Drop unreachable tensors now and hand cached CUDA blocks back (between variants of one process)."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def attention_kernels(fn, cuda: bool) -> list[str]:
+    """The attention ops and kernels `fn()` dispatches (profiler names): which SDPA backend really ran."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=acts) as prof:
+        fn()
+        if cuda:
+            torch.cuda.synchronize()
+    names = {e.key for e in prof.key_averages()}
+    ops = {n for n in names if n.startswith("aten::") and ("scaled_dot_product" in n or "attention" in n)}
+    words = ("flash", "fmha", "cudnn", "attention", "attn")
+    kernels = {n for n in names if not n.startswith("aten::") and any(w in n.lower() for w in words)}
+    return sorted(ops) + sorted(kernels)[:8]
