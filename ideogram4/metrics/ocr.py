@@ -38,9 +38,9 @@ _engine_lock = threading.Lock()
 def bundled_models() -> tuple[Path, Path]:
     """The detection and recognition models shipped inside the rapidocr package (paths given explicitly,
     so rapidocr never falls back to downloading its defaults)."""
-    import rapidocr
+    import importlib.util
 
-    folder = Path(rapidocr.__file__).parent / "models"
+    folder = Path(importlib.util.find_spec("rapidocr").origin).parent / "models"  # located, not imported (cheap)
     det, rec = sorted(folder.glob("*det*.onnx")), sorted(folder.glob("*rec*.onnx"))
     if len(det) != 1 or len(rec) != 1:
         raise MetricError(
