@@ -29,6 +29,10 @@ RAND_DEVICES = ("cpu", "cuda")
 OUTPUT_TYPES = ("pil", "np", "latent")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
+# --- outputs ----------------------------------------------------------------------------------------
+PNG_CAPTION_KEY = "ideogram4:caption"  # PNG text chunk holding the exact caption an image was made from
+UNIFORM_STD_THRESHOLD = 2.0  # largest per-channel pixel std (0..255) below which an image is near-uniform
+
 # --- schedule ---------------------------------------------------------------------------------------
 LOGSNR_MIN, LOGSNR_MAX = -15.0, 18.0
 T_MIN = 1.0 / (1.0 + math.exp(0.5 * LOGSNR_MAX))  # 1.2339e-4, where sampling starts

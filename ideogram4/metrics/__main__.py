@@ -1,0 +1,87 @@
+"""python -m ideogram4.metrics IMAGE [IMAGE...] [--caption CAPTION] [--metrics ocr,palette] [--option ocr.margin=30]
+
+Prints one JSON object per image: {"image": path, <value>: number or null, ...}. Without --caption the
+caption is read from the PNG's `ideogram4:caption` text chunk (images made by the runner carry it).
+Bad input (unknown metric or option, missing file) ends in one line on stderr and exit code 2; an image
+whose scoring failed prints its error on stderr and the run ends with exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..spec import PNG_CAPTION_KEY
+from .caption import caption_facts
+from .registry import MetricError, check_metrics
+from .scorer import score_image
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m ideogram4.metrics", description=__doc__.split("\n\n")[1])
+    parser.add_argument("images", nargs="+", metavar="IMAGE")
+    parser.add_argument("--caption", help="caption file: a JSON structured caption or a plain-text prompt")
+    parser.add_argument("--metrics", default="ocr,palette", help="comma-separated metric names (default: %(default)s)")
+    parser.add_argument(
+        "--option", action="append", default=[], metavar="METRIC.NAME=VALUE", help="a metric option (repeatable)"
+    )
+    parser.add_argument("--details", action="store_true", help="add per-element details and metric versions")
+    return parser.parse_args(argv)
+
+
+def _options(pairs: list[str]) -> dict[str, dict]:
+    options: dict[str, dict] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        metric, dot, key = name.partition(".")
+        if not (sep and dot and metric and key):
+            raise MetricError(f"--option {pair!r} must look like METRIC.NAME=VALUE (e.g. ocr.margin=30)")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw  # a bare string such as a model id or a path
+        options.setdefault(metric, {})[key] = value
+    return options
+
+
+def _png_caption(path: Path) -> str | None:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.info.get(PNG_CAPTION_KEY)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    try:
+        options = _options(args.option)
+        metrics = check_metrics([n.strip() for n in args.metrics.split(",") if n.strip()], options)
+        missing = [p for p in [*args.images, *([args.caption] if args.caption else [])] if not Path(p).is_file()]
+        if missing:
+            raise MetricError(f"no such file: {', '.join(missing)}")
+        caption = caption_facts(Path(args.caption).read_text(encoding="utf-8")) if args.caption else None
+    except ValueError as e:  # MetricError, CaptionError
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from PIL import Image
+
+    failed = False
+    for path in args.images:
+        with Image.open(path) as image:
+            scored = score_image(metrics, image, caption or _png_caption(Path(path)), options, key=path)
+        line = {"image": path, **scored.values}
+        if args.details:
+            line.update(versions=scored.versions, details=scored.details)
+        if scored.errors:
+            line["errors"] = scored.error_lines()
+            failed = True
+            for name, message in line["errors"].items():
+                print(f"error: {path}: metric {name}: {message}", file=sys.stderr)
+        print(json.dumps(line, ensure_ascii=False), flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

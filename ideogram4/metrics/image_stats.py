@@ -1,0 +1,54 @@
+"""Caption-free image statistics: the near-uniform flag, pixel spread, sharpness, colourfulness.
+
+A near-uniform image (every channel's pixel std below the threshold) is the signature of a broken build
+or wrong weights (the 'blocked' artefact), not a result. Sharpness is the variance of the Laplacian of
+the grey image (0..255 scale; depends on resolution, so compare like with like). Colourfulness is
+Hasler & Suesstrunk (2003): std and mean of the opponent channels rg = R - G, yb = (R + G) / 2 - B.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import ImageStat
+
+from ..spec import UNIFORM_STD_THRESHOLD
+from .registry import MetricResult
+
+NAME = "image_stats"
+VERSION = "1"
+KEYS = {"near_uniform": "lower", "pixel_std": None, "sharpness": None, "colorfulness": None}
+PACKAGES = {"skimage": "scikit-image>=0.22"}
+WEIGHTS = "none"
+OPTIONS = {"uniform_std_threshold": UNIFORM_STD_THRESHOLD}
+READS_CAPTION = False
+
+
+def pixel_std(image) -> float:
+    """Largest per-channel standard deviation of the pixels (0..255 scale)."""
+    return float(max(ImageStat.Stat(image.convert("RGB")).stddev))
+
+
+def sharpness(image) -> float:
+    from skimage.filters import laplace
+
+    grey = np.asarray(image.convert("L"), dtype=np.float64)  # (H, W) 0..255
+    return float(laplace(grey, ksize=3).var())
+
+
+def colorfulness(image) -> float:
+    rgb = np.asarray(image.convert("RGB"), dtype=np.float64)  # (H, W, 3) 0..255
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    rg, yb = r - g, 0.5 * (r + g) - b
+    return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
+
+
+def score_detailed(image, facts, options: dict) -> MetricResult:
+    std = pixel_std(image)
+    return MetricResult(
+        values={
+            "near_uniform": float(std < options["uniform_std_threshold"]),
+            "pixel_std": std,
+            "sharpness": sharpness(image),
+            "colorfulness": colorfulness(image),
+        }
+    )

@@ -1,0 +1,161 @@
+"""The metric registry: every module of this package that defines NAME is a metric.
+
+A metric module defines
+    NAME, VERSION   the name users select; VERSION changes whenever its values change meaning
+    KEYS            value name -> "higher" or "lower" (which is better) or None (neither)
+    PACKAGES        import name -> pip requirement, checked before anything is scored
+    WEIGHTS         where its model weights come from, in words
+    OPTIONS         option name -> default; given options must use these names and types
+    score_detailed(image, facts: CaptionFacts, options: dict) -> MetricResult
+    check(options)  optional: cheap readiness check beyond the packages (weights present, ...)
+    READS_CAPTION   optional, default True; False: scored without parsing the caption (a bad one is no error)
+and nothing heavy at import time: engines load on first use, once per process.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import pkgutil
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from .caption import caption_facts
+
+
+class MetricError(ValueError):
+    """A metric cannot run as asked (unknown name or option, missing package or weights); says the fix."""
+
+
+@dataclass
+class MetricResult:
+    values: dict[str, float | None]  # flat, JSON-ready; None where the caption has nothing to score
+    details: dict[str, Any] = field(default_factory=dict)  # per element readings/distances, JSON-ready
+
+
+@dataclass(frozen=True)
+class Metric:
+    module: ModuleType
+
+    @property
+    def name(self) -> str:
+        return self.module.NAME
+
+    @property
+    def version(self) -> str:
+        return self.module.VERSION
+
+    @property
+    def keys(self) -> dict[str, str | None]:
+        return dict(self.module.KEYS)
+
+    @property
+    def reads_caption(self) -> bool:
+        return getattr(self.module, "READS_CAPTION", True)
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return dict(self.module.OPTIONS)
+
+    def resolve_options(self, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Defaults updated with `options`; unknown names and wrong types raise MetricError."""
+        resolved = self.defaults
+        for key, value in (options or {}).items():
+            if key not in resolved:
+                allowed = ", ".join(resolved) or "none"
+                raise MetricError(f"metric {self.name!r} has no option {key!r}; its options: {allowed}")
+            resolved[key] = _typed(self.name, key, value, resolved[key])
+        return resolved
+
+    def check(self, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Options valid, packages importable, weights present: cheap, loads no engine."""
+        resolved = self.resolve_options(options)
+        for module_name, requirement in self.module.PACKAGES.items():
+            if importlib.util.find_spec(module_name) is None:
+                raise MetricError(
+                    f"metric {self.name!r} needs the package {module_name!r}: pip install '{requirement}'"
+                )
+        if hasattr(self.module, "check"):
+            self.module.check(resolved)
+        return resolved
+
+    def score_detailed(self, image, caption, options: Mapping[str, Any] | None = None) -> MetricResult:
+        facts = caption_facts(caption if self.reads_caption else None)
+        result = self.module.score_detailed(image.convert("RGB"), facts, self.resolve_options(options))
+        missing = set(self.module.KEYS) - set(result.values)
+        assert not missing, f"metric {self.name} returned no value for {sorted(missing)}"
+        return result
+
+    def score(self, image, caption, options: Mapping[str, Any] | None = None) -> dict[str, float | None]:
+        return self.score_detailed(image, caption, options).values
+
+
+def _typed(metric: str, key: str, value: Any, default: Any) -> Any:
+    if default is None:  # free-form option (e.g. a path that may be unset)
+        return value
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise MetricError(
+            f"metric {metric!r} option {key!r}: {value!r} must be a {type(default).__name__} (default {default!r})"
+        )
+    return value
+
+
+@functools.cache
+def _registry() -> dict[str, Metric]:
+    found: dict[str, Metric] = {}
+    owner_of_key: dict[str, str] = {}
+    for info in pkgutil.iter_modules(importlib.import_module(__package__).__path__):
+        module = importlib.import_module(f"{__package__}.{info.name}")
+        if not hasattr(module, "NAME"):
+            continue
+        assert module.NAME not in found, f"two metric modules are named {module.NAME!r}"
+        for key in module.KEYS:
+            assert key not in owner_of_key, f"value {key!r} is produced by {owner_of_key[key]} and {module.NAME}"
+            owner_of_key[key] = module.NAME
+        found[module.NAME] = Metric(module)
+    return dict(sorted(found.items()))
+
+
+def metric_names() -> tuple[str, ...]:
+    return tuple(_registry())
+
+
+def get_metric(name: str) -> Metric:
+    try:
+        return _registry()[name]
+    except KeyError:
+        raise MetricError(f"unknown metric {name!r}; known metrics: {', '.join(metric_names())}") from None
+
+
+def check_metrics(names: Iterable[str], options: Mapping[str, Mapping[str, Any]] | None = None) -> list[Metric]:
+    """The named metrics, each checked with its options ({metric: {option: value}}), before any image is made."""
+    names = list(dict.fromkeys(names))
+    unknown = [n for n in list(names) + list(options or {}) if n not in _registry()]
+    if unknown:
+        raise MetricError(
+            f"unknown metric(s) {', '.join(map(repr, dict.fromkeys(unknown)))}; known metrics: {', '.join(metric_names())}"
+        )
+    metrics = [get_metric(n) for n in names]
+    for metric in metrics:
+        metric.check((options or {}).get(metric.name))
+    return metrics
+
+
+def better_direction(key: str) -> str | None:
+    """'higher' or 'lower' for a metric value name (e.g. for an optimiser's direction); None if neither."""
+    for metric in _registry().values():
+        if key in metric.module.KEYS:
+            return metric.module.KEYS[key]
+    raise MetricError(f"no metric produces a value named {key!r}")
