@@ -238,3 +238,20 @@ def test_cli_writes_the_files(tmp_path, capsys):
     assert main([str(sweep), "--baseline", "cfg=3", "sampler.steps=20", "--n-boot", "200"]) == 0
     printed = capsys.readouterr().out.split()
     assert printed == [str(sweep / n) for n in ("summary.csv", "comparisons.csv", "summary.png")]
+
+
+def test_log_summary_into_an_offline_wandb_run(tmp_path, monkeypatch):
+    from ideogram4.experiment.tracker import make_tracker
+
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    sweep = tmp_path / "sweep"  # empty cells (None) and integer counts in the same table
+    write_job(sweep, 0, ["cfg=3"], [record("a", 0, ocr_ned=0.5), record("b", 0, ocr_ned=None)])
+    write_job(sweep, 1, ["cfg=7"], [record("a", 0, ocr_ned=None), record("b", 0, ocr_ned=None)])
+    tracker = make_tracker({"name": "wandb", "mode": "offline"}, name="summary", group=None, config={}, out_dir=sweep)
+    assert tracker.enabled
+    log_summary(tracker, summarize(sweep))
+    failures = tracker.failures
+    tracker.finish()
+    assert failures == 0
+    media = sorted(p.name.split("_")[1] for p in sweep.glob("wandb/offline-run-*/files/media/*/sweep_*"))
+    assert media == ["comparisons", "summary", "summary"]  # two tables and the plot

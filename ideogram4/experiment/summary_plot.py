@@ -29,6 +29,10 @@ def plot_summary(path: Path, swept, settings, metrics, cis, title: str) -> Path 
     groups: dict[str, list[int]] = {}
     for i, s in enumerate(settings):
         groups.setdefault(", ".join(f"{k}={s.values[k]}" for k in others), []).append(i)
+    # every point its own line (e.g. an Optuna search): one unconnected series, the CSV has the other keys
+    lines = not all(len(members) == 1 for members in groups.values()) or len(groups) == 1
+    if not lines:
+        groups = {"": list(range(len(settings)))}
     ncols = min(3, len(plotted))
     nrows = math.ceil(len(plotted) / ncols)
     fig = Figure(figsize=(5.0 * ncols, 3.8 * nrows), layout="constrained")
@@ -45,7 +49,8 @@ def plot_summary(path: Path, swept, settings, metrics, cis, title: str) -> Path 
                 [0.0 if math.isnan(lo) else max(0.0, y - lo) for y, lo in zip(means, lows)],
                 [0.0 if math.isnan(hi) else max(0.0, hi - y) for y, hi in zip(means, highs)],
             ]
-            ax.errorbar(xs, means, yerr=yerr, marker="o", capsize=3, label=label or None)
+            style = "-" if lines else "none"
+            ax.errorbar(xs, means, yerr=yerr, marker="o", capsize=3, linestyle=style, label=label or None)
         ax.set_xlabel(x_key or "setting")
         ax.set_ylabel(m)
         ax.grid(alpha=0.3)
