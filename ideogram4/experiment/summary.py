@@ -1,0 +1,364 @@
+"""Sweep summary: what each swept setting did to each metric, with its uncertainty.
+
+    python -m ideogram4.experiment.summary SWEEP_DIR [--baseline "cfg=3"] [--n-boot 2000] [--seed 0]
+
+Reads only the job folders on disk (``manifest.jsonl``, ``.hydra/overrides.yaml``), like the comparison
+grid, so it works for any launcher and for a sweep scored later. Writes into SWEEP_DIR:
+
+- ``summary.csv``: one row per combination of swept values (columns named as the overrides: ``cfg``,
+  ``sampler.steps``, ...), ``n`` images, and per metric ``<m>_n``, ``<m>_mean``, ``<m>_ci_low``,
+  ``<m>_ci_high`` (95 % bootstrap over the prompt x seed images, seeded, so reruns agree).
+- ``comparisons.csv``: per setting and metric, the paired difference to a baseline setting. Settings
+  share prompts and seeds, so each image is compared with the same prompt and seed under the baseline,
+  which removes most of the prompt and seed noise from the interval.
+- ``summary.png``: each metric against a swept numeric parameter, error bars = the intervals, one line
+  per combination of the other swept values.
+
+A metric that is None for an image (nothing to score) is left out of that metric's mean; ``<m>_n``
+says how many images each value rests on.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import outputs as out_mod
+from .grid import ROW_KEYS, JobFolder, collect_jobs
+from .stats import bootstrap_mean_ci, paired_difference_ci
+
+log = logging.getLogger("ideogram4.experiment")
+
+SUMMARY_CSV = "summary.csv"
+COMPARISONS_CSV = "comparisons.csv"
+SUMMARY_PNG = "summary.png"
+CI_FIELDS = ("n", "mean", "ci_low", "ci_high")
+DIFF_FIELDS = ("n", "diff_mean", "diff_ci_low", "diff_ci_high")
+
+Unit = tuple[str, int]  # (prompt_id, seed): the thing resampled and paired
+
+
+@dataclass
+class Setting:
+    """One combination of swept values and the metric values of its images."""
+
+    values: dict[str, str]  # swept key -> override text ("" where the job left the key at its default)
+    scores: dict[Unit, dict[str, list[float]]] = field(default_factory=dict)
+    n_images: int = 0
+
+    def label(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.values.items()) or "all"
+
+    def metric_values(self, metric: str) -> dict[Unit, float]:
+        """Per unit value (the mean if a unit appears in two job folders of the same setting)."""
+        return {u: sum(v[metric]) / len(v[metric]) for u, v in self.scores.items() if v.get(metric)}
+
+
+@dataclass
+class SweepSummary:
+    sweep_dir: Path
+    swept_keys: list[str]
+    metrics: list[str]
+    settings: list[Setting]
+    summary_columns: list[str]
+    summary_rows: list[list]
+    comparison_columns: list[str] = field(default_factory=list)
+    comparison_rows: list[list] = field(default_factory=list)
+    summary_csv: Path | None = None
+    comparisons_csv: Path | None = None
+    plot_png: Path | None = None
+
+    @property
+    def paths(self) -> list[Path]:
+        return [p for p in (self.summary_csv, self.comparisons_csv, self.plot_png) if p is not None]
+
+
+def record_metrics(record: dict) -> dict[str, float]:
+    """A manifest record's metric values that can be averaged (None, NaN and non-numbers left out)."""
+    out = {}
+    for name, value in (record.get("metrics") or {}).items():
+        if isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            out[name] = float(value)
+    return out
+
+
+def job_metrics(job_dir: str | Path) -> list[dict[str, float]]:
+    """The metric values of each image of one job folder (the latest manifest line per image)."""
+    records = out_mod.latest_records(out_mod.read_manifest(Path(job_dir))).values()
+    return [record_metrics(r) for r in records]
+
+
+def _value_order(text: str) -> tuple:
+    try:
+        return (1, float(text), "")
+    except ValueError:
+        return (0 if text == "" else 2, 0.0, text)
+
+
+def is_number(text: str) -> bool:
+    return _value_order(text)[0] == 1
+
+
+def swept_keys(jobs: list[JobFolder]) -> list[str]:
+    """Override keys whose value differs between jobs; the seed belongs to the units, not the settings."""
+    keys = list(dict.fromkeys(k for j in jobs for k in j.overrides))
+    return [k for k in keys if k not in ROW_KEYS and len({j.overrides.get(k) for j in jobs}) > 1]
+
+
+def load_settings(jobs: list[JobFolder]) -> tuple[list[str], list[Setting], list[str]]:
+    """(swept keys, settings in sort order, metric names in order of first appearance)."""
+    swept = swept_keys(jobs)
+    by_values: dict[tuple[str, ...], Setting] = {}
+    metrics: list[str] = []
+    versions: dict[str, set[str]] = {}
+    for job in jobs:
+        values = {k: job.overrides.get(k, "") for k in swept}
+        setting = by_values.setdefault(tuple(values.values()), Setting(values))
+        for rec in job.records:
+            setting.n_images += 1
+            unit = (str(rec.get("prompt_id")), int(rec.get("seed") or 0))
+            cell = setting.scores.setdefault(unit, {})
+            for name, value in record_metrics(rec).items():
+                if name not in metrics:
+                    metrics.append(name)
+                cell.setdefault(name, []).append(value)
+            for name, version in (rec.get("metric_versions") or {}).items():
+                versions.setdefault(name, set()).add(str(version))
+    for name, seen in versions.items():
+        if len(seen) > 1:
+            log.warning(
+                "Metric %s has several versions in this sweep (%s): rescore to compare like with like",
+                name,
+                ", ".join(sorted(seen)),
+            )
+    settings = sorted(by_values.values(), key=lambda s: tuple(_value_order(v) for v in s.values.values()))
+    return swept, settings, metrics
+
+
+def _none_if_nan(x: float) -> float | None:
+    return None if math.isnan(x) else x
+
+
+def setting_cis(setting: Setting, metrics: list[str], n_boot: int, seed: int) -> dict[str, tuple]:
+    """metric -> (n, mean, ci_low, ci_high) over the setting's units."""
+    out = {}
+    for m in metrics:
+        values = list(setting.metric_values(m).values())
+        out[m] = (len(values), *bootstrap_mean_ci(values, n_boot=n_boot, seed=seed))
+    return out
+
+
+def summary_table(swept, settings, metrics, cis) -> tuple[list[str], list[list]]:
+    columns = [*swept, "n"] + [f"{m}_{f}" for m in metrics for f in CI_FIELDS]
+    rows = []
+    for setting, ci in zip(settings, cis):
+        row: list = [setting.values[k] for k in swept] + [setting.n_images]
+        for m in metrics:
+            n, *interval = ci[m]
+            row += [n] + [_none_if_nan(x) for x in interval]
+        rows.append(row)
+    return columns, rows
+
+
+def parse_baseline(baseline: str | Sequence[str] | Mapping[str, object] | None) -> dict[str, str]:
+    """ "cfg=3 sampler.steps=12", "cfg=3,sampler.steps=12", ["cfg=3"] or {"cfg": 3} -> {key: value text}."""
+    if baseline is None:
+        return {}
+    if isinstance(baseline, Mapping):
+        return {str(k).lstrip("+"): str(v) for k, v in baseline.items()}
+    texts = [baseline] if isinstance(baseline, str) else list(baseline)
+    items = [t for text in texts for t in re.split(r"\s+|,(?=\s*[A-Za-z_][\w.]*=)", text.strip()) if t]
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f'baseline: {item!r} is not KEY=VALUE; write it like an override, e.g. --baseline "cfg=3"')
+        out[key.lstrip("+")] = value
+    return out
+
+
+def _same_value(a: str, b: str) -> bool:
+    return a == b or (is_number(a) and is_number(b) and float(a) == float(b))
+
+
+def baseline_pairs(
+    baseline: dict[str, str], swept: list[str], settings: list[Setting]
+) -> list[tuple[Setting, Setting]]:
+    """(setting, its baseline) for every other setting. A baseline naming only some swept keys is
+    matched within each combination of the other keys (e.g. cfg vs cfg=3 at each sampler.steps)."""
+    if not baseline:
+        return [(s, settings[0]) for s in settings[1:]]
+    for key, value in baseline.items():
+        if key not in swept:
+            raise ValueError(
+                f"baseline: {key!r} is not a swept key of this sweep (swept: {', '.join(swept) or 'none'}); "
+                f'name one of them, e.g. --baseline "{swept[0] if swept else "cfg"}=..."'
+            )
+        known = list(dict.fromkeys(s.values[key] for s in settings))
+        if not any(_same_value(value, v) for v in known):
+            raise ValueError(f"baseline: {key}={value} is not a value of this sweep; {key} took {', '.join(known)}")
+    pairs = []
+    for s in settings:
+        if all(_same_value(s.values[k], v) for k, v in baseline.items()):
+            continue
+        wanted = {**s.values, **baseline}
+        match = [b for b in settings if all(_same_value(b.values[k], v) for k, v in wanted.items())]
+        if match:
+            pairs.append((s, match[0]))
+        else:
+            log.info("No baseline setting for %s (no job with %s): not compared", s.label(), wanted)
+    return pairs
+
+
+def comparison_table(swept, pairs, metrics, n_boot, seed) -> tuple[list[str], list[list]]:
+    columns = [*swept, "baseline"] + [f"{m}_{f}" for m in metrics for f in DIFF_FIELDS]
+    rows = []
+    for setting, base in pairs:
+        row: list = [setting.values[k] for k in swept] + [base.label()]
+        for m in metrics:
+            a, b = setting.metric_values(m), base.metric_values(m)
+            units = sorted(a.keys() & b.keys())
+            diff = paired_difference_ci([a[u] for u in units], [b[u] for u in units], n_boot=n_boot, seed=seed)
+            row += [len(units)] + [_none_if_nan(x) for x in diff]
+        rows.append(row)
+    return columns, rows
+
+
+def _format(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.10g}"
+    return str(value)
+
+
+def write_csv(path: Path, columns: list[str], rows: list[list]) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        writer.writerows([_format(v) for v in row] for row in rows)
+    tmp.replace(path)
+    return path
+
+
+def summarize(sweep_dir: str | Path, baseline=None, n_boot: int = 2000, seed: int = 0) -> SweepSummary | None:
+    """Write summary.csv, comparisons.csv and summary.png into the sweep folder (see the module doc).
+
+    ``baseline``: overrides naming the setting to compare against ("cfg=3", ["cfg=3", "sampler.steps=12"]
+    or {"cfg": 3}); default the first setting in sort order. Returns None when no job folder has a manifest.
+    """
+    sweep_dir = Path(sweep_dir)
+    jobs = collect_jobs(sweep_dir) if sweep_dir.is_dir() else []
+    if not jobs:
+        log.warning("No job folders with a %s under %s: no sweep summary", out_mod.MANIFEST, sweep_dir)
+        return None
+    swept, settings, metrics = load_settings(jobs)
+    wanted_baseline = parse_baseline(baseline)
+    cis = [setting_cis(s, metrics, n_boot, seed) for s in settings]
+    result = SweepSummary(sweep_dir, swept, metrics, settings, *summary_table(swept, settings, metrics, cis))
+    result.summary_csv = write_csv(sweep_dir / SUMMARY_CSV, result.summary_columns, result.summary_rows)
+    if not metrics:
+        log.warning(
+            "No metric values in the manifests under %s: %s has image counts only. Score the images with "
+            "metrics=[...] in the run, or afterwards with `python -m ideogram4.experiment.score %s --metrics ...`",
+            sweep_dir,
+            SUMMARY_CSV,
+            sweep_dir,
+        )
+        return result
+    pairs = baseline_pairs(wanted_baseline, swept, settings)
+    if pairs:
+        result.comparison_columns, result.comparison_rows = comparison_table(swept, pairs, metrics, n_boot, seed)
+        result.comparisons_csv = write_csv(
+            sweep_dir / COMPARISONS_CSV, result.comparison_columns, result.comparison_rows
+        )
+    else:
+        log.info("Sweep summary: %d setting(s), nothing to compare against a baseline", len(settings))
+    from .summary_plot import plot_summary
+
+    result.plot_png = plot_summary(sweep_dir / SUMMARY_PNG, swept, settings, metrics, cis, sweep_dir.name)
+    log.info(
+        "Sweep summary: %d setting(s) x %d metric(s) -> %s",
+        len(settings),
+        len(metrics),
+        ", ".join(map(str, result.paths)),
+    )
+    return result
+
+
+def _typed_rows(columns: list[str], rows: list[list], keys: list[str]) -> list[list]:
+    """Rows with the swept-key columns as numbers where every value of the column is one (W&B plots them)."""
+    numeric = [columns.index(k) for k in keys if all(is_number(str(r[columns.index(k)])) for r in rows)]
+    out = []
+    for row in rows:
+        row = list(row)
+        for i in numeric:
+            number = float(row[i])
+            row[i] = int(number) if number.is_integer() and "." not in str(row[i]) else number
+        out.append(row)
+    return out
+
+
+def log_summary(tracker, summary: SweepSummary) -> None:
+    """Log the summary and comparison tables and the plot to a tracker (ideogram4.experiment.tracker)."""
+    tracker.log_table(
+        "sweep_summary",
+        summary.summary_columns,
+        _typed_rows(summary.summary_columns, summary.summary_rows, summary.swept_keys),
+    )
+    if summary.comparison_rows:
+        tracker.log_table(
+            "sweep_comparisons",
+            summary.comparison_columns,
+            _typed_rows(summary.comparison_columns, summary.comparison_rows, summary.swept_keys),
+        )
+    if summary.plot_png is not None:
+        from PIL import Image
+
+        with Image.open(summary.plot_png) as im:
+            tracker.log_image(
+                "sweep_summary_plot", im.convert("RGB"), caption="mean and 95 % bootstrap CI over prompt x seed"
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Summarise a finished (or interrupted) sweep from its folders:
+    python -m ideogram4.experiment.summary outputs/sweeps/NAME [--baseline "cfg=3"]"""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m ideogram4.experiment.summary", description=main.__doc__)
+    parser.add_argument("sweep_dir")
+    parser.add_argument(
+        "--baseline",
+        nargs="+",
+        default=None,
+        help='the setting compared against, as overrides ("cfg=3"); default: the first setting',
+    )
+    parser.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.n_boot < 1:
+        parser.error(f"--n-boot must be at least 1, got {args.n_boot}")
+    try:
+        result = summarize(args.sweep_dir, baseline=args.baseline, n_boot=args.n_boot, seed=args.seed)
+    except ValueError as e:
+        log.error("%s", e)
+        return 2
+    if result is None:
+        return 1
+    for path in result.paths:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,257 @@
+"""Sweep summaries (issue 9, item 9) on synthetic sweep folders with known numbers."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from ideogram4.experiment.stats import bootstrap_mean_ci
+from ideogram4.experiment.summary import log_summary, main, summarize
+
+PROMPTS = ["bakery_sign", "poster_headline", "menu_board"]
+
+
+def write_job(sweep: Path, num: int, overrides: list[str], records: list[dict]) -> None:
+    job = sweep / str(num)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    with open(job / "manifest.jsonl", "w") as f:
+        for r in records:
+            line = {
+                "image": f"images/{r['prompt_id']}__seed{r['seed']}.png",
+                "job": {"num": num, "overrides": overrides},
+            }
+            f.write(json.dumps({**line, **r}) + "\n")
+
+
+def record(prompt_id: str, seed: int, **metrics) -> dict:
+    return {"prompt_id": prompt_id, "seed": seed, "metrics": metrics, "metric_versions": {"ocr": "1"}}
+
+
+def read_csv(path: Path) -> tuple[list[str], list[dict]]:
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames), list(reader)
+
+
+def unit_score(prompt: int, seed: int) -> float:
+    return 0.1 * prompt + 0.05 * seed  # prompt and seed effects that every setting shares
+
+
+def grid_sweep(tmp_path: Path) -> Path:
+    """cfg in {3, 10} x sampler.steps in {12, 20}, 3 prompts x 2 seeds, the seed override swept too."""
+    sweep = tmp_path / "sweep"
+    num = 0
+    for cfg in (10, 3):  # written in the "wrong" order: rows are sorted numerically (3 before 10)
+        for steps in (12, 20):
+            for seed in (0, 1):  # one job per seed, as `seed=0,1` on the command line makes
+                recs = [
+                    record(p, seed, ocr_word_accuracy=cfg / 10 + steps / 100 + unit_score(i, seed))
+                    for i, p in enumerate(PROMPTS)
+                ]
+                overrides = [f"cfg={cfg}", f"sampler.steps={steps}", f"seed={seed}", "prompts=typography"]
+                write_job(sweep, num, overrides, recs)
+                num += 1
+    return sweep
+
+
+def test_summary_means_are_exact_and_columns_named_as_the_overrides(tmp_path):
+    sweep = grid_sweep(tmp_path)
+    result = summarize(sweep)
+    assert result.swept_keys == ["cfg", "sampler.steps"]  # seed is the unit, prompts did not change
+    columns, rows = read_csv(sweep / "summary.csv")
+    m = "ocr_word_accuracy"
+    assert columns == ["cfg", "sampler.steps", "n", f"{m}_n", f"{m}_mean", f"{m}_ci_low", f"{m}_ci_high"]
+    assert [(r["cfg"], r["sampler.steps"]) for r in rows] == [("3", "12"), ("3", "20"), ("10", "12"), ("10", "20")]
+    shared = np.mean([unit_score(i, s) for i in range(3) for s in (0, 1)])
+    for r in rows:
+        assert r["n"] == "6" and r[f"{m}_n"] == "6"
+        expected = int(r["cfg"]) / 10 + int(r["sampler.steps"]) / 100 + shared
+        assert float(r[f"{m}_mean"]) == pytest.approx(expected, abs=1e-9)
+        assert float(r[f"{m}_ci_low"]) <= float(r[f"{m}_mean"]) <= float(r[f"{m}_ci_high"])
+    # default baseline: the first setting in sort order; paired differences are exact (shared unit effects)
+    columns, comps = read_csv(sweep / "comparisons.csv")
+    assert columns[:3] == ["cfg", "sampler.steps", "baseline"]
+    assert {c["baseline"] for c in comps} == {"cfg=3, sampler.steps=12"} and len(comps) == 3
+    for c in comps:
+        shift = (int(c["cfg"]) - 3) / 10 + (int(c["sampler.steps"]) - 12) / 100
+        for field in (f"{m}_diff_mean", f"{m}_diff_ci_low", f"{m}_diff_ci_high"):
+            assert float(c[field]) == pytest.approx(shift, abs=1e-9)
+        assert c[f"{m}_n"] == "6"
+    png = sweep / "summary.png"
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.width > 300
+    assert result.paths == [sweep / "summary.csv", sweep / "comparisons.csv", png]
+
+
+def test_baseline_on_some_keys_pairs_within_the_other_keys(tmp_path):
+    sweep = grid_sweep(tmp_path)
+    summarize(sweep, baseline="cfg=10")
+    _, comps = read_csv(sweep / "comparisons.csv")
+    assert [(c["cfg"], c["sampler.steps"], c["baseline"]) for c in comps] == [
+        ("3", "12", "cfg=10, sampler.steps=12"),
+        ("3", "20", "cfg=10, sampler.steps=20"),
+    ]
+    for c in comps:
+        assert float(c["ocr_word_accuracy_diff_mean"]) == pytest.approx(-0.7, abs=1e-9)
+    summarize(sweep, baseline=["cfg=3.0", "sampler.steps=20"])  # 3.0 matches the override text "3"
+    _, comps = read_csv(sweep / "comparisons.csv")
+    assert {c["baseline"] for c in comps} == {"cfg=3, sampler.steps=20"} and len(comps) == 3
+
+
+def test_bad_baseline_names_the_key_and_the_values(tmp_path):
+    sweep = grid_sweep(tmp_path)
+    with pytest.raises(ValueError, match=r"'guidance' is not a swept key.*cfg, sampler.steps"):
+        summarize(sweep, baseline="guidance=3")
+    with pytest.raises(ValueError, match=r"cfg=5 is not a value of this sweep; cfg took 3, 10"):
+        summarize(sweep, baseline={"cfg": 5})
+    assert main([str(sweep), "--baseline", "cfg"]) == 2
+
+
+def noisy_sweep(tmp_path: Path, n_prompts: int, shift: float, seed: int = 1) -> Path:
+    """Two settings, large unit-to-unit spread, the second = the first + `shift` on every unit."""
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(0.0, 1.0, size=(n_prompts, 2))  # (prompt, seed)
+    sweep = tmp_path / f"noisy{n_prompts}"
+    for num, cfg in enumerate((4, 7)):
+        recs = [
+            record(f"p{i}", s, ocr_ned=float(base[i, s] + (shift if cfg == 7 else 0.0)))
+            for i in range(n_prompts)
+            for s in (0, 1)
+        ]
+        write_job(sweep, num, [f"cfg={cfg}", "seed=[0,1]"], recs)
+    return sweep
+
+
+def test_ci_contains_the_mean_narrows_with_n_and_is_reproducible(tmp_path):
+    widths = {}
+    for n_prompts in (4, 100):
+        sweep = noisy_sweep(tmp_path, n_prompts, shift=0.25)
+        summarize(sweep, n_boot=1000)
+        _, rows = read_csv(sweep / "summary.csv")
+        for r in rows:
+            low, mean, high = (float(r[f"ocr_ned_{f}"]) for f in ("ci_low", "mean", "ci_high"))
+            assert low < mean < high
+        widths[n_prompts] = float(rows[0]["ocr_ned_ci_high"]) - float(rows[0]["ocr_ned_ci_low"])
+        # paired: the constant shift is exact although the two settings' own intervals overlap
+        _, comps = read_csv(sweep / "comparisons.csv")
+        assert float(comps[0]["ocr_ned_diff_mean"]) == pytest.approx(0.25, abs=1e-9)
+        assert float(comps[0]["ocr_ned_diff_ci_high"]) - float(comps[0]["ocr_ned_diff_ci_low"]) < 1e-9
+    assert widths[100] < widths[4] / 2
+    before = (sweep / "summary.csv").read_bytes()
+    summarize(sweep, n_boot=1000)
+    assert (sweep / "summary.csv").read_bytes() == before  # seeded
+    summarize(sweep, n_boot=1000, seed=1)
+    assert (sweep / "summary.csv").read_bytes() != before
+
+
+def test_bootstrap_matches_a_normal_interval_on_many_units():
+    x = np.random.default_rng(0).normal(size=400)
+    mean, low, high = bootstrap_mean_ci(x, n_boot=4000, seed=0)
+    half = 1.96 * x.std(ddof=1) / np.sqrt(x.size)
+    assert mean == pytest.approx(x.mean()) and low == pytest.approx(mean - half, abs=0.02)
+    assert high == pytest.approx(mean + half, abs=0.02)
+    assert bootstrap_mean_ci([0.5], seed=0)[0] == 0.5 and np.isnan(bootstrap_mean_ci([0.5])[1])
+
+
+def test_none_values_are_skipped_with_n_per_metric_and_latest_line_wins(tmp_path):
+    sweep = tmp_path / "sweep"
+    write_job(
+        sweep,
+        0,
+        ["cfg=3"],
+        [
+            record("a", 0, ocr_exact_match=0.0, palette_delta_e=10.0),  # superseded by the next line
+            record("a", 0, ocr_exact_match=1.0, palette_delta_e=4.0),
+            record("b", 0, ocr_exact_match=None, palette_delta_e=8.0),  # nothing to read in b
+            record("c", 0, ocr_exact_match=0.5, palette_delta_e=None),
+        ],
+    )
+    write_job(sweep, 1, ["cfg=7"], [record(p, 0, ocr_exact_match=None, palette_delta_e=2.0) for p in "abc"])
+    summarize(sweep)
+    _, rows = read_csv(sweep / "summary.csv")
+    r3, r7 = rows
+    assert (r3["n"], r3["ocr_exact_match_n"], r3["palette_delta_e_n"]) == ("3", "2", "2")
+    assert float(r3["ocr_exact_match_mean"]) == 0.75 and float(r3["palette_delta_e_mean"]) == 6.0
+    assert (r7["ocr_exact_match_n"], r7["ocr_exact_match_mean"], r7["ocr_exact_match_ci_low"]) == ("0", "", "")
+    _, comps = read_csv(sweep / "comparisons.csv")
+    assert comps[0]["palette_delta_e_n"] == "2"  # a and b have the metric in both settings
+    assert float(comps[0]["palette_delta_e_diff_mean"]) == pytest.approx(((2 - 4) + (2 - 8)) / 2)
+    assert comps[0]["ocr_exact_match_n"] == "0" and comps[0]["ocr_exact_match_diff_mean"] == ""
+
+
+def test_no_metrics_gives_counts_and_a_clear_message(tmp_path, caplog):
+    sweep = tmp_path / "sweep"
+    for num, cfg in enumerate((3, 7)):
+        write_job(sweep, num, [f"cfg={cfg}"], [{"prompt_id": "a", "seed": 0}, {"prompt_id": "b", "seed": 0}])
+    with caplog.at_level(logging.WARNING, logger="ideogram4.experiment"):
+        result = summarize(sweep)
+    assert "No metric values" in caplog.text and "ideogram4.experiment.score" in caplog.text
+    columns, rows = read_csv(sweep / "summary.csv")
+    assert columns == ["cfg", "n"] and [r["n"] for r in rows] == ["2", "2"]
+    assert result.paths == [sweep / "summary.csv"]
+    assert not (sweep / "comparisons.csv").exists() and not (sweep / "summary.png").exists()
+    assert main([str(tmp_path / "empty")]) == 1  # no job folders at all: a message, exit 1
+
+
+def test_single_combination(tmp_path):
+    sweep = tmp_path / "sweep"
+    write_job(sweep, 0, ["cfg=3"], [record(p, 0, ocr_word_accuracy=v) for p, v in zip("abcd", (0.2, 0.4, 0.6, 0.8))])
+    result = summarize(sweep)
+    columns, rows = read_csv(sweep / "summary.csv")
+    assert columns[:2] == ["n", "ocr_word_accuracy_n"] and len(rows) == 1
+    assert float(rows[0]["ocr_word_accuracy_mean"]) == pytest.approx(0.5)
+    assert result.comparisons_csv is None and (sweep / "summary.png").exists()
+
+
+def test_log_summary_sends_tables_and_plot_to_the_tracker(tmp_path):
+    class FakeTracker:
+        def __init__(self):
+            self.tables, self.images = {}, {}
+
+        def log_table(self, key, columns, rows, image_column=None):
+            self.tables[key] = (columns, rows)
+
+        def log_image(self, key, image, caption):
+            self.images[key] = (image, caption)
+
+    sweep = grid_sweep(tmp_path)
+    tracker = FakeTracker()
+    log_summary(tracker, summarize(sweep))
+    columns, rows = tracker.tables["sweep_summary"]
+    assert columns[:3] == ["cfg", "sampler.steps", "n"]
+    assert [row[:2] for row in rows] == [[3, 12], [3, 20], [10, 12], [10, 20]]  # numbers, so W&B can plot them
+    assert len(tracker.tables["sweep_comparisons"][1]) == 3
+    image, caption = tracker.images["sweep_summary_plot"]
+    assert isinstance(image, Image.Image) and image.mode == "RGB" and "bootstrap" in caption
+
+
+def test_cli_writes_the_files(tmp_path, capsys):
+    sweep = grid_sweep(tmp_path)
+    assert main([str(sweep), "--baseline", "cfg=3", "sampler.steps=20", "--n-boot", "200"]) == 0
+    printed = capsys.readouterr().out.split()
+    assert printed == [str(sweep / n) for n in ("summary.csv", "comparisons.csv", "summary.png")]
+
+
+def test_log_summary_into_an_offline_wandb_run(tmp_path, monkeypatch):
+    from ideogram4.experiment.tracker import make_tracker
+
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    sweep = tmp_path / "sweep"  # empty cells (None) and integer counts in the same table
+    write_job(sweep, 0, ["cfg=3"], [record("a", 0, ocr_ned=0.5), record("b", 0, ocr_ned=None)])
+    write_job(sweep, 1, ["cfg=7"], [record("a", 0, ocr_ned=None), record("b", 0, ocr_ned=None)])
+    tracker = make_tracker({"name": "wandb", "mode": "offline"}, name="summary", group=None, config={}, out_dir=sweep)
+    assert tracker.enabled
+    log_summary(tracker, summarize(sweep))
+    failures = tracker.failures
+    tracker.finish()
+    assert failures == 0
+    media = sorted(p.name.split("_")[1] for p in sweep.glob("wandb/offline-run-*/files/media/*/sweep_*"))
+    assert media == ["comparisons", "summary", "summary"]  # two tables and the plot
