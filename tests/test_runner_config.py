@@ -88,15 +88,19 @@ def test_every_group_option_composes_and_validates(group, tmp_path):
 
 
 def test_every_experiment_composes():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from hydra_plugins.ideogram4_optuna._space import parse_space
+
     names = options("experiment")
-    assert {"steps_x_cfg", "sampler_presets", "resolutions", "fp8_vs_bf16"} <= set(names)
+    assert {"steps_x_cfg", "sampler_presets", "resolutions", "fp8_vs_bf16", "search_cfg"} <= set(names)
     for name in names:
         cfg = compose([f"+experiment={name}"], return_hydra_config=True)
         params = OmegaConf.to_container(cfg.hydra.sweeper.params)
         assert params, name
-        # every swept value is itself a valid override of the composed config
-        first = [f"{k}={str(v).split(',')[0]}" for k, v in params.items()]
-        cfg2 = compose([f"+experiment={name}", *first])
+        # the first value of every swept parameter (a list sweep or a search space) is a valid override
+        space, fixed = parse_space(OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()]))
+        cfg2 = compose([f"+experiment={name}", *fixed, *[p.override(p.first()) for p in space]])
         build_plan(OmegaConf.merge(cfg2, {"device": "cpu"}), check_tokens=False)
 
 

@@ -36,8 +36,8 @@ def test_atomic_png_write_leaves_no_partial_file(tmp_path):
 
 
 def test_manifest_lines_are_whole_and_torn_line_is_skipped(tmp_path):
-    om.append_manifest(tmp_path, {"image": "images/a.png", "n": 1})
-    om.append_manifest(tmp_path, {"image": "images/a.png", "n": 2})
+    om.append_manifest(tmp_path, {"image": "images/a.png", "settings_hash": "h", "n": 1})
+    om.append_manifest(tmp_path, {"image": "images/a.png", "settings_hash": "h", "n": 2})
     with open(tmp_path / om.MANIFEST, "a") as f:
         f.write('{"image": "images/b.png", "n"')  # a torn last line
     recs = om.read_manifest(tmp_path)
@@ -55,7 +55,9 @@ def test_settings_hash_tracks_settings_and_weights():
 
 def test_schedule_text_and_uniformity():
     assert schedule_text([7.0] * 45 + [3.0] * 3) == "45x7.0+3x3.0"
-    assert om.uniformity(Image.new("RGB", (32, 32), (128, 128, 128))) == 0.0
+    from ideogram4.metrics.image_stats import pixel_std
+
+    assert pixel_std(Image.new("RGB", (32, 32), (128, 128, 128))) == 0.0
 
 
 def test_count_sweep_jobs():

@@ -25,24 +25,38 @@ class ComparisonGridCallback(Callback):
         self.cell_size = cell_size
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
         if self.enabled:
-            try:
-                self._grid(config)
-            except Exception as e:  # the jobs' outputs are already safe on disk; never fail the sweep here
-                log.warning("Comparison grid failed (%s: %s); the job folders are complete", type(e).__name__, e)
-        report_failed_jobs(Path(str(config.hydra.sweep.dir)))
+            # the jobs' outputs are already safe on disk: a failure here is a warning, never a lost sweep
+            made = _guarded("Comparison grid", lambda: self._grid(config, sweep_dir))
+            summary = _guarded("Sweep summary", lambda: self._summary(config, sweep_dir))
+            _guarded("W&B sweep run", lambda: log_sweep(_tracker_conf(config), sweep_dir, made, summary))
+        report_failed_jobs(sweep_dir)
 
-    def _grid(self, config: DictConfig) -> None:
+    def _grid(self, config: DictConfig, sweep_dir: Path):
         from .grid import make_sweep_grid
 
-        sweep_dir = Path(str(config.hydra.sweep.dir))
         cell = self.cell_size or int(OmegaConf.select(config, "output.grid_cell_size", default=256))
-        made = make_sweep_grid(sweep_dir, cell=cell)
-        if made is not None:
-            tracker = (
-                TrackerConf(**OmegaConf.to_container(config.tracker, resolve=True)) if "tracker" in config else None
-            )
-            log_grid(tracker, sweep_dir, *made)
+        return make_sweep_grid(sweep_dir, cell=cell)
+
+    def _summary(self, config: DictConfig, sweep_dir: Path):
+        from .summary import summarize
+
+        return summarize(sweep_dir, baseline=OmegaConf.select(config, "summary_baseline", default=None))
+
+
+def _guarded(what: str, fn):
+    try:
+        return fn()
+    except Exception as e:
+        log.warning("%s failed (%s: %s); the job folders are complete", what, type(e).__name__, e)
+        return None
+
+
+def _tracker_conf(config: DictConfig) -> TrackerConf | None:
+    if "tracker" not in config:
+        return None
+    return TrackerConf(**OmegaConf.to_container(config.tracker, resolve=True))
 
 
 def report_failed_jobs(sweep_dir: Path) -> None:
@@ -60,34 +74,46 @@ def report_failed_jobs(sweep_dir: Path) -> None:
     sys.exit(max(f["exit_code"] for f in failed))
 
 
-def log_grid(tracker_conf: TrackerConf | None, sweep_dir: Path, path: Path, grid) -> None:
-    """The grid image and a table of every cell, in a sweep-level W&B run of the sweep's group."""
-    from PIL import Image
-
+def log_sweep(tracker_conf: TrackerConf | None, sweep_dir: Path, made, summary) -> None:
+    """One sweep-level W&B run in the sweep's group: the grid, a table of every cell, the summary."""
     from .jobs import sweep_group
-    from .records import TABLE_COLUMNS, ImageRecord
     from .tracker import make_tracker
 
-    if tracker_conf is None:
+    if tracker_conf is None or (made is None and summary is None):
         return
+    config = {"sweep_dir": str(sweep_dir)}
+    if made is not None:
+        config.update(swept_keys=made[1].swept_keys, columns=made[1].columns)
     tracker = make_tracker(
-        tracker_conf,
-        name=f"{sweep_dir.name}/comparison",
-        group=sweep_group(str(sweep_dir)),
-        config={"sweep_dir": str(sweep_dir), "swept_keys": grid.swept_keys, "columns": grid.columns},
-        out_dir=sweep_dir,
-        job_type="comparison",
-    )
+        tracker_conf, name=f"{sweep_dir.name}/comparison", group=sweep_group(str(sweep_dir)), config=config,
+        out_dir=sweep_dir, job_type="comparison",
+    )  # fmt: skip
     if not tracker.enabled:
         return
     try:
-        with Image.open(path) as im:
-            caption = f"rows: prompt x seed; columns: {', '.join(grid.swept_keys) or 'all'}"
-            tracker.log_image("comparison_grid", im.convert("RGB"), caption=caption)
-        rows = []
-        for (_, c), entry in sorted(grid.cells.items()):
-            with Image.open(entry["path"]) as im:
-                rows.append([grid.columns[c]] + ImageRecord.from_dict(entry["record"]).table_row(im.convert("RGB")))
-        tracker.log_table("sweep_table", ["column"] + TABLE_COLUMNS, rows, image_column="image")
+        if made is not None:
+            _log_grid(tracker, *made)
+        if summary is not None:
+            from .summary import log_summary
+
+            log_summary(tracker, summary)
     finally:
         tracker.finish()
+
+
+def _log_grid(tracker, path: Path, grid) -> None:
+    from PIL import Image
+
+    from .records import TABLE_COLUMNS, ImageRecord
+
+    with Image.open(path) as im:
+        caption = f"rows: prompt x seed; columns: {', '.join(grid.swept_keys) or 'all'}"
+        tracker.log_image("comparison_grid", im.convert("RGB"), caption=caption)
+    records = [entry["record"] for entry in grid.cells.values()]
+    metric_keys = sorted({k for r in records for k in r.get("metrics") or {}})
+    rows = []
+    for (_, c), entry in sorted(grid.cells.items()):
+        with Image.open(entry["path"]) as im:
+            row = ImageRecord.from_dict(entry["record"]).table_row(im.convert("RGB"), metric_keys)
+        rows.append([grid.columns[c]] + row)
+    tracker.log_table("sweep_table", ["column"] + TABLE_COLUMNS + metric_keys, rows, image_column="image")

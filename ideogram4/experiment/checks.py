@@ -181,6 +181,18 @@ def check_output(o: OutputConf) -> list[str]:
     return out
 
 
+def check_metrics(conf: RunConf) -> list[str]:
+    """Unknown metric or option, missing package, CLIP weights missing: one problem, before any image."""
+    from ideogram4.metrics import MetricError, check_metrics
+
+    try:
+        check_metrics(conf.metrics, conf.metric_options)
+    except MetricError as e:
+        fix = "fix the name/option, install the package, or drop the metric from metrics=[...]"
+        return [problem("metrics", conf.metrics, str(e).rstrip("."), fix)]
+    return []
+
+
 def check_sections(conf: RunConf) -> list[str]:
     """Every section check that needs nothing but the typed config."""
     return (
@@ -192,4 +204,5 @@ def check_sections(conf: RunConf) -> list[str]:
         + check_prompts(conf.prompts)
         + check_tracker(conf.tracker)
         + check_output(conf.output)
+        + check_metrics(conf)
     )

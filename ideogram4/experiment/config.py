@@ -12,9 +12,11 @@ seconds.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
+
+from ideogram4.spec import UNIFORM_STD_THRESHOLD
 
 
 @dataclass
@@ -111,7 +113,7 @@ class OutputConf:
     overwrite: bool = False
     save_latents: bool = False
     # flag images whose pixel standard deviation (0..255) is below this as near-uniform
-    uniform_std_threshold: float = 2.0
+    uniform_std_threshold: float = UNIFORM_STD_THRESHOLD
     grid_cell_size: int = 256
 
 
@@ -137,6 +139,12 @@ class RunConf:
     input_image: Optional[str] = None
     denoising_strength: float = 1.0
     progress: bool = True
+    # per-image metrics (ideogram4.metrics): image_stats is cheap; ocr, palette, clip_score on demand
+    metrics: List[str] = field(default_factory=lambda: ["image_stats"])
+    # per-metric options, e.g. metric_options.ocr.margin=30 or metric_options.clip_score.model=/path
+    metric_options: Dict[str, Any] = field(default_factory=dict)
+    # the sweep summary's baseline setting (e.g. "cfg=3"); null: the first setting in sort order
+    summary_baseline: Optional[str] = None
 
 
 _REGISTERED = False

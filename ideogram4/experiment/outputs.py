@@ -119,13 +119,6 @@ def is_valid_png(path: Path) -> bool:
         return False
 
 
-def uniformity(image) -> float:
-    """Largest per-channel standard deviation of the pixels (0..255 scale)."""
-    from PIL import ImageStat
-
-    return float(max(ImageStat.Stat(image.convert("RGB")).stddev))
-
-
 # --- environment facts (computed once per process) -------------------------------------------------
 
 

@@ -11,12 +11,16 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from ideogram4.spec import PNG_CAPTION_KEY
+
 SCHEMA_VERSION = 2
-PNG_CAPTION_KEY = "ideogram4:caption"
+
 PNG_CONFIG_KEY = "ideogram4:config"
 PNG_SETTINGS_KEY = "ideogram4:settings"
 # the subset of a record embedded in the PNG (the full record is the manifest line)
-PNG_SETTINGS_FIELDS = ("prompt_id", "seed", "rng_device", "settings", "settings_hash", "sampler", "model", "flags")
+PNG_SETTINGS_FIELDS = (
+    "prompt_id", "seed", "rng_device", "settings", "settings_hash", "sampler", "model", "flags", "metrics", "metric_versions",
+)  # fmt: skip
 
 TABLE_COLUMNS = [
     "image", "prompt_id", "seed", "cfg", "steps", "sampler", "width", "height", "guidance_schedule",
@@ -54,6 +58,10 @@ class ImageRecord:
     gpu: str | None = None
     created_at: str = field(default_factory=now_utc)
     config: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)  # metric value name -> number or None
+    metric_versions: dict = field(default_factory=dict)
+    metric_details: dict = field(default_factory=dict)  # e.g. OCR reading per caption text element
+    metric_errors: dict = field(default_factory=dict)
     schema: int = SCHEMA_VERSION
 
     @classmethod
@@ -75,13 +83,26 @@ class ImageRecord:
             PNG_CONFIG_KEY: config_json,
         }
 
-    def table_row(self, image: Any) -> list[Any]:
+    def table_row(self, image: Any, metric_keys: list[str] = ()) -> list[Any]:
         s = self.settings
         return [
             image, self.prompt_id, self.seed, s.get("cfg"), s.get("steps"), self.sampler, s.get("width"),
             s.get("height"), schedule_text(s.get("guidance_schedule") or []), s.get("mu"), s.get("std"),
             s.get("final_step"), self.flags.get("near_uniform"), self.settings_hash, self.caption,
-        ]  # fmt: skip
+        ] + [self.metrics.get(k) for k in metric_keys]  # fmt: skip
+
+    def with_scores(self, scored) -> ImageRecord:
+        """The same record with a metrics.Scored result filled in."""
+        self.metrics = {k: _json_number(v) for k, v in scored.values.items()}
+        self.metric_versions = dict(scored.versions)
+        self.metric_details = scored.details
+        self.metric_errors = scored.error_lines()
+        return self
+
+
+def _json_number(v: Any) -> Any:
+    """Strict JSON has no NaN/inf: a metric that produced one has no value."""
+    return None if isinstance(v, float) and v != v or v in (float("inf"), float("-inf")) else v
 
 
 def schedule_text(schedule: list[float]) -> str:

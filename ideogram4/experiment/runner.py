@@ -157,12 +157,22 @@ def generate(plan: RunPlan, ctx: JobContext, pending: list[Item], tracker, resul
     from tqdm.auto import tqdm
 
     from .cache import get_pipeline
+    from .scoring import ScoredWriter
 
     loaded, reused = get_pipeline(plan.model)
     if loaded.describe.get("unconditional") == "conditional fallback":
         log.warning("Unconditional transformer: conditional fallback (model.load_unconditional=false)")
     facts = _job_facts(plan, loaded, reused)
     input_image = _open_input_image(plan.gen.input_image)
+    items = {it.image_rel: it for it in pending}
+
+    def write(record: ImageRecord, image) -> None:
+        out_mod.write_image(ctx.out_dir, record, image, record.png_text(plan.model.name, facts.config_json))
+        items[record.image].record = record.to_dict()
+        result.made.append(record.to_dict())
+        tracker.log_image("images", image, caption=_image_caption(record))
+
+    writer = ScoredWriter(plan.conf.metrics, plan.conf.metric_options, write)
     bs = max(1, plan.conf.batch_size)
     bar = tqdm(total=len(pending) * plan.gen.steps, unit="step", disable=not plan.conf.progress, dynamic_ncols=True)
     try:
@@ -171,12 +181,14 @@ def generate(plan: RunPlan, ctx: JobContext, pending: list[Item], tracker, resul
             bar.set_description(f"{ctx.position} | {_batch_label(batch, start, len(pending))}")
             output, wall = _generate_batch(loaded.pipe, plan, batch, input_image, bar)
             for j, it in enumerate(batch):
-                record = _make_record(plan, ctx, facts, it, output, j, wall, len(batch), loaded.pipe)
-                _write(plan, ctx.out_dir, it, record, output, j, facts)
-                result.made.append(it.record)
-                tracker.log_image("images", output.images[j], caption=_image_caption(record))
+                if plan.conf.output.save_latents:
+                    _save_latents(output.latents[j], ctx.out_dir / it.image_rel)
+                writer.add(
+                    _make_record(plan, ctx, facts, it, output, j, wall, len(batch), loaded.pipe), output.images[j]
+                )
     finally:
         bar.close()
+        writer.close()
 
 
 def _batch_label(batch: list[Item], start: int, total: int) -> str:
@@ -266,20 +278,15 @@ def _make_record(
 
 
 def _flags(image, threshold: float, name: str) -> dict:
-    std = out_mod.uniformity(image)
+    from ideogram4.metrics.image_stats import pixel_std
+
+    std = pixel_std(image)
     if std < threshold:
         log.warning(
             "FLAGGED %s: near-uniform image (pixel std %.2f < %.2f): likely a broken build/weights "
             "('blocked' artefact), not a result", name, std, threshold,
         )  # fmt: skip
     return {"near_uniform": std < threshold, "pixel_std": round(std, 3)}
-
-
-def _write(plan: RunPlan, out_dir: Path, it: Item, record: ImageRecord, output, j: int, facts: JobFacts) -> None:
-    out_mod.write_image(out_dir, record, output.images[j], record.png_text(plan.model.name, facts.config_json))
-    if plan.conf.output.save_latents and output.latents is not None:
-        _save_latents(output.latents[j], out_dir / it.image_rel)
-    it.record = record.to_dict()
 
 
 def _image_caption(record: ImageRecord) -> str:
@@ -303,6 +310,7 @@ def _log_job_table(tracker, items: list[Item], out_dir: Path) -> None:
     from PIL import Image
 
     rows = []
+    metric_keys = sorted({k for it in items if it.record for k in it.record.get("metrics") or {}})
     for it in items:
         if it.record is None:
             continue
@@ -311,8 +319,10 @@ def _log_job_table(tracker, items: list[Item], out_dir: Path) -> None:
         if path.exists():
             with Image.open(path) as im:
                 image = im.convert("RGB")
-        rows.append(ImageRecord.from_dict(it.record).table_row(image))
+        rows.append(ImageRecord.from_dict(it.record).table_row(image, metric_keys))
     if rows:
         from .records import TABLE_COLUMNS
+        from .scoring import score_summary
 
-        tracker.log_table("images_table", TABLE_COLUMNS, rows, image_column="image")
+        tracker.log_table("images_table", TABLE_COLUMNS + metric_keys, rows, image_column="image")
+        tracker.summary(score_summary([it.record for it in items if it.record]))

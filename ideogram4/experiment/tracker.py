@@ -92,6 +92,9 @@ class NullTracker:
     def log(self, *a, **k) -> None:
         pass
 
+    def summary(self, *a, **k) -> None:
+        pass
+
     def finish(self, *a, **k) -> None:
         pass
 
@@ -206,6 +209,9 @@ class WandbTracker:
 
     def log(self, data: dict) -> None:
         self._guard("logging", lambda: self.run.log(data))
+
+    def summary(self, data: dict) -> None:
+        self._guard("setting the run summary", lambda: self.run.summary.update(data))
 
     def finish(self, exit_code: int = 0) -> None:
         if self.run is None:

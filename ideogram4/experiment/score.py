@@ -1,0 +1,100 @@
+"""Score the images of an existing run or sweep (e.g. with a metric added later).
+
+    python -m ideogram4.experiment.score outputs/sweeps/NAME --metrics ocr,palette
+    python -m ideogram4.experiment.score outputs/runs/DATE/TIME --metrics clip_score --options '{"clip_score": {"model": "/models/clip"}}'
+
+Existing manifest lines are never rewritten: each newly scored image gets one more line (its record
+with the new values merged in, `rescored_at` set); the last line per image is the current one. Images
+that already have every requested metric at the current metric version are left alone (`--force`
+scores them again). A sweep folder gets its summary (summary.csv, comparisons.csv, summary.png) rebuilt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .lock import folder_lock
+from .manifest import MANIFEST, append_manifest, latest_records, read_manifest
+from .records import ImageRecord, now_utc
+
+log = logging.getLogger("ideogram4.experiment")
+
+
+def job_folders(folder: Path) -> list[Path]:
+    """`folder` itself if it is a job folder, else its job subfolders."""
+    if (folder / MANIFEST).is_file():
+        return [folder]
+    return sorted(p for p in folder.iterdir() if p.is_dir() and (p / MANIFEST).is_file())
+
+
+def needs_scores(record: dict, versions: dict[str, str]) -> bool:
+    return any((record.get("metric_versions") or {}).get(m) != v for m, v in versions.items())
+
+
+def rescored(rec: dict, scored) -> dict:
+    """The record with the new values merged over the old ones (other metrics kept)."""
+    record = ImageRecord.from_dict(rec)
+    old = dict(record.metrics), dict(record.metric_versions), dict(record.metric_details)
+    record.with_scores(scored)
+    record.metrics = {**old[0], **record.metrics}
+    record.metric_versions = {**old[1], **record.metric_versions}
+    record.metric_details = {**old[2], **record.metric_details}
+    line = record.to_dict()
+    line["rescored_at"] = now_utc()
+    return line
+
+
+def score_folder(folder: Path, metric_names: list[str], options: dict, force: bool = False, ahead: int = 4) -> int:
+    """Score one job folder's images; returns how many were (re)scored."""
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    from ideogram4.metrics import Scorer
+
+    with folder_lock(folder), Scorer(metric_names, options) as scorer:
+        versions = {m.name: m.version for m in scorer.metrics}
+        records = [r for r in latest_records(read_manifest(folder)).values() if (folder / r["image"]).is_file()]
+        todo = [r for r in records if force or needs_scores(r, versions)]
+        futures = []  # at most `ahead` images in memory, scored in order
+        for rec in tqdm(todo, desc=f"scoring {folder.name}", unit="image", disable=not todo):
+            with Image.open(folder / rec["image"]) as im:
+                futures.append((rec, scorer.submit(rec["image"], im.convert("RGB"), rec.get("caption"))))
+            while futures and (len(futures) > ahead or rec is todo[-1]):
+                done, future = futures.pop(0)
+                append_manifest(folder, rescored(done, future.result()))
+    return len(todo)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ideogram4.experiment.score", description=__doc__.split("\n\n")[0])
+    parser.add_argument("folder", help="a run/job folder (with manifest.jsonl) or a sweep folder")
+    parser.add_argument("--metrics", required=True, help="comma-separated metric names, e.g. ocr,palette")
+    parser.add_argument("--options", default="{}", help='per-metric options as JSON, e.g. \'{"ocr": {"margin": 30}}\'')
+    parser.add_argument("--force", action="store_true", help="score images that already have these metrics")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    folder = Path(args.folder)
+    if not folder.is_dir() or not job_folders(folder):
+        parser.error(f"{args.folder!r} holds no manifest.jsonl (nor do its subfolders): give a run or sweep folder")
+    try:
+        options = json.loads(args.options)
+        from ideogram4.metrics import MetricError, check_metrics
+
+        check_metrics(args.metrics.split(","), options)
+    except (ValueError, MetricError) as e:  # MetricError is a ValueError; JSON errors too
+        parser.error(f"--metrics/--options: {e}")
+    total = sum(score_folder(f, args.metrics.split(","), options, args.force) for f in job_folders(folder))
+    log.info("Scored %d image(s) in %s", total, folder)
+    if job_folders(folder) != [folder]:
+        from .summary import summarize
+
+        summarize(folder)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
