@@ -112,7 +112,8 @@ def test_multirun_loads_once_encodes_each_prompt_once_and_makes_grid(tmp_path, r
     # W&B (offline): every job run has its images and table; the sweep run has the grid and one table
     for j in jobs:
         assert len(media(j, "images")) == 2 and media(j, "table")
-    assert media(sweep, "images") and len(media(sweep, "table")) == 1
+    tables = sorted(p.name.rsplit("_", 2)[0] for p in media(sweep, "table"))
+    assert media(sweep, "images") and tables == ["sweep_comparisons", "sweep_summary", "sweep_table"], tables
 
 
 def test_submitit_local_sweep_runs_in_separate_processes_and_yields_one_grid(tmp_path, runner_env):

@@ -19,7 +19,7 @@ from pathlib import Path
 log = logging.getLogger("ideogram4.experiment")
 
 MANIFEST = "manifest.jsonl"
-RECORD_KEYS = ("image", "settings_hash")  # what resume and the grid need of every line
+RECORD_KEYS = ("image",)  # what resume, the grid and the summary need of every line
 
 
 class OutputWriteError(OSError):

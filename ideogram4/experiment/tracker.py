@@ -231,7 +231,9 @@ class WandbTracker:
             log.info("W&B: offline run saved in %s; upload it with `wandb sync %s`", run_dir, run_dir)
 
 
-def make_tracker(tracker: TrackerConf, **kwargs):
+def make_tracker(tracker: TrackerConf | dict, **kwargs):
+    if isinstance(tracker, dict):
+        tracker = TrackerConf(**tracker)
     mode = resolve_mode(tracker)
     if mode == "disabled":
         return NullTracker()
