@@ -2,34 +2,27 @@
 
 The Python API mirrors DiffSynth-Studio's (`from_pretrained(model_configs=..., tokenizer_config=...)`,
 `pipe(prompt=..., cfg_scale=..., seed=...)` -> PIL image); `generate` is the batch form the runner uses.
+`generate` composes plain functions: checks -> text -> noise -> `sampling.denoise` -> decode.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
 
-from . import sampling
-from .checkpoints import (
-    ModelConfig,
-    load_text_encoder,
-    load_transformer,
-    load_vae,
-    resolve_model_configs,
-    resolve_source,
-)
-from .models.quant import fp8_matmul_supported, fp8_paths
+from . import loading, sampling
+from .checkpoints import ModelConfig
+from .checks import Request, check_generate_args, check_load_options, check_seed, check_source
+from .errors import memory_tips, out_of_memory_as_tips
 from .models.transformer import build_layout
 from .models.vae import from_pil, to_uint8
-from .prompts import load_tokenizer, serialize_caption, tokenize
-from .spec import OUTPUT_TYPES, TOKEN_PIXELS
+from .text import TextCache, check_token_counts, encode_caption, pack_text
 
 log = logging.getLogger(__name__)
 
@@ -44,22 +37,6 @@ class GenerationOutput:
     text_cache_hits: list[bool] = field(default_factory=list)
     peak_memory_bytes: int | None = None
     unconditional: str = "unconditional_transformer"  # which network gave v_uncond
-
-
-def check_size(height: int, width: int) -> None:
-    for name, v in (("height", height), ("width", width)):
-        if not isinstance(v, int) or v % TOKEN_PIXELS:
-            raise ValueError(
-                f"{name}={v} is not a multiple of {TOKEN_PIXELS} (one token is 16x16 pixels): "
-                f"use {max(TOKEN_PIXELS, round(v / TOKEN_PIXELS) * TOKEN_PIXELS) if isinstance(v, (int, float)) else 1024}"
-            )
-
-
-def check_device(device: str) -> None:
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(
-            f"device={device!r} but this machine has no CUDA GPU: use device='cpu' (e.g. the tiny model on CPU)"
-        )
 
 
 class Ideogram4Pipeline:
@@ -77,6 +54,7 @@ class Ideogram4Pipeline:
         offload_text_encoder: bool = False,
         offload_transformers: bool = False,
         text_cache_size: int = 256,
+        text_bucket: int | None = None,
     ):
         self.transformer = transformer
         self.unconditional_transformer = unconditional_transformer
@@ -88,9 +66,9 @@ class Ideogram4Pipeline:
         self.info = info or {}
         self.offload_text_encoder = offload_text_encoder
         self.offload_transformers = offload_transformers
+        self.text_bucket = text_bucket  # pad text rows to a multiple of this (compiled blocks + CUDA graphs)
         self.text_encoder_calls = 0
-        self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
-        self._text_cache_size = text_cache_size
+        self._text_cache = TextCache(text_cache_size)
 
     # --- loading -------------------------------------------------------------------------------
 
@@ -111,6 +89,7 @@ class Ideogram4Pipeline:
         offload_transformers: bool = False,
         vae_tiling: bool = False,
         compile_blocks: bool | str = False,
+        compile_mode: str | None = None,
     ) -> Ideogram4Pipeline:
         """From a folder or hub repo id (`source`), or from DiffSynth-style `model_configs`.
 
@@ -123,83 +102,47 @@ class Ideogram4Pipeline:
         both DiTs on the CPU and moves each to the GPU for its pass (slow: PCIe-bound, ~0.4 s per step
         for fp8 at 25 GB/s); `vae_tiling` decodes 2048^2 in tiles. `compile_blocks` compiles each
         transformer block (regional torch.compile: one compiled block reused 34 times); a string
-        names the torch.compile backend.
+        names the torch.compile backend. `compile_mode` picks an inductor mode (spec.COMPILE_MODES);
+        "reduce-overhead" replays CUDA graphs, with text padded to multiples of 64 tokens so that
+        few shapes are recorded. Every option is checked before any file is read.
         """
-        check_device(device)
-        if fp8_mode == "fp8_matmul" and not fp8_matmul_supported(device):
-            raise ValueError(
-                f"fp8_mode='fp8_matmul' needs fp8 tensor cores (compute capability >= 8.9: Ada, Hopper); "
-                f"{device} has none: use fp8_mode='dequantize_once' (fastest) or 'dequantize_per_call'"
-            )
-        if (source is None) == (model_configs is None):
-            raise ValueError("pass either a source (folder or repo id) or model_configs=[ModelConfig(...), ...]")
-        if source is not None:
-            paths = resolve_source(source, revision, tokenizer_source, load_unconditional)
-        else:
-            paths = resolve_model_configs(model_configs, tokenizer_config)
-            if not load_unconditional:
-                paths.pop("unconditional_transformer", None)
-        t0 = time.perf_counter()
-        dit_device = "cpu" if offload_transformers else device
-        transformer, t_info = load_transformer(paths["transformer"], torch_dtype, dit_device, fp8_mode)
-        uncond, u_info = None, None
-        if "unconditional_transformer" in paths:
-            uncond, u_info = load_transformer(paths["unconditional_transformer"], torch_dtype, dit_device, fp8_mode)
-        else:
-            log.warning(
-                "no unconditional_transformer loaded: the conditional transformer serves the unconditional "
-                "branch with empty text (DiffSynth's fallback; images differ from the official method)"
-            )
-        text_device = "cpu" if offload_text_encoder else device
-        text_encoder, te_info = load_text_encoder(paths["text_encoder"], torch_dtype, text_device)
-        vae, vae_info = load_vae(paths["vae"], torch_dtype, device)
-        if vae_tiling:
-            vae.enable_tiling()
-        tokenizer = load_tokenizer(paths["tokenizer"])
-        if compile_blocks:
-            backend = compile_blocks if isinstance(compile_blocks, str) else "inductor"
-            for net in (transformer, uncond):
-                for block in net.layers if net is not None else ():
-                    block.compile(backend=backend, dynamic=True)
-        info = {
-            "source": source or [f"{m.model_id or m.path}:{m.origin_file_pattern or ''}" for m in model_configs],
-            "revision": revision,
-            "dtype": str(torch_dtype).replace("torch.", ""),
-            "device": str(device),
-            "format": t_info["format"],
-            "layout": t_info["layout"],
-            "fp8_mode": t_info["fp8_mode"],
-            # which path each Linear actually takes, e.g. {"fp8_matmul": 136, "dequantize_per_call": 108}
-            "fp8_paths": fp8_paths(transformer) if t_info["format"] == "fp8" else None,
-            "unconditional": "unconditional_transformer" if uncond is not None else "conditional fallback",
-            "offload": [
-                name
-                for name, on in (("text_encoder", offload_text_encoder), ("transformers", offload_transformers))
-                if on
-            ],
-            "vae_tiling": vae_tiling,
-            "compile_blocks": compile_blocks,
-            "fingerprints": {
-                "transformer": t_info["fingerprint"],
-                "unconditional_transformer": u_info["fingerprint"] if u_info else None,
-                "text_encoder": te_info["fingerprint"],
-                "vae": vae_info["fingerprint"],
-            },
-            "paths": {k: str(v) for k, v in paths.items()},
-            "load_s": round(time.perf_counter() - t0, 3),
-        }
-        log.info("loaded Ideogram 4 (%s, %s, %s) in %.1f s", info["format"], info["dtype"], device, info["load_s"])
-        return cls(
-            transformer,
-            text_encoder,
-            vae,
-            tokenizer,
-            uncond,
-            device=device,
-            dtype=torch_dtype,
-            info=info,
+        check_source(source, model_configs, tokenizer_config, revision, tokenizer_source)
+        opts = check_load_options(
+            torch_dtype,
+            device,
+            fp8_mode,
+            compile_blocks,
+            compile_mode,
+            load_unconditional=load_unconditional,
             offload_text_encoder=offload_text_encoder,
             offload_transformers=offload_transformers,
+            vae_tiling=vae_tiling,
+        )
+        t0 = time.perf_counter()
+        paths = loading.resolve_paths(
+            source, model_configs, tokenizer_config, revision, tokenizer_source, load_unconditional
+        )
+        with out_of_memory_as_tips(lambda: memory_tips({**asdict(opts), "source": source})):
+            parts = loading.load_components(paths, opts)
+        if opts.compile_blocks:
+            loading.compile_blocks(
+                [parts.transformer, parts.unconditional_transformer], opts.compile_blocks, opts.compile_mode
+            )
+        info = loading.build_info(source, model_configs, revision, paths, parts, opts)
+        info["load_s"] = round(time.perf_counter() - t0, 3)
+        log.info("loaded Ideogram 4 (%s, %s, %s) in %.1f s", info["format"], info["dtype"], opts.device, info["load_s"])
+        return cls(
+            parts.transformer,
+            parts.text_encoder,
+            parts.vae,
+            parts.tokenizer,
+            parts.unconditional_transformer,
+            device=opts.device,
+            dtype=opts.torch_dtype,
+            info=info,
+            offload_text_encoder=opts.offload_text_encoder,
+            offload_transformers=opts.offload_transformers,
+            text_bucket=loading.text_bucket(opts),
         )
 
     def describe(self) -> dict:
@@ -208,30 +151,19 @@ class Ideogram4Pipeline:
     # --- text ----------------------------------------------------------------------------------
 
     def encode_prompt(self, caption: str) -> tuple[torch.Tensor, bool]:
-        """(1, Lt, 13 * hidden) features in the compute dtype, on the CPU; cached per caption string.
-
-        The cache lives in CPU memory (a 1000-token caption is ~100 MB of features): a long sweep must
-        not fill the GPU that the offload options are trying to spare.
-        """
-        if caption in self._text_cache:
-            self._text_cache.move_to_end(caption)
-            return self._text_cache[caption], True
-        ids = torch.tensor([tokenize(self.tokenizer, caption)])
-        te_device = next(self.text_encoder.parameters()).device
-        features = self.text_encoder(ids.to(te_device), torch.ones_like(ids, device=te_device))
-        features = features.to(device="cpu", dtype=self.dtype)
+        """(1, Lt, 13 * hidden) features in the compute dtype, on the CPU, and whether the cache had them."""
+        cached = self._text_cache.get(caption)
+        if cached is not None:
+            return cached, True
+        features = encode_caption(self.text_encoder, self.tokenizer, caption, self.dtype)
         self.text_encoder_calls += 1
-        self._text_cache[caption] = features
-        if len(self._text_cache) > self._text_cache_size:
-            self._text_cache.popitem(last=False)
+        self._text_cache.put(caption, features)
         return features, False
 
     def _encode_all(self, captions: list[str]) -> list[tuple[torch.Tensor, bool]]:
         """With offload_text_encoder, the encoder visits the GPU once per call, only if a caption is new."""
-        visit = (
-            self.offload_text_encoder and self.device.type != "cpu" and any(c not in self._text_cache for c in captions)
-        )
-        if not visit:
+        new = [c for c in captions if c not in self._text_cache]
+        if not (self.offload_text_encoder and self.device.type != "cpu" and new):
             return [self.encode_prompt(c) for c in captions]
         self.text_encoder.to(self.device)
         try:
@@ -239,17 +171,88 @@ class Ideogram4Pipeline:
         finally:
             self.text_encoder.to("cpu")
 
-    def _pack_text(self, captions: list[str]) -> tuple[torch.Tensor, list[int], list[bool]]:
-        """Left-pad each caption's features to the longest: (B, Lt_max, F) on the pipeline device."""
-        encoded = self._encode_all(captions)
-        lengths = [f.shape[1] for f, _ in encoded]
-        width = max(lengths)
-        packed = torch.zeros(len(captions), width, encoded[0][0].shape[-1], dtype=self.dtype, device=self.device)
-        for b, (f, _) in enumerate(encoded):
-            packed[b, width - f.shape[1] :] = f[0].to(self.device, non_blocking=True)
-        return packed, lengths, [hit for _, hit in encoded]
-
     # --- sampling ------------------------------------------------------------------------------
+
+    def _velocity(self, net, layout, text) -> sampling.Velocity:
+        return partial(self._run, net, layout=layout, text=text)
+
+    def _run(self, net, z, t, layout, text):
+        if not self.offload_transformers or self.device.type == "cpu":
+            return net(z, t, layout, text)
+        net.to(self.device)
+        try:
+            return net(z, t, layout, text)
+        finally:
+            net.to("cpu")
+
+    def _text_branch(self, net, captions: list[str], req: Request) -> tuple[sampling.Velocity, list[bool]]:
+        """`net` reading `captions`: its velocity function, and which captions came from the cache."""
+        encoded = self._encode_all(captions)
+        text, lengths = pack_text([f for f, _ in encoded], self.device, self.dtype, self.text_bucket)
+        layout = build_layout(net.config, lengths, *req.grid, req.batch, self.device, self.dtype, text.shape[1])
+        return self._velocity(net, layout, text), [hit for _, hit in encoded]
+
+    def _guidance_branches(self, req: Request) -> tuple[sampling.Velocity, sampling.Velocity, str, list[bool]]:
+        """(conditional velocity, unconditional velocity, which network is unconditional, cache hits)."""
+        cond, hits = self._text_branch(self.transformer, req.captions, req)
+        if any(req.negatives):
+            # Classic CFG: the conditional network reads the negative prompt for the unconditional branch.
+            uncond, _ = self._text_branch(self.transformer, req.negatives, req)
+            return cond, uncond, "conditional transformer + negative prompt", hits
+        net = self.unconditional_transformer or self.transformer
+        layout = build_layout(net.config, None, *req.grid, req.batch, self.device, self.dtype)
+        name = "unconditional_transformer" if self.unconditional_transformer is not None else "conditional fallback"
+        return cond, self._velocity(net, layout, None), name, hits
+
+    def _initial_latents(self, req: Request, times: torch.Tensor) -> torch.Tensor:
+        """(B, N, 128) float32 on the pipeline device: seeded noise, moved toward input_image for img2img."""
+        grid_h, grid_w = req.grid
+        noise = (
+            req.latents if req.latents is not None else sampling.make_noise(req.seeds, grid_h * grid_w, req.rand_device)
+        )
+        z = noise.to(device=self.device, dtype=torch.float32)
+        if req.input_images is not None:
+            x0 = self.vae.encode(from_pil(req.input_images, req.height, req.width).to(self.device))
+            z = sampling.noise_to(x0, z, float(times[0]))
+        return z
+
+    def _decode(self, z: torch.Tensor, req: Request):
+        if req.output_type == "latent":
+            return None
+        pixels = to_uint8(self.vae.decode(z, *req.grid))
+        if req.output_type == "np":
+            return pixels.numpy()
+        from PIL import Image
+
+        return [Image.fromarray(p.numpy()) for p in pixels]
+
+    def _sample(self, req: Request) -> GenerationOutput:
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+        t0 = time.perf_counter()
+        cond, uncond, uncond_name, hits = self._guidance_branches(req)
+        t1 = time.perf_counter()
+        times = sampling.timesteps(
+            req.steps, req.height, req.width, req.mu, req.std, req.final_step, req.denoising_strength
+        )
+        z = self._initial_latents(req, times)
+        t2 = time.perf_counter()
+        z = sampling.denoise(cond, z, times, req.guidance_schedule, uncond, req.step_callback, req.progress)
+        if cuda:
+            torch.cuda.synchronize(self.device)
+        t3 = time.perf_counter()
+        images = self._decode(z, req)
+        return GenerationOutput(
+            images=images,
+            latents=z.cpu(),
+            captions=req.captions,
+            seeds=req.seeds,
+            timings={"text_encoding_s": t1 - t0, "sampling_s": t3 - t2, "decoding_s": time.perf_counter() - t3},
+            text_cache_hits=hits,
+            peak_memory_bytes=torch.cuda.max_memory_allocated(self.device) if cuda else None,
+            unconditional=uncond_name,
+        )
 
     @torch.no_grad()
     def generate(
@@ -274,151 +277,18 @@ class Ideogram4Pipeline:
         progress: bool = True,
         step_callback: Callable[[int, int], None] | None = None,
     ) -> GenerationOutput:
-        """One image per prompt; prompts[i] uses seeds[i]. All images of the call share one forward pass."""
-        B = len(prompts)
-        if B == 0:
-            raise ValueError("prompts is empty")
-        seeds = list(seeds) if seeds is not None else [None] * B
-        if len(seeds) != B:
-            raise ValueError(f"got {len(seeds)} seeds for {B} prompts: give one seed per prompt")
-        check_size(height, width)
-        steps = num_inference_steps
-        if guidance_schedule is None:
-            guidance_schedule = [float(cfg_scale)] * steps
-        guidance_schedule = [float(w) for w in guidance_schedule]
-        if len(guidance_schedule) != steps:
-            raise ValueError(
-                f"guidance_schedule has {len(guidance_schedule)} entries for num_inference_steps={steps}: give one per step"
-            )
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type={output_type!r}: use one of {OUTPUT_TYPES}")
-        if input_image is None and denoising_strength != 1.0:
-            raise ValueError(
-                f"denoising_strength={denoising_strength} needs an input_image (without one, leave it at 1.0)"
-            )
-        times = sampling.timesteps(steps, height, width, mu, std, final_step, denoising_strength)
-        gh, gw = height // TOKEN_PIXELS, width // TOKEN_PIXELS
-        captions = [serialize_caption(p) for p in prompts]
-        negatives = negative_prompt if isinstance(negative_prompt, list) else [negative_prompt] * B
-        negatives = [serialize_caption(n) if n else "" for n in negatives]
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
+        """One image per prompt; prompts[i] uses seeds[i]. All images of the call share one forward pass.
 
-        # Text (cached per caption; a sweep over seeds/cfg/steps encodes each prompt once).
-        t0 = time.perf_counter()
-        text, text_lengths, hits = self._pack_text(captions)
-        cond_layout = build_layout(self.transformer.config, text_lengths, gh, gw, B, self.device, self.dtype)
-        use_negative = any(negatives)
-        if use_negative:
-            # Classic CFG: the conditional network reads the negative prompt for the unconditional branch.
-            neg_text, neg_lengths, _ = self._pack_text([n or "" for n in negatives])
-            uncond_net, uncond_text = self.transformer, neg_text
-            uncond_layout = build_layout(self.transformer.config, neg_lengths, gh, gw, B, self.device, self.dtype)
-            uncond_name = "conditional transformer + negative prompt"
-        else:
-            uncond_net = self.unconditional_transformer or self.transformer
-            uncond_text = None
-            uncond_layout = build_layout(uncond_net.config, None, gh, gw, B, self.device, self.dtype)
-            uncond_name = (
-                "unconditional_transformer" if self.unconditional_transformer is not None else "conditional fallback"
-            )
-        t_text = time.perf_counter() - t0
-
-        # Noise: drawn per seed on rand_device in fp32, so a seed gives the same image on any GPU.
-        seeds = [s if s is not None else random.randrange(2**31) for s in seeds]
-        if latents is None:
-            noise = torch.cat(
-                [
-                    torch.randn(
-                        (1, gh * gw, 128),
-                        generator=torch.Generator(rand_device).manual_seed(s),
-                        device=rand_device,
-                        dtype=torch.float32,
-                    )
-                    for s in seeds
-                ]
-            )
-        else:
-            if tuple(latents.shape) != (B, gh * gw, 128):
-                raise ValueError(f"latents has shape {tuple(latents.shape)}; expected {(B, gh * gw, 128)}")
-            noise = latents
-        z = noise.to(device=self.device, dtype=torch.float32)
-        if input_image is not None and denoising_strength < 1.0:
-            # At strength 1 sampling starts from (numerically) pure noise: exactly text-to-image.
-            images = input_image if isinstance(input_image, (list, tuple)) else [input_image] * B
-            x0 = self.vae.encode(from_pil(images, height, width).to(self.device))
-            z = sampling.noise_to(x0, z, float(times[0]))
-
-        t1 = time.perf_counter()
-        from tqdm.auto import tqdm
-
-        try:
-            for i in tqdm(range(steps), desc="sampling", disable=not progress, leave=False):
-                t, t_next = times[i], times[i + 1]
-                t_batch = t.expand(B).to(self.device)
-                v = self._run(self.transformer, z, t_batch, cond_layout, text)
-                w = guidance_schedule[i]
-                if w != 1.0:  # w = 1 means conditional only: the unconditional pass would be multiplied by 0
-                    v = sampling.guide(v, self._run(uncond_net, z, t_batch, uncond_layout, uncond_text), w)
-                z = sampling.euler_step(z, v, float(t), float(t_next))
-                if step_callback is not None:
-                    step_callback(i, steps)
-        except torch.OutOfMemoryError as e:
-            raise torch.OutOfMemoryError(f"{e}\n{self.memory_advice(B, height, width)}") from e
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        t_sample = time.perf_counter() - t1
-
-        t2 = time.perf_counter()
-        images = None
-        if output_type != "latent":
-            pixels = to_uint8(self.vae.decode(z, gh, gw))
-            if output_type == "np":
-                images = pixels.numpy()
-            else:
-                from PIL import Image
-
-                images = [Image.fromarray(p.numpy()) for p in pixels]
-        t_decode = time.perf_counter() - t2
-        peak = torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
-        return GenerationOutput(
-            images=images,
-            latents=z.cpu(),
-            captions=captions,
-            seeds=seeds,
-            timings={"text_encoding_s": t_text, "sampling_s": t_sample, "decoding_s": t_decode},
-            text_cache_hits=hits,
-            peak_memory_bytes=peak,
-            unconditional=uncond_name,
-        )
-
-    def _run(self, net, z, t, layout, text):
-        if not self.offload_transformers or self.device.type == "cpu":
-            return net(z, t, layout, text)
-        net.to(self.device)
-        try:
-            return net(z, t, layout, text)
-        finally:
-            net.to("cpu")
-
-    def memory_advice(self, batch: int, height: int, width: int) -> str:
-        """What would fit, in the order that costs least speed."""
-        tips = []
-        if batch > 1:
-            tips.append(f"generate fewer images per call (batch of {batch} now; the runner's batch_size=1)")
-        if self.info.get("fp8_mode") == "dequantize_once":
-            tips.append("keep fp8 weights in 1 byte: fp8_mode='dequantize_per_call' (model.fp8_mode)")
-        if not self.offload_text_encoder:
-            tips.append("offload_text_encoder=True (model.offload=text_encoder): frees the ~8-15 GB text encoder")
-        if height * width >= 2048 * 2048 and not getattr(self.vae.autoencoder, "use_tiling", False):
-            tips.append("vae_tiling=True (model.vae_tiling=true) for 2048^2 decoding")
-        if self.unconditional_transformer is not None:
-            tips.append(
-                "load_unconditional=False (model.load_unconditional=false) halves DiT memory, at a quality cost"
-            )
-        if not self.offload_transformers:
-            tips.append("offload_transformers=True (model.offload=transformers): slow, but fits small GPUs")
-        return "Out of GPU memory. Options: " + "; ".join(tips)
+        A string prompt is read verbatim; a mapping is serialised compactly in the official key order.
+        Every argument is checked before any model runs; CUDA out of memory raises
+        `errors.GpuOutOfMemory`, whose `.tips` name the options that need less.
+        """
+        keywords = {name: value for name, value in locals().items() if name not in ("self", "prompts", "seeds")}
+        req = check_generate_args(prompts, seeds, **keywords)  # every keyword argument, by its name
+        if self.tokenizer is not None:
+            check_token_counts(self.tokenizer, [c for c in req.captions + req.negatives if c not in self._text_cache])
+        with out_of_memory_as_tips(lambda: memory_tips(self.describe(), req.batch, req.height, req.width)):
+            return self._sample(req)
 
     def __call__(
         self,
@@ -449,7 +319,10 @@ class Ideogram4Pipeline:
         """
         batch = isinstance(prompt, list)
         prompts = prompt if batch else [prompt]
-        seeds = seed if isinstance(seed, list) else [seed] * len(prompts)
+        if isinstance(seed, list):
+            seeds = [check_seed(f"seed[{i}]", s) for i, s in enumerate(seed)]
+        else:  # one seed for every prompt; None: each image draws its own
+            seeds = [check_seed("seed", seed) if seed is not None else None] * len(prompts)
         out = self.generate(
             prompts,
             seeds,

@@ -1,4 +1,4 @@
-"""Sampling as plain functions: schedule, guidance schedule, guidance, Euler step, img2img start.
+"""Sampling as plain functions: schedule, noise, guidance, Euler step, img2img start, the denoising loop.
 
 Model time t: 0 = pure noise, 1 = clean data. The model predicts v = dz/dt = x0 - noise for
 z_t = t * x0 + (1 - t) * noise. All schedules here are chronological (index 0 = first, noisiest step).
@@ -7,11 +7,13 @@ z_t = t * x0 + (1 - t) * noise. All schedules here are chronological (index 0 = 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import torch
 
 from .spec import (  # noqa: F401  (re-exported: the sampling API users know)
     FINAL_STEPS,
+    LATENT_CHANNELS,
     PRESETS,
     T_MAX,
     T_MIN,
@@ -75,3 +77,58 @@ def euler_step(z: torch.Tensor, v: torch.Tensor, t: float | torch.Tensor, t_next
 def noise_to(x0: torch.Tensor, noise: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
     """z_t for img2img: (1 - sigma) x0 + sigma noise with sigma = 1 - t."""
     return t * x0 + (1.0 - t) * noise
+
+
+def make_noise(seeds: Sequence[int], num_tokens: int, rand_device: str | torch.device = "cpu") -> torch.Tensor:
+    """(B, num_tokens, 128) standard normal float32 on `rand_device`, one generator per seed.
+
+    Each image's noise depends on its seed alone (not on its place in the batch), and CPU noise is
+    the same on every machine: a seed names one image wherever it runs.
+    """
+    return torch.cat(
+        [
+            torch.randn(
+                (1, num_tokens, LATENT_CHANNELS),
+                generator=torch.Generator(rand_device).manual_seed(seed),
+                device=rand_device,
+                dtype=torch.float32,
+            )
+            for seed in seeds
+        ]
+    )
+
+
+Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (z (B, N, 128), t (B,)) -> v (B, N, 128) fp32
+
+
+def denoise(
+    velocity: Velocity,
+    z: torch.Tensor,
+    times: torch.Tensor,
+    guidance_schedule: Sequence[float],
+    uncond_velocity: Velocity | None = None,
+    step_callback: Callable[[int, int], None] | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Euler from times[0] to times[-1]: z (B, N, 128) float32 -> the sample, float32.
+
+    Step i uses guidance weight guidance_schedule[i]; a weight of 1 skips the unconditional pass
+    (its velocity would be multiplied by 0), as does `uncond_velocity=None`.
+    """
+    from tqdm.auto import tqdm
+
+    steps = len(guidance_schedule)
+    if times.shape != (steps + 1,):
+        raise ValueError(f"times has shape {tuple(times.shape)} for {steps} steps: expected ({steps + 1},)")
+    batch = z.shape[0]
+    for i in tqdm(range(steps), desc="sampling", disable=not progress, leave=False):
+        t, t_next = times[i], times[i + 1]
+        t_batch = t.expand(batch).to(z.device)
+        v = velocity(z, t_batch)
+        w = guidance_schedule[i]
+        if w != 1.0 and uncond_velocity is not None:
+            v = guide(v, uncond_velocity(z, t_batch), w)
+        z = euler_step(z, v, float(t), float(t_next))
+        if step_callback is not None:
+            step_callback(i, steps)
+    return z

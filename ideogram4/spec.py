@@ -17,6 +17,7 @@ MIN_SIDE, MAX_SIDE = 256, 2048  # the resolutions the released model was trained
 MAX_ASPECT = 6.0
 MAX_TEXT_TOKENS = 2048  # the model's text context, chat template included
 MAX_STEPS = 1000  # far beyond any useful schedule; caps memory for a mistyped 10^9
+MAX_SEED = 2**63 - 1  # seeds are 0 .. MAX_SEED (torch.Generator.manual_seed takes a signed 64-bit value)
 
 # --- options ----------------------------------------------------------------------------------------
 DTYPES = ("bfloat16", "float16", "float32")

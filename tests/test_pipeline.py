@@ -117,11 +117,13 @@ def test_text_features_are_cached_per_caption(pipe):
     assert first.text_cache_hits == [False] and second.text_cache_hits == [True]
 
 
-def test_img2img_strength_one_equals_text_to_image(pipe):
+def test_img2img_strength_one_is_refused_not_ignored(pipe):
+    """Strength 1 starts from pure noise (tests/test_sampling.py), so an input_image would be ignored: say so."""
     init = pipe("a house", height=64, width=64, num_inference_steps=2, seed=9, progress=False)
-    t2i = pipe.generate(["a boat"], [3], output_type="latent", **FAST).latents
-    i2i = pipe.generate(["a boat"], [3], input_image=init, denoising_strength=1.0, output_type="latent", **FAST).latents
-    assert torch.allclose(t2i, i2i, atol=1e-6)
+    calls = pipe.text_encoder_calls
+    with pytest.raises(ValueError, match=r"denoising_strength=1\.0.*ignore it.*e\.g\. 0\.6.*drop input_image"):
+        pipe.generate(["a boat never seen"], [3], input_image=init, denoising_strength=1.0, **FAST)
+    assert pipe.text_encoder_calls == calls
 
 
 def test_img2img_small_strength_stays_close_to_the_input(pipe):
@@ -137,10 +139,10 @@ def test_img2img_small_strength_stays_close_to_the_input(pipe):
     roundtrip = ((roundtrip.clamp(-1, 1) + 1) * 127.5).round()[0].permute(1, 2, 0).numpy()
 
     def distance(strength):
+        img2img = dict(input_image=source, denoising_strength=strength) if strength < 1 else {}  # 1: text-to-image
         img = pipe(
             "a boat",
-            input_image=source,
-            denoising_strength=strength,
+            **img2img,
             height=64,
             width=64,
             num_inference_steps=4,
@@ -274,8 +276,11 @@ def test_regional_compile_keeps_results(tiny_original, pipe):
 
 
 def test_out_of_memory_advice_names_the_memory_modes(pipe):
-    advice = pipe.memory_advice(batch=2, height=2048, width=2048)
-    for option in ("batch_size=1", "offload_text_encoder=True", "vae_tiling=True", "offload_transformers=True"):
+    from ideogram4.errors import GpuOutOfMemory, memory_tips
+
+    tips = memory_tips(pipe.describe(), batch=2, height=2048, width=2048)
+    advice = str(GpuOutOfMemory(tips))
+    for option in ("batch of 1", "offload_text_encoder=True", "vae_tiling=True", "offload_transformers=True"):
         assert option in advice
 
 

@@ -97,3 +97,58 @@ def test_bad_sampler_settings_name_the_field(kwargs, field):
     steps = kwargs.pop("steps")
     with pytest.raises(ValueError, match=field):
         sampling.timesteps(steps, 512, 512, **kwargs)
+
+
+def test_img2img_at_strength_one_starts_from_the_noise():
+    """At strength 1 the first time is t_min: z = t_min * x0 + (1 - t_min) * noise, the input image weighs 1e-4."""
+    t = sampling.timesteps(4, 512, 512, denoising_strength=1.0)
+    assert t[0].item() == pytest.approx(sampling.T_MIN, rel=1e-6)
+    g = torch.Generator().manual_seed(0)
+    x0, noise = 3 * torch.randn(2, 16, 128, generator=g), torch.randn(2, 16, 128, generator=g)
+    start = sampling.noise_to(x0, noise, t[0])
+    assert (start - noise).abs().max().item() <= 2 * sampling.T_MIN * (x0 - noise).abs().max().item()
+
+
+def test_make_noise_is_per_seed_and_matches_a_seeded_generator():
+    batch = sampling.make_noise([5, 7], 16)
+    assert batch.shape == (2, 16, 128) and batch.dtype == torch.float32
+    assert torch.equal(batch[1:], sampling.make_noise([7], 16))  # an image's noise ignores its batch place
+    assert torch.equal(batch[0], torch.randn(16, 128, generator=torch.Generator().manual_seed(5)))
+
+
+def test_denoise_follows_a_straight_path_exactly():
+    """v = x0 - noise is the exact velocity of z_t = t x0 + (1 - t) noise: Euler lands on x0 at t = 1."""
+    g = torch.Generator().manual_seed(1)
+    x0, noise = torch.randn(2, 16, 128, generator=g), torch.randn(2, 16, 128, generator=g)
+    times = sampling.timesteps(6, 512, 512, final_step="clean")
+    seen = []
+
+    def velocity(z, t):
+        assert t.shape == (2,)
+        return x0 - noise
+
+    z = sampling.denoise(
+        velocity,
+        sampling.noise_to(x0, noise, times[0]),
+        times,
+        [1.0] * 6,
+        step_callback=lambda i, n: seen.append((i, n)),
+    )
+    torch.testing.assert_close(z, x0, atol=1e-5, rtol=0)
+    assert seen == [(i, 6) for i in range(6)]
+
+
+def test_denoise_guides_and_skips_the_unconditional_pass_at_weight_one():
+    times = torch.tensor([0.25, 0.5, 0.75])
+    a, b = torch.full((1, 4, 128), 2.0), torch.full((1, 4, 128), -1.0)
+    calls = []
+
+    def uncond(z, t):
+        calls.append(float(t[0]))
+        return b
+
+    z = sampling.denoise(lambda z, t: a, torch.zeros(1, 4, 128), times, [7.0, 1.0], uncond)
+    assert calls == [0.25]  # step 2 has weight 1: v_uncond would be multiplied by 0
+    torch.testing.assert_close(z, 0.25 * (7 * a - 6 * b) + 0.25 * a)
+    with pytest.raises(ValueError, match=r"times has shape \(3,\) for 3 steps: expected \(4,\)"):
+        sampling.denoise(lambda z, t: a, torch.zeros(1, 4, 128), times, [7.0] * 3)

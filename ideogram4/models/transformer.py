@@ -101,8 +101,13 @@ def build_layout(
     batch_size: int,
     device: torch.device | str,
     dtype: torch.dtype,
+    text_len: int | None = None,
 ) -> SequenceLayout:
-    """Positions and mask for `[left-pad][text][image]` (conditional) or `[image]` (text_lengths=None)."""
+    """Positions and mask for `[left-pad][text][image]` (conditional) or `[image]` (text_lengths=None).
+
+    `text_len`: text rows per sequence, at least the longest prompt (the default); more rows are
+    left padding, masked out, so a compiled model sees a few bucketed shapes instead of every length.
+    """
     rows = torch.arange(grid_h, device=device).repeat_interleave(grid_w)
     cols = torch.arange(grid_w, device=device).repeat(grid_h)
     image_pos = torch.stack([torch.zeros_like(rows), rows, cols], dim=-1) + IMAGE_POSITION_OFFSET
@@ -114,7 +119,9 @@ def build_layout(
     else:
         if len(text_lengths) != batch_size:
             raise ValueError(f"text_lengths has {len(text_lengths)} entries for a batch of {batch_size}")
-        text_len = max(text_lengths)
+        if text_len is not None and text_len < max(text_lengths):
+            raise ValueError(f"text_len={text_len} is shorter than the longest prompt ({max(text_lengths)} tokens)")
+        text_len = text_len or max(text_lengths)
         text_pos = torch.zeros(batch_size, text_len, 3, dtype=torch.long, device=device)
         valid = torch.zeros(batch_size, text_len + num_image, dtype=torch.bool, device=device)
         for b, n in enumerate(text_lengths):

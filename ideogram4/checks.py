@@ -1,0 +1,345 @@
+"""Argument checks for `from_pretrained` and `generate`, run before any file is read or model runs.
+
+Each bad value raises TypeError (wrong kind of thing) or ValueError (right kind, bad value) whose
+message names the argument, the value and a fix. The option names and limits come from `spec`.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .checkpoints import ModelConfig
+from .prompts import serialize_caption
+from .spec import (
+    COMPILE_MODES,
+    DTYPES,
+    FINAL_STEPS,
+    FP8_MODES,
+    LATENT_CHANNELS,
+    MAX_SEED,
+    MAX_STEPS,
+    OUTPUT_TYPES,
+    RAND_DEVICES,
+    TOKEN_PIXELS,
+)
+
+# --- single values ------------------------------------------------------------------------------
+
+
+def check_flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name}={value!r} is a {type(value).__name__}: pass True or False")
+    return value
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not an option: use one of {', '.join(map(repr, choices))}")
+    return value
+
+
+def check_number(name: str, value: Any, example: float, *, positive: bool = False) -> float:
+    """A finite real number (bools and strings refused: a typo in a sweep must not become 1.0)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}={value!r} is a {type(value).__name__}: pass a number, e.g. {name}={example}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name}={value} is not finite: pass a finite number, e.g. {name}={example}")
+    if positive and value <= 0:
+        raise ValueError(f"{name}={value} must be > 0: e.g. {name}={example}")
+    return value
+
+
+def check_int(name: str, value: Any, low: int, high: int, example: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}={value!r} is a {type(value).__name__}: pass an int, e.g. {name}={example}")
+    if not low <= value <= high:
+        raise ValueError(f"{name}={value} is outside {low}..{high}: e.g. {name}={example}")
+    return int(value)
+
+
+def check_seed(name: str, value: Any) -> int:
+    """A seed in 0..MAX_SEED; None draws one (recorded in the output)."""
+    if value is None:
+        return random.randrange(2**31)
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and not 0 <= value <= MAX_SEED:
+        raise ValueError(f"{name}={value} is outside 0..2**63-1 (a signed 64-bit generator seed): e.g. {name}=42")
+    return check_int(name, value, 0, MAX_SEED, 42)
+
+
+def check_side(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"{name}={value!r} is a {type(value).__name__}: pass an int multiple of {TOKEN_PIXELS}, e.g. 1024"
+        )
+    if value <= 0:
+        raise ValueError(f"{name}={value} must be positive: use a multiple of {TOKEN_PIXELS}, e.g. {name}=1024")
+    if value % TOKEN_PIXELS:
+        near = max(TOKEN_PIXELS, round(value / TOKEN_PIXELS) * TOKEN_PIXELS)
+        raise ValueError(f"{name}={value} is not a multiple of {TOKEN_PIXELS} (one token is 16x16 pixels): use {near}")
+    return int(value)
+
+
+def check_device(name: str, device: Any, choices: tuple[str, ...] = ("cpu", "cuda")) -> str:
+    """'cpu', 'cuda' or 'cuda:N' (a torch.device too); CUDA only where torch sees a GPU."""
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"{name}={device!r} is not a device: use one of {', '.join(map(repr, choices))}") from e
+    if kind not in choices:
+        raise ValueError(f"{name}={device!r}: use one of {', '.join(map(repr, choices))}")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"{name}={str(device)!r} but this machine has no CUDA GPU: use {name}='cpu' (e.g. the tiny model on CPU)"
+        )
+    return str(device)
+
+
+# --- from_pretrained ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """`from_pretrained`'s options once checked (field names = its keyword arguments)."""
+
+    torch_dtype: torch.dtype
+    device: str
+    fp8_mode: str
+    load_unconditional: bool
+    offload_text_encoder: bool
+    offload_transformers: bool
+    vae_tiling: bool
+    compile_blocks: str | None  # the torch.compile backend, None = eager
+    compile_mode: str | None  # an inductor mode (spec.COMPILE_MODES), None = torch's default
+
+
+def check_source(source: Any, model_configs: Any, tokenizer_config: Any, revision: Any, tokenizer_source: Any):
+    if (source is None) == (model_configs is None):
+        raise ValueError(
+            "pass a source (folder or repo id) or model_configs=[ModelConfig(...), ...]: exactly one of the two"
+        )
+    if source is not None and not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"source={source!r}: pass a folder path or a hub repo id such as 'ideogram-ai/ideogram-4-fp8'")
+    configs_ok = isinstance(model_configs, (list, tuple)) and all(isinstance(m, ModelConfig) for m in model_configs)
+    if model_configs is not None and not configs_ok:
+        raise TypeError(f"model_configs={model_configs!r}: pass a list of ModelConfig(model_id=..., ...) or (path=...)")
+    if tokenizer_config is not None and not isinstance(tokenizer_config, ModelConfig):
+        raise TypeError(
+            f"tokenizer_config={tokenizer_config!r}: pass ModelConfig(model_id=..., origin_file_pattern=...)"
+        )
+    for name, value in (("revision", revision), ("tokenizer_source", tokenizer_source)):
+        if value is not None and not isinstance(value, (str, os.PathLike)):
+            raise TypeError(f"{name}={value!r}: pass a string (or None)")
+
+
+def check_load_options(
+    torch_dtype: Any, device: Any, fp8_mode: Any, compile_blocks: Any, compile_mode: Any, **flags: Any
+) -> LoadOptions:
+    from .models.quant import fp8_matmul_supported
+
+    if isinstance(torch_dtype, str) and torch_dtype in DTYPES:
+        torch_dtype = getattr(torch, torch_dtype)
+    if not isinstance(torch_dtype, torch.dtype) or str(torch_dtype).replace("torch.", "") not in DTYPES:
+        raise ValueError(f"torch_dtype={torch_dtype!r}: use one of {', '.join(f'torch.{d}' for d in DTYPES)}")
+    device = check_device("device", device)
+    check_choice("fp8_mode", fp8_mode, FP8_MODES)
+    if fp8_mode == "fp8_matmul" and not fp8_matmul_supported(device):
+        raise ValueError(
+            f"fp8_mode='fp8_matmul' needs fp8 tensor cores (compute capability >= 8.9: Ada, Hopper); "
+            f"{device} has none: use fp8_mode='dequantize_once' (fastest) or 'dequantize_per_call'"
+        )
+    if not isinstance(compile_blocks, (bool, str)) or compile_blocks == "":
+        raise TypeError(f"compile_blocks={compile_blocks!r}: pass True (inductor), False, or a torch.compile backend")
+    backend = ("inductor" if compile_blocks is True else compile_blocks) or None
+    if compile_mode is not None:
+        check_choice("compile_mode", compile_mode, COMPILE_MODES)
+        if backend != "inductor":
+            raise ValueError(
+                f"compile_mode={compile_mode!r} is an inductor mode but compile_blocks={compile_blocks!r}: "
+                "pass compile_blocks=True (inductor), or drop compile_mode"
+            )
+    flags = {name: check_flag(name, value) for name, value in flags.items()}
+    return LoadOptions(torch_dtype, device, fp8_mode, compile_blocks=backend, compile_mode=compile_mode, **flags)
+
+
+# --- generate -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Request:
+    """`generate`'s arguments once checked: one entry per image in every list."""
+
+    captions: list[str]  # exactly what the text encoder reads
+    negatives: list[str]  # "" = no negative prompt for that image
+    seeds: list[int]
+    height: int
+    width: int
+    guidance_schedule: list[float]  # chronological, one weight per step
+    mu: float
+    std: float
+    final_step: str
+    input_images: list | None  # PIL images of exactly width x height, or None (text-to-image)
+    denoising_strength: float
+    rand_device: str
+    latents: torch.Tensor | None  # (B, N, 128)
+    output_type: str
+    progress: bool
+    step_callback: Callable[[int, int], None] | None
+
+    @property
+    def batch(self) -> int:
+        return len(self.captions)
+
+    @property
+    def steps(self) -> int:
+        return len(self.guidance_schedule)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.height // TOKEN_PIXELS, self.width // TOKEN_PIXELS
+
+
+def check_prompts(name: str, prompts: Any, batch: int | None = None) -> list[str]:
+    """Captions as the text encoder reads them: a mapping serialised, a string verbatim."""
+    if isinstance(prompts, (str, Mapping)):
+        raise TypeError(f"{name} is a single {type(prompts).__name__}: pass a list, e.g. {name}=[prompt]")
+    if not isinstance(prompts, (list, tuple)):
+        raise TypeError(f"{name}={prompts!r}: pass a list of prompts (strings or caption mappings)")
+    if not prompts:
+        raise ValueError(f"{name} is empty: pass at least one prompt")
+    if batch is not None and len(prompts) != batch:
+        raise ValueError(f"{name} has {len(prompts)} entries for {batch} prompts: give one per prompt, or one string")
+    out = []
+    for i, p in enumerate(prompts):
+        if not isinstance(p, (str, Mapping)):
+            raise TypeError(f"{name}[{i}]={p!r}: a prompt is a string or a caption mapping")
+        out.append(serialize_caption(p))
+    return out
+
+
+def check_negatives(negative: Any, batch: int) -> list[str]:
+    """One negative caption per image; "" (or None, or an empty mapping) = none for that image."""
+    if negative is None or isinstance(negative, (str, Mapping)):
+        negative = [negative] * batch
+    if isinstance(negative, (list, tuple)):
+        negative = [n if n else "" for n in negative]
+    return check_prompts("negative_prompt", negative, batch)
+
+
+def check_schedule(steps: Any, guidance_schedule: Any, cfg_scale: Any) -> list[float]:
+    steps = check_int("num_inference_steps", steps, 1, MAX_STEPS, 48)
+    cfg_scale = check_number("cfg_scale", cfg_scale, 7.0)  # checked even when a schedule overrides it
+    if guidance_schedule is None:
+        return [cfg_scale] * steps
+    if not isinstance(guidance_schedule, (list, tuple)):
+        raise TypeError(f"guidance_schedule={guidance_schedule!r}: pass a list of floats, one per step (or None)")
+    if len(guidance_schedule) != steps:
+        raise ValueError(
+            f"guidance_schedule has {len(guidance_schedule)} entries for num_inference_steps={steps}: give one per step"
+        )
+    return [check_number(f"guidance_schedule[{i}]", w, 7.0) for i, w in enumerate(guidance_schedule)]
+
+
+def check_latents(latents: Any, shape: tuple[int, int, int]) -> torch.Tensor | None:
+    if latents is None:
+        return None
+    if not isinstance(latents, torch.Tensor) or not latents.is_floating_point():
+        raise TypeError(f"latents is a {type(latents).__name__}: pass a float tensor of shape {shape} (or None)")
+    if tuple(latents.shape) != shape:
+        raise ValueError(f"latents has shape {tuple(latents.shape)}; expected {shape} (batch, tokens, 128)")
+    return latents
+
+
+def open_image(name: str, image: Any, height: int, width: int):
+    """A PIL image, or a path to one, as RGB of exactly width x height."""
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(image, (str, os.PathLike)):
+        try:
+            with Image.open(image) as opened:
+                image = opened.convert("RGB")
+        except FileNotFoundError as e:
+            raise ValueError(f"{name}={str(image)!r}: no such file: give the path of an existing image") from e
+        except (UnidentifiedImageError, OSError) as e:
+            raise ValueError(f"{name}={str(image)!r} is not an image PIL can read ({e}): give a PNG/JPEG/WebP") from e
+    elif not isinstance(image, Image.Image):
+        raise TypeError(f"{name} is a {type(image).__name__}: pass a PIL image or the path of an image file")
+    if image.size != (width, height):
+        raise ValueError(
+            f"{name} is {image.size[0]}x{image.size[1]} (WxH) but the output is {width}x{height}: "
+            f"resize it first (e.g. img.resize(({width}, {height}))) or pass width={image.size[0]}, "
+            f"height={image.size[1]}"
+        )
+    return image.convert("RGB")
+
+
+def check_strength(strength: Any, img2img: bool) -> float:
+    strength = check_number("denoising_strength", strength, 0.6)
+    if not 0.0 < strength <= 1.0:
+        raise ValueError(
+            f"denoising_strength={strength} must be in (0, 1]: 1.0 = text-to-image, e.g. 0.6 with input_image"
+        )
+    if not img2img and strength != 1.0:
+        raise ValueError(f"denoising_strength={strength} needs an input_image (without one, leave it at 1.0)")
+    if img2img and strength == 1.0:
+        raise ValueError(
+            "input_image is given but denoising_strength=1.0 starts from pure noise and would ignore it: "
+            "lower denoising_strength (e.g. 0.6), or drop input_image for text-to-image"
+        )
+    return strength
+
+
+def open_images(input_image: Any, batch: int, height: int, width: int) -> list | None:
+    """One RGB image per prompt (one image or path serves them all), or None for text-to-image."""
+    if input_image is None:
+        return None
+    if not isinstance(input_image, (list, tuple)):
+        return [open_image("input_image", input_image, height, width)] * batch
+    if len(input_image) != batch:
+        raise ValueError(f"input_image has {len(input_image)} images for {batch} prompts: give one per prompt, or one")
+    return [open_image(f"input_image[{i}]", im, height, width) for i, im in enumerate(input_image)]
+
+
+def check_generate_args(prompts: Any, seeds: Any, **kw: Any) -> Request:
+    """All of `generate`'s arguments (its keyword names) -> a Request, or the first problem raised."""
+    captions = check_prompts("prompts", prompts)
+    batch = len(captions)
+    if seeds is None:
+        seeds = [None] * batch
+    if not isinstance(seeds, (list, tuple)):
+        raise TypeError(f"seeds={seeds!r}: pass a list with one seed (int or None) per prompt")
+    if len(seeds) != batch:
+        raise ValueError(f"got {len(seeds)} seeds for {batch} prompts: give one seed per prompt")
+    height, width = check_side("height", kw["height"]), check_side("width", kw["width"])
+    callback = kw["step_callback"]
+    if callback is not None and not callable(callback):
+        raise TypeError(f"step_callback={callback!r} is not callable: pass a function (step, steps) -> None")
+    tokens = (height // TOKEN_PIXELS) * (width // TOKEN_PIXELS)
+    request = Request(
+        captions=captions,
+        negatives=check_negatives(kw["negative_prompt"], batch),
+        seeds=[check_seed(f"seeds[{i}]", s) for i, s in enumerate(seeds)],
+        height=height,
+        width=width,
+        guidance_schedule=check_schedule(kw["num_inference_steps"], kw["guidance_schedule"], kw["cfg_scale"]),
+        mu=check_number("mu", kw["mu"], 0.0),
+        std=check_number("std", kw["std"], 1.5, positive=True),
+        final_step=check_choice("final_step", kw["final_step"], FINAL_STEPS),
+        input_images=None,
+        denoising_strength=check_strength(kw["denoising_strength"], kw["input_image"] is not None),
+        rand_device=check_device("rand_device", kw["rand_device"], RAND_DEVICES),
+        latents=check_latents(kw["latents"], (batch, tokens, LATENT_CHANNELS)),
+        output_type=check_choice("output_type", kw["output_type"], OUTPUT_TYPES),
+        progress=check_flag("progress", kw["progress"]),
+        step_callback=callback,
+    )
+    request.input_images = open_images(kw["input_image"], batch, height, width)  # the only file read, last
+    return request
