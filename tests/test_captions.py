@@ -243,3 +243,15 @@ def test_tokens_and_check_import_no_torch_or_transformers():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.splitlines()[-1] == "[]"
+
+
+def test_format_reads_a_caption_from_stdin():
+    shuffled = {COMP: GOOD[COMP], "high_level_description": "x"}
+    out = subprocess.run(
+        [sys.executable, "-m", "ideogram4.captions", "format", "-"],
+        input=json.dumps(shuffled, indent=2),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert out.returncode == 0 and out.stdout == serialize_caption(shuffled) + "\n"

@@ -185,8 +185,7 @@ def cmd_upsample(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m ideogram4.captions",
-        description="Check, format, count, preview and write Ideogram 4 structured captions.",
+        prog="python -m ideogram4.captions", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -205,7 +204,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--max-tokens", type=int, default=MAX_TEXT_TOKENS, help="the token limit (default 2048)")
         return p
 
-    check = with_tokenizer(with_file(sub.add_parser("check", help="every caption verifier rule"), many=True))
+    check_help = (
+        "Every rule of the official caption verifier (spec G.1). Errors break a schema rule (types, required "
+        "keys, bbox [ymin, xmin, ymax, xmax] in 0..1000 with min <= max, uppercase #RRGGBB, at most 16 palette "
+        "colours and 5 per element, text elements carry text, exactly one of photo/art_style, the token limit, "
+        "unique ids); warnings are what the verifier only warns about or serialisation repairs (unknown keys, "
+        "key order, \\uXXXX escapes, zero-area boxes). Exit 1 on errors, and with --strict on warnings too."
+    )
+    check = with_tokenizer(
+        with_file(sub.add_parser("check", help="every caption verifier rule", description=check_help), many=True)
+    )
     check.add_argument("--strict", action="store_true", help="warnings are errors too (as prompts.strict=true)")
     check.set_defaults(run=cmd_check)
     fmt = with_file(sub.add_parser("format", help="the exact string the text encoder reads"))
