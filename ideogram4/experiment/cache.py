@@ -46,12 +46,15 @@ CONFIG_KEY_FOR_OPTION = {
     "fp8_mode": "model.fp8_mode=dequantize_per_call",
     "batch": "batch_size=1",
     "resolution": "a smaller resolution (e.g. resolution=square_1024)",
+    "source": "model=nf4",
 }
-FALLBACK_TIPS = ("model=nf4 (fits 24 GB)", *CONFIG_KEY_FOR_OPTION.values())
+FALLBACK_TIPS = tuple(CONFIG_KEY_FOR_OPTION.values())
 
 
 def is_oom(e: BaseException) -> bool:
-    return type(e).__name__ in ("OutOfMemoryError", "GpuOutOfMemory") or "out of memory" in str(e).lower()
+    from ideogram4.errors import is_out_of_memory
+
+    return is_out_of_memory(e)
 
 
 def memory_advice(e: BaseException) -> str:

@@ -160,10 +160,19 @@ def check_counts(conf: RunConf) -> list[str]:
 
 
 def check_prompts(p: PromptsConf) -> list[str]:
-    if 1 <= p.max_tokens <= spec.MAX_TEXT_TOKENS:
-        return []
-    what = f"must be in 1..{spec.MAX_TEXT_TOKENS} (the model reads at most {spec.MAX_TEXT_TOKENS} tokens)"
-    return [problem("prompts.max_tokens", p.max_tokens, what, f"use prompts.max_tokens={spec.MAX_TEXT_TOKENS}")]
+    out = []
+    if not 1 <= p.max_tokens <= spec.MAX_TEXT_TOKENS:
+        what = f"must be in 1..{spec.MAX_TEXT_TOKENS} (the model reads at most {spec.MAX_TEXT_TOKENS} tokens)"
+        out.append(problem("prompts.max_tokens", p.max_tokens, what, f"use prompts.max_tokens={spec.MAX_TEXT_TOKENS}"))
+    if p.upsample:
+        from ideogram4.captions.upsample import UpsampleError, check_upsample_available
+
+        try:
+            check_upsample_available(p.upsample_head)
+        except UpsampleError as e:
+            fix = "download the head (see the message), set prompts.upsample_head=/path, or prompts.upsample=false"
+            out.append(problem("prompts.upsample_head", p.upsample_head, str(e).rstrip("."), fix))
+    return out
 
 
 def check_tracker(t: TrackerConf) -> list[str]:

@@ -90,6 +90,11 @@ class PromptsConf:
     strict: bool = False
     negative_prompt: str = ""
     max_tokens: int = 2048
+    # plain prompts -> structured captions with the text encoder + instruct LM head (prompt enhancer)
+    upsample: bool = False
+    upsample_head: Optional[str] = None  # null: diffusers/qwen3-vl-8b-instruct-lm-head; or a file/folder
+    upsample_seed: int = 0  # one caption per prompt for every image seed of a sweep
+    upsample_max_new_tokens: int = 1024
 
 
 @dataclass
@@ -115,6 +120,8 @@ class OutputConf:
     # flag images whose pixel standard deviation (0..255) is below this as near-uniform
     uniform_std_threshold: float = UNIFORM_STD_THRESHOLD
     grid_cell_size: int = 256
+    # also save <image>__layout.png: the image with the caption's boxes drawn over it
+    layout_overlay: bool = False
 
 
 @dataclass

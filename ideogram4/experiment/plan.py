@@ -236,7 +236,9 @@ def plan_seeds(seed: Any, per_prompt: int) -> tuple[list[int], list[str], list[s
     starts = [seed] if ok_int else seed
     wanted = [s + k for s in starts for k in range(per_prompt)]
     problems = [
-        problem("seed", s, "is outside 0..2^63-1", "use a non-negative seed") for s in wanted if not 0 <= s < 2**63
+        problem("seed", s, "is outside 0..2^63-1", "use a non-negative seed")
+        for s in wanted
+        if not 0 <= s <= spec.MAX_SEED
     ]
     seeds = list(dict.fromkeys(wanted))
     warnings = []

@@ -27,6 +27,7 @@ class PromptPlan:
     prompt: Any  # str or dict (plain python), as the user wrote it
     caption: str  # exact string fed to the text encoder
     issues: list[str] = field(default_factory=list)
+    upsampled_from: str | None = None  # the plain prompt, when `caption` was written by prompt upsampling
 
 
 def plan_prompts(

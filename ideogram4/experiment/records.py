@@ -43,6 +43,7 @@ class ImageRecord:
     settings_hash: str
     sampler: str = ""  # preset name, or "<name>+custom"
     caption_issues: list[str] = field(default_factory=list)
+    upsampled_from: str | None = None  # the plain prompt the caption was upsampled from
     model: dict = field(default_factory=dict)
     weights: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)

@@ -87,7 +87,15 @@ def plan_items(plan: RunPlan) -> list[Item]:
     ident = plan.model.identity()
     items = []
     for p, seed in plan.items():
-        key = out_mod.settings_hash(dict(plan.gen.settings(), prompt_id=p.id, caption=p.caption, seed=seed), ident)
+        settings = dict(plan.gen.settings(), prompt_id=p.id, caption=p.caption, seed=seed)
+        if plan.conf.prompts.upsample:  # the caption is written after loading: key on what determines it
+            p_ = plan.conf.prompts
+            settings["upsample"] = {
+                "head": p_.upsample_head,
+                "seed": p_.upsample_seed,
+                "max": p_.upsample_max_new_tokens,
+            }
+        key = out_mod.settings_hash(settings, ident)
         items.append(Item(prompt=p, seed=seed, key=key, image_rel=f"{out_mod.IMAGES}/{out_mod.image_name(p.id, seed)}"))
     return items
 
@@ -164,13 +172,17 @@ def generate(plan: RunPlan, ctx: JobContext, pending: list[Item], tracker, resul
         log.warning("Unconditional transformer: conditional fallback (model.load_unconditional=false)")
     facts = _job_facts(plan, loaded, reused)
     input_image = _open_input_image(plan.gen.input_image)
+    if plan.conf.prompts.upsample:
+        upsample_prompts(loaded.pipe, plan, pending)
     items = {it.image_rel: it for it in pending}
 
     def write(record: ImageRecord, image) -> None:
         out_mod.write_image(ctx.out_dir, record, image, record.png_text(plan.model.name, facts.config_json))
+        if plan.conf.output.layout_overlay:
+            _save_layout_overlay(ctx.out_dir / record.image, image, record.caption)
         items[record.image].record = record.to_dict()
         result.made.append(record.to_dict())
-        tracker.log_image("images", image, caption=_image_caption(record))
+        tracker.log_image("images", image, caption=_image_caption(record), boxes=_wandb_boxes(record.caption, image))
 
     writer = ScoredWriter(plan.conf.metrics, plan.conf.metric_options, write)
     bs = max(1, plan.conf.batch_size)
@@ -189,6 +201,34 @@ def generate(plan: RunPlan, ctx: JobContext, pending: list[Item], tracker, resul
     finally:
         bar.close()
         writer.close()
+
+
+def upsample_prompts(pipe, plan: RunPlan, pending: list[Item]) -> None:
+    """Plain prompts -> structured captions (once per prompt; the pipeline caches across jobs)."""
+    p = plan.conf.prompts
+    if pipe.prompt_enhancer_head is None:
+        pipe.load_prompt_enhancer_head(p.upsample_head)
+    for prompt in {id(it.prompt): it.prompt for it in pending}.values():
+        if isinstance(prompt.prompt, str) and prompt.upsampled_from is None:
+            caption = pipe.upsample_prompt(
+                prompt.caption, plan.gen.height, plan.gen.width, seed=p.upsample_seed,
+                max_new_tokens=p.upsample_max_new_tokens,
+            )  # fmt: skip
+            prompt.upsampled_from, prompt.caption = prompt.caption, caption
+            log.info("Upsampled %s: %d characters of prose -> a %d-character caption", prompt.id,
+                     len(prompt.upsampled_from), len(caption))  # fmt: skip
+
+
+def _save_layout_overlay(png: Path, image, caption: str) -> None:
+    from ideogram4.captions.draw import draw_layout
+
+    out_mod.save_png_atomic(draw_layout(image, caption), png.with_name(png.stem + "__layout.png"), {})
+
+
+def _wandb_boxes(caption: str, image) -> dict | None:
+    from ideogram4.captions.draw import wandb_boxes
+
+    return wandb_boxes(caption, image.width, image.height) or None
 
 
 def _batch_label(batch: list[Item], start: int, total: int) -> str:
@@ -268,7 +308,7 @@ def _make_record(
     return ImageRecord(
         image=it.image_rel, prompt_id=it.prompt.id, caption=it.prompt.caption, seed=it.seed,
         rng_device=plan.gen.rand_device, settings=settings, settings_hash=it.key, sampler=plan.gen.sampler,
-        caption_issues=it.prompt.issues, model=facts.model, weights=facts.weights,
+        caption_issues=it.prompt.issues, upsampled_from=it.prompt.upsampled_from, model=facts.model, weights=facts.weights,
         timings=dict(output.timings, wall_s=round(wall, 4)), batch_size=batch_size,
         peak_memory_bytes=output.peak_memory_bytes, text_cache_hit=bool(hits[j]) if hits else None,
         text_encoder_calls=getattr(pipe, "text_encoder_calls", None), pipeline=facts.pipeline,

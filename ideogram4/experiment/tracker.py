@@ -188,10 +188,13 @@ class WandbTracker:
             )
             return None
 
-    def log_image(self, key: str, image, caption: str) -> None:
+    def log_image(self, key: str, image, caption: str, boxes: dict | None = None) -> None:
+        """`boxes`: W&B bounding boxes (e.g. a caption's layout), toggle-able in the W&B UI."""
         if not self.tracker.log_images:
             return
-        self._guard("logging an image", lambda: self.run.log({key: self._wandb.Image(image, caption=caption)}))
+        self._guard(
+            "logging an image", lambda: self.run.log({key: self._wandb.Image(image, caption=caption, boxes=boxes)})
+        )
 
     def log_table(self, key: str, columns: list[str], rows: list[list[Any]], image_column: str | None = None) -> None:
         def do():
