@@ -1,8 +1,7 @@
 """Prompt upsampling with the tiny Qwen3-VL text encoder and a tiny random LM head.
 
-A random head writes random strings; schema-constrained decoding (outlines) keeps them inside the
-caption schema. Its bias favours tokens holding '"' or ']', so strings and lists close within a
-few tokens (an untrained head almost never closes them) and a caption fits in max_new_tokens.
+A random head (tests/tiny_heads.py) writes random strings; schema-constrained decoding (outlines)
+keeps them inside the caption schema.
 """
 
 import json
@@ -12,6 +11,7 @@ import sys
 import pytest
 import torch
 from safetensors.torch import save_file
+from tiny_heads import save_tiny_head, tiny_head
 
 from ideogram4.captions.__main__ import main
 from ideogram4.captions.upsample import UPSAMPLE_CACHE, CaptionWriter, UpsampleError, check_upsample_available
@@ -21,28 +21,9 @@ PROMPT = "a red fox asleep in the snow"
 MAX_NEW = 300
 
 
-def tiny_head(tokenizer, seed: int, closing_bias: float = 6.0) -> torch.nn.Linear:
-    vocab, hidden = 151936, 32
-    head = torch.nn.Linear(hidden, vocab, bias=True)
-    g = torch.Generator().manual_seed(seed)
-    tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-    with torch.no_grad():
-        head.weight.normal_(0, 0.02, generator=g)
-        head.bias.zero_()
-        for mark in ('"', "]"):
-            head.bias[[i for i, t in enumerate(tokens) if t and mark in t]] += closing_bias
-    return head.eval().requires_grad_(False)
-
-
 @pytest.fixture(scope="module")
 def head_dir(tiny_original, tmp_path_factory):
-    writer = CaptionWriter.from_pretrained(tiny_original, device="cpu", torch_dtype=torch.float32)
-    head = tiny_head(writer.tokenizer, seed=0)
-    folder = tmp_path_factory.mktemp("head")
-    save_file(
-        {"lm_head.weight": head.weight.contiguous(), "lm_head.bias": head.bias.contiguous()}, folder / "h.safetensors"
-    )
-    return folder
+    return save_tiny_head(tiny_original, tmp_path_factory.mktemp("head"))
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +35,12 @@ def writer(tiny_original, head_dir):
 
 @pytest.fixture(scope="module")
 def captions(writer, tiny_original):
-    """Seeds 0 and 1, then seed 0 again from scratch (cache emptied) by the full pipeline with the mixin
-    among its bases (as Ideogram4Pipeline gets it): three generations."""
+    """Seeds 0 and 1, then seed 0 again from scratch (cache emptied) by the full pipeline (the mixin is
+    among Ideogram4Pipeline's bases): three generations."""
     from ideogram4.captions.upsample import UpsampleMixin
-    from ideogram4.pipeline import Ideogram4Pipeline
+    from ideogram4.pipeline import Ideogram4Pipeline as Pipeline
 
-    class Pipeline(UpsampleMixin, Ideogram4Pipeline):
-        pass
-
+    assert issubclass(Pipeline, UpsampleMixin)
     UPSAMPLE_CACHE.clear()
     first = {seed: writer.upsample_prompt(PROMPT, 768, 1024, seed, max_new_tokens=MAX_NEW) for seed in (0, 1)}
     UPSAMPLE_CACHE.clear()

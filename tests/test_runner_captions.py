@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from PIL import Image
 from runner_fixtures import TINY, read_manifest, run_inprocess, tiny_root  # noqa: F401
-from safetensors.torch import save_file
 
 from ideogram4.prompts import parse_caption, validate_caption
 
@@ -41,17 +39,9 @@ def test_wandb_images_carry_the_layout_boxes(tmp_path, tiny_root):
 
 @pytest.fixture(scope="module")
 def head_dir(tiny_original, tmp_path_factory):
-    from test_captions_upsample import tiny_head
+    from tiny_heads import save_tiny_head
 
-    from ideogram4.captions.upsample import CaptionWriter
-
-    writer = CaptionWriter.from_pretrained(tiny_original, device="cpu", torch_dtype=torch.float32)
-    head = tiny_head(writer.tokenizer, seed=0)
-    folder = tmp_path_factory.mktemp("head")
-    save_file(
-        {"lm_head.weight": head.weight.contiguous(), "lm_head.bias": head.bias.contiguous()}, folder / "h.safetensors"
-    )
-    return folder
+    return save_tiny_head(tiny_original, tmp_path_factory.mktemp("head"))
 
 
 def test_a_sweep_over_cfg_upsamples_each_prompt_once(tmp_path, tiny_root, head_dir):
