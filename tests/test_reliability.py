@@ -339,3 +339,22 @@ def test_16_readme_names_the_grid_file_it_writes():
 
     text = (REPO / "README.md").read_text()
     assert GRID_PNG in text and "`grid.png`" not in text
+
+
+def test_16_a_damaged_tiny_cache_says_delete_it_not_download(tmp_path, tiny_root):
+    import shutil
+
+    from ideogram4.errors import CheckpointError
+    from ideogram4.experiment import cache
+    from ideogram4.tiny import ensure_tiny_checkpoint
+
+    cache.release()  # force a load from the damaged copy
+    built = Path(ensure_tiny_checkpoint(tiny_root))
+    copy = tmp_path / "cache" / built.name
+    shutil.copytree(built, copy)
+    f = copy / "transformer" / "diffusion_pytorch_model.safetensors"
+    f.write_bytes(f.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match=r"tiny model cache is damaged.*Fix: delete") as e:
+        run_inprocess([*FAST, "prompt=a cat"], tmp_path / "job", str(tmp_path / "cache"))
+    assert "hf download" not in str(e.value)
+    cache.release()

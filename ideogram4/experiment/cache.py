@@ -122,7 +122,7 @@ def get_pipeline(model: ModelPlan) -> tuple[LoadedPipeline, bool]:
     except CheckpointError as e:
         if model.kind != "tiny":
             raise
-        first = str(e).split(". ")[0]
+        first = str(e).split(" (")[0].split(". ")[0]  # what is wrong, without the hub's re-download advice
         raise CheckpointError(
             f"the tiny model cache is damaged ({first}). Fix: delete {source}; it is rebuilt on the next run"
         ) from e
