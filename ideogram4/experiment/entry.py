@@ -36,7 +36,7 @@ def classify(e: BaseException) -> tuple[int, str] | None:
         return EXIT_WEIGHTS, f"Weights: {e}"
     if isinstance(e, (OutputWriteError, FolderInUse)):
         return EXIT_OUTPUT, f"Output: {e}"
-    if type(e).__name__ == "GpuOutOfMemory" or "out of memory" in str(e).lower():
+    if type(e).__name__ in ("GpuOutOfMemory", "UpsampleError") or "out of memory" in str(e).lower():
         return EXIT_RUNTIME, str(e).splitlines()[0]
     return None
 
