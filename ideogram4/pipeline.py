@@ -25,6 +25,7 @@ from .checkpoints import (
     resolve_model_configs,
     resolve_source,
 )
+from .lora_api import LoraMixin
 from .models.quant import fp8_matmul_supported, fp8_paths
 from .models.transformer import build_layout
 from .models.vae import from_pil, to_uint8
@@ -62,7 +63,7 @@ def check_device(device: str) -> None:
         )
 
 
-class Ideogram4Pipeline:
+class Ideogram4Pipeline(LoraMixin):
     def __init__(
         self,
         transformer,

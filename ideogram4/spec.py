@@ -28,6 +28,7 @@ SOLVERS = ("euler",)
 RAND_DEVICES = ("cpu", "cuda")
 OUTPUT_TYPES = ("pil", "np", "latent")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+LORA_TARGETS = ("transformer", "unconditional_transformer", "both")  # "transformer": as diffusers
 
 # --- schedule ---------------------------------------------------------------------------------------
 LOGSNR_MIN, LOGSNR_MAX = -15.0, 18.0
