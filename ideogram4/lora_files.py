@@ -71,8 +71,11 @@ def resolve_lora_path(source, weight_name: str | None = None, revision: str | No
         return path
     parts = text.strip("/").split("/")
     looks_local = text.startswith((".", "/", "~")) or os.sep != "/" and os.sep in text
-    if looks_local or len(parts) < 2:
-        raise LoraError(f"LoRA source {text!r} does not exist: pass an existing file or folder, or a hub file")
+    if looks_local or len(parts) < 2 or len(parts) == 2 and text.endswith(FILE_SUFFIXES):
+        raise LoraError(
+            f"LoRA source {text!r} does not exist: pass an existing file or folder, or a hub file "
+            "('owner/repo/file.safetensors')"
+        )
     if len(parts) == 2:
         if not weight_name:
             raise LoraError(
@@ -107,7 +110,10 @@ def hub_file(repo_id: str, filename: str, revision: str | None = None) -> Path:
     # Most specific first: gated is a kind of not-found, local-cache-miss a kind of missing file.
     explanations = (
         (errors.GatedRepoError, "the repo is gated; accept its terms on the hub and log in (hf auth login)"),
-        (errors.RepositoryNotFoundError, "no such repo, or it is private and no token was sent (hf auth login)"),
+        (
+            errors.RepositoryNotFoundError,
+            "no such repo (nor such a local file), or it is private and no token was sent (hf auth login)",
+        ),
         (errors.RevisionNotFoundError, "no such revision; pin an existing branch, tag or commit"),
         (
             errors.LocalEntryNotFoundError,

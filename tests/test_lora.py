@@ -355,6 +355,8 @@ def test_bad_arguments(ours, shapes, tmp_path):
         ours.load_lora(path, name="x")
     with pytest.raises(LoraError, match=r"no LoRA named 'y' is loaded \(loaded: 'x'\)"):
         ours.set_lora_scale("y", 1.0)
+    with pytest.raises(LoraError, match="'loras/style.safetensors' does not exist"):  # not taken for a hub id
+        ours.load_lora("loras/style.safetensors")
     with pytest.raises(LoraError, match="module must be pipe.transformer"):
         ours.load_lora(nn.Linear(2, 2), path)
 
@@ -494,3 +496,24 @@ def test_state_dict_source(ours, shapes):
     name = ours.load_lora(sd)
     info = ours.loras[name]
     assert info.path is None and len(info.sha256) == 64 and info.layout == "diffsynth"
+
+
+def test_bench_lora_runs_at_tiny_size(tmp_path):
+    """bench/bench_lora.py's bookkeeping (the numbers are for bench/RESULTS.md, not for CI)."""
+    import json
+    import sys
+
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    sys.path.insert(0, str(bench))
+    try:
+        import bench_lora
+    finally:
+        sys.path.remove(str(bench))
+    out = tmp_path / "lora.json"
+    args = ["--size", "tiny", "--resolution", "64", "--steps", "2", "--repeats", "1", "--rank", "8", "--out", str(out)]
+    assert bench_lora.main(args) == 0
+    res = json.loads(out.read_text())["results"][0]
+    assert res["gate_pass"] and set(res["results"]) == {"base", "runtime", "runtime both", "merged"}
+    assert res["results"]["runtime"]["paired_vs_base"]["step_cpu"]["n"] == 1
+    # full model, rank 8: 8 (in + out) / (in * out) summed over qkv, o, w1, w2, w3
+    assert abs(res["flop_overhead_full_model"] - 0.00246) < 1e-4
