@@ -305,3 +305,15 @@ def write_json(path: str | Path | None, obj: dict) -> None:
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = a.double().flatten(), b.double().flatten()
     return float((a @ b) / (a.norm() * b.norm()))
+
+
+def run_with_threads(threads: int, fn, *args):
+    """fn(*args) with `threads` torch CPU threads (0: leave torch's default), restored afterwards
+    (the benchmarks' main() also runs inside pytest)."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return fn(*args)
+    finally:
+        torch.set_num_threads(before)

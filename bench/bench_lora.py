@@ -200,13 +200,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.steps < 2:
         ap.error("--steps must be >= 2 (per-step time is measured between steps)")
-    threads_before = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        return bench(args)
-    finally:
-        torch.set_num_threads(threads_before)
+    return C.run_with_threads(args.threads, bench, args)
 
 
 def bench(args) -> int:
