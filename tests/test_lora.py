@@ -517,3 +517,21 @@ def test_bench_lora_runs_at_tiny_size(tmp_path):
     assert res["results"]["runtime"]["paired_vs_base"]["step_cpu"]["n"] == 1
     # full model, rank 8: 8 (in + out) / (in * out) summed over qkv, o, w1, w2, w3
     assert abs(res["flop_overhead_full_model"] - 0.00246) < 1e-4
+
+
+def test_bf16_merge_restores_bits_and_matches_the_runtime_path(tiny_original, shapes, tmp_path):
+    """In bf16, subtracting a merged delta again would not give the weights back; the kept copy does."""
+    path, _ = lora_file(tmp_path, shapes, "kohya")
+    bf16 = Ideogram4Pipeline.from_pretrained(str(tiny_original), torch_dtype=torch.bfloat16, device="cpu")
+    before = {k: v.clone() for k, v in bf16.transformer.state_dict().items()}
+    bf16.load_lora(path, scale=0.8, name="rt")
+    runtime = sample(bf16)
+    assert bf16.transformer.layers[0].attention.qkv.lora.get("rt").A.dtype == torch.bfloat16
+    bf16.unload_lora()
+    bf16.load_lora(path, scale=0.8, merge=True)
+    merged = sample(bf16)
+    bf16.unload_lora()
+    after = bf16.transformer.state_dict()
+    assert all(torch.equal(after[k], before[k]) for k in before)
+    rel = ((runtime - merged).abs().mean() / merged.abs().mean()).item()
+    assert rel < 0.01  # bf16 rounding of the merged weights vs of the low-rank product
