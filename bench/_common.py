@@ -346,3 +346,15 @@ def attention_kernels(fn, cuda: bool) -> list[str]:
     words = ("flash", "fmha", "cudnn", "attention", "attn")
     kernels = {n for n in names if not n.startswith("aten::") and any(w in n.lower() for w in words)}
     return sorted(ops) + sorted(kernels)[:8]
+
+
+def run_with_threads(threads: int, fn, *args):
+    """fn(*args) with `threads` torch CPU threads (0: leave torch's default), restored afterwards
+    (the benchmarks' main() also runs inside pytest)."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return fn(*args)
+    finally:
+        torch.set_num_threads(before)

@@ -18,6 +18,7 @@ import torch
 
 from . import loading, sampling
 from .captions.upsample import UpsampleMixin
+from .lora_api import LoraMixin
 from .checkpoints import ModelConfig
 from .checks import Request, check_generate_args, check_load_options, check_seed, check_source
 from .errors import memory_tips, out_of_memory_as_tips
@@ -40,7 +41,7 @@ class GenerationOutput:
     unconditional: str = "unconditional_transformer"  # which network gave v_uncond
 
 
-class Ideogram4Pipeline(UpsampleMixin):
+class Ideogram4Pipeline(LoraMixin, UpsampleMixin):
     def __init__(
         self,
         transformer,

@@ -29,6 +29,7 @@ SOLVERS = ("euler",)
 RAND_DEVICES = ("cpu", "cuda")
 OUTPUT_TYPES = ("pil", "np", "latent")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+LORA_TARGETS = ("transformer", "unconditional_transformer", "both")  # "transformer": as diffusers
 
 # --- outputs ----------------------------------------------------------------------------------------
 PNG_CAPTION_KEY = "ideogram4:caption"  # PNG text chunk holding the exact caption an image was made from
