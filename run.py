@@ -13,8 +13,10 @@ import hydra
 from omegaconf import DictConfig
 
 from ideogram4.experiment import register_configs
+from ideogram4.experiment.config import lora_overrides
 
 register_configs()
+sys.argv = lora_overrides(sys.argv)
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")

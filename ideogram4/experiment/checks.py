@@ -17,7 +17,8 @@ from typing import Any
 
 from ideogram4 import spec
 
-from .config import ModelConf, OutputConf, PromptsConf, ResolutionConf, RunConf, SamplerConf, TrackerConf
+from .config import LoraConf, ModelConf, OutputConf, PromptsConf, ResolutionConf, RunConf, SamplerConf, TrackerConf
+from .paths import abspath
 
 TRACKER_MODES = ("auto", "online", "offline", "disabled")
 TRACKERS = ("wandb", "none")
@@ -202,6 +203,47 @@ def check_metrics(conf: RunConf) -> list[str]:
     return []
 
 
+def check_loras(conf: RunConf) -> list[str]:
+    out = []
+    for name, entry in conf.lora.items():
+        where = f"lora.{name}"
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            out.append(problem(where, name, "is not a usable LoRA name", "use letters, digits, '_', '-' or '.'"))
+        lora, entry_problems = lora_conf(where, entry)
+        out += entry_problems
+        if lora is None:
+            continue
+        out += finite(f"{where}.scale", lora.scale)
+        out += one_of(f"{where}.target", lora.target, spec.LORA_TARGETS, "is not a LoRA target")
+        path = lora.path
+        local = path.startswith((".", "/", "~")) or (path.endswith(".safetensors") and path.count("/") < 2)
+        if local and not _lora_file_exists(path):
+            fix = "give an existing .safetensors file (relative to where you ran) or owner/repo/file.safetensors"
+            out.append(problem(f"{where}.path", path, "no such file", fix))
+    return out
+
+
+def lora_conf(where: str, entry: Any) -> tuple[LoraConf | None, list[str]]:
+    """A `lora.<name>` entry as a LoraConf; unknown or missing fields are problems."""
+    known = list(LoraConf.__dataclass_fields__)
+    if not isinstance(entry, dict):
+        return None, [problem(where, entry, "must be a mapping of LoRA settings", f"set {where}.path=file.safetensors")]
+    unknown = [k for k in entry if k not in known]
+    if unknown:
+        return None, [
+            problem(f"{where}.{unknown[0]}", entry[unknown[0]], "is not a LoRA setting", f"use {', '.join(known)}")
+        ]
+    if not isinstance(entry.get("path"), str) or not entry["path"]:
+        return None, [
+            problem(f"{where}.path", entry.get("path"), "is required", f"pass +{where}.path=style.safetensors")
+        ]
+    return LoraConf(**entry), []
+
+
+def _lora_file_exists(path: str) -> bool:
+    return os.path.isfile(abspath(path))
+
+
 def check_sections(conf: RunConf) -> list[str]:
     """Every section check that needs nothing but the typed config."""
     return (
@@ -214,4 +256,5 @@ def check_sections(conf: RunConf) -> list[str]:
         + check_tracker(conf.tracker)
         + check_output(conf.output)
         + check_metrics(conf)
+        + check_loras(conf)
     )

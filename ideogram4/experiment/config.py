@@ -11,6 +11,7 @@ seconds.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -125,6 +126,18 @@ class OutputConf:
 
 
 @dataclass
+class LoraConf:
+    """One LoRA: `python run.py +lora.style.path=style.safetensors lora.style.scale=0.8`."""
+
+    path: str = MISSING  # a local .safetensors file, or "owner/repo/file.safetensors" on the hub
+    scale: float = 1.0
+    target: str = "transformer"  # transformer (as diffusers) | unconditional_transformer | both
+    merge: bool = False  # fold into bf16/fp32 weights (faster steps; not on fp8/nf4 weights)
+    weight_name: Optional[str] = None  # with path = "owner/repo": the file in the repo
+    revision: Optional[str] = None
+
+
+@dataclass
 class RunConf:
     model: ModelConf = field(default_factory=ModelConf)
     sampler: SamplerConf = field(default_factory=SamplerConf)
@@ -150,8 +163,21 @@ class RunConf:
     metrics: List[str] = field(default_factory=lambda: ["image_stats"])
     # per-metric options, e.g. metric_options.ocr.margin=30 or metric_options.clip_score.model=/path
     metric_options: Dict[str, Any] = field(default_factory=dict)
+    # LoRAs by name -> LoraConf fields (checked in plan.py); a sweep over their scales reuses the
+    # loaded base weights and the read files. Any[] because OmegaConf cannot add a typed entry from
+    # the command line; `lora.<name>.<field>=...` is accepted without "+" (see lora_overrides).
+    lora: Dict[str, Any] = field(default_factory=dict)
     # the sweep summary's baseline setting (e.g. "cfg=3"); null: the first setting in sort order
     summary_baseline: Optional[str] = None
+
+
+_LORA_FIELD = re.compile(r"^lora\.[^.=]+\.[^=]+=")
+
+
+def lora_overrides(argv: list[str]) -> list[str]:
+    """`lora.style.scale=0.5` -> `++lora.style.scale=0.5`: a LoRA's entry is created by its first
+    override, so every `lora.<name>.<field>` override adds-or-sets (as written in the README)."""
+    return [f"++{a}" if _LORA_FIELD.match(a) else a for a in argv]
 
 
 _REGISTERED = False

@@ -7,12 +7,10 @@ come from, which device, the chronological guidance schedule, the seeds and the 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -20,8 +18,9 @@ from omegaconf.errors import MissingMandatoryValue, ValidationError
 
 from ideogram4 import spec
 
-from .checks import ConfigError, check_device, check_sections, cuda_driver_present, problem
+from .checks import ConfigError, check_device, check_sections, cuda_driver_present, lora_conf, problem
 from .config import ModelConf, RunConf
+from .paths import abspath, file_sha256, file_sha256_cached, folder_fingerprints
 from .prompt_plan import PromptPlan, check_token_counts, plan_prompts, tokenizer_dir_for
 
 # Prompt text is data, never an OmegaConf interpolation: "${price}" stays "${price}".
@@ -95,9 +94,16 @@ class GenPlan:
     input_image_sha256: str | None
     denoising_strength: float
     sampler: str  # the preset's name, or "<name>+custom" when its fields were overridden
+    loras: list[dict] = field(default_factory=list)  # name, source, sha256, scale, target, merge
 
     def settings(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k not in ("sampler", "input_image")}
+        skip = ("sampler", "input_image") + (() if self.loras else ("loras",))
+        return {k: v for k, v in asdict(self).items() if k not in skip}
+
+    def lora_specs(self) -> dict[str, dict]:
+        """What Ideogram4Pipeline.sync_loras takes."""
+        keep = ("source", "scale", "target", "merge", "weight_name", "revision")
+        return {d["name"]: {k: d[k] for k in keep} for d in self.loras}
 
 
 @dataclass
@@ -270,11 +276,12 @@ def plan_generation(conf: RunConf) -> tuple[GenPlan, list[str]]:
                 problem("input_image", conf.input_image, f"no such file ({input_image})", "give an existing image file")
             )
     negative = conf.negative_prompt if conf.negative_prompt is not None else conf.prompts.negative_prompt
+    loras = plan_loras(conf)
     gen = GenPlan(
         height=conf.resolution.height, width=conf.resolution.width, steps=s.steps, cfg=float(conf.cfg),
         guidance_schedule=schedule, mu=float(s.mu), std=float(s.std), final_step=s.final_step, solver=s.solver,
         rand_device=s.rand_device, negative_prompt=_serialized(negative), input_image=input_image,
-        input_image_sha256=digest, denoising_strength=float(conf.denoising_strength), sampler=sampler_label(s),
+        input_image_sha256=digest, denoising_strength=float(conf.denoising_strength), sampler=sampler_label(s), loras=loras,
     )  # fmt: skip
     return gen, problems
 
@@ -295,6 +302,23 @@ def input_image_problems(given: str, path: str, height: int, width: int) -> list
     return []
 
 
+def plan_loras(conf: RunConf) -> list[dict]:
+    """Each LoRA with its file's identity (sha256 for a local file; repo/file/revision on the hub)."""
+    out = []
+    for name in sorted(conf.lora):
+        lora, problems = lora_conf(f"lora.{name}", conf.lora[name])
+        if problems:
+            continue  # check_loras reported it
+        local = os.path.isfile(abspath(lora.path))
+        source = abspath(lora.path) if local else lora.path
+        out.append({
+            "name": name, "source": source, "sha256": file_sha256_cached(source) if local else None,
+            "scale": float(lora.scale), "target": lora.target, "merge": lora.merge,
+            "weight_name": lora.weight_name, "revision": lora.revision,
+        })  # fmt: skip
+    return out
+
+
 def _serialized(negative: Any) -> str:
     from ideogram4.prompts import serialize_caption
 
@@ -307,43 +331,3 @@ def sampler_label(s) -> str:
     same = p is not None and s.guidance_schedule is None and (s.steps, s.polish_steps, s.polish_cfg, s.mu, s.std, s.final_step) == (
         p.steps, p.polish_steps, p.polish_cfg, p.mu, p.std, p.final_step)  # fmt: skip
     return s.name if same else f"{s.name}+custom"
-
-
-# --- paths and fingerprints ------------------------------------------------------------------------
-
-
-def original_cwd() -> str:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        if HydraConfig.initialized():
-            return HydraConfig.get().runtime.cwd
-    except Exception:  # pragma: no cover - outside Hydra
-        pass
-    return os.getcwd()
-
-
-def abspath(path: str) -> str:
-    p = Path(os.path.expanduser(path))
-    return str(p if p.is_absolute() else Path(original_cwd()) / p)
-
-
-def folder_fingerprints(folder: str) -> dict[str, str]:
-    """sha256 of the first MiB + size of every weights file in a local folder (cheap identity)."""
-    root = Path(folder)
-    return {str(p.relative_to(root)): file_fingerprint(p) for p in sorted(root.glob("**/*.safetensors"))}
-
-
-def file_fingerprint(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        h.update(f.read(1 << 20))
-    return f"{h.hexdigest()[:16]}+{path.stat().st_size}"
-
-
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -20,11 +20,12 @@ PNG_SETTINGS_KEY = "ideogram4:settings"
 # the subset of a record embedded in the PNG (the full record is the manifest line)
 PNG_SETTINGS_FIELDS = (
     "prompt_id", "seed", "rng_device", "settings", "settings_hash", "sampler", "model", "flags", "metrics", "metric_versions",
+    "loras",
 )  # fmt: skip
 
 TABLE_COLUMNS = [
     "image", "prompt_id", "seed", "cfg", "steps", "sampler", "width", "height", "guidance_schedule",
-    "mu", "std", "final_step", "near_uniform", "settings_hash", "caption",
+    "mu", "std", "final_step", "near_uniform", "settings_hash", "caption", "loras",
 ]  # fmt: skip
 
 
@@ -44,6 +45,7 @@ class ImageRecord:
     sampler: str = ""  # preset name, or "<name>+custom"
     caption_issues: list[str] = field(default_factory=list)
     upsampled_from: str | None = None  # the plain prompt the caption was upsampled from
+    loras: list[dict] = field(default_factory=list)  # name, path, sha256, scale, target, layout, rank, merged
     model: dict = field(default_factory=dict)
     weights: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
@@ -90,6 +92,7 @@ class ImageRecord:
             image, self.prompt_id, self.seed, s.get("cfg"), s.get("steps"), self.sampler, s.get("width"),
             s.get("height"), schedule_text(s.get("guidance_schedule") or []), s.get("mu"), s.get("std"),
             s.get("final_step"), self.flags.get("near_uniform"), self.settings_hash, self.caption,
+            ", ".join(f"{x['name']}:{x['scale']}" for x in self.loras),
         ] + [self.metrics.get(k) for k in metric_keys]  # fmt: skip
 
     def with_scores(self, scored) -> ImageRecord:
@@ -141,6 +144,9 @@ def a1111_parameters(record: ImageRecord, model_name: str) -> str:
     ]
     if s.get("input_image_sha256"):
         fields_.append(("Denoising strength", s["denoising_strength"]))
+    if record.loras:  # A1111's extra-networks field: name + the first 12 hex of the tensor-data hash
+        hashes = ", ".join(f"{x['name']}: {(x.get('addnet_hash') or x['sha256'])[:12]}" for x in record.loras)
+        fields_.append(("Lora hashes", f'"{hashes}"'))
     tail = ", ".join(f"{k}: {v}" for k, v in fields_)
     neg = s.get("negative_prompt") or ""
     return f"{record.caption}\nNegative prompt: {neg}\n{tail}" if neg else f"{record.caption}\n{tail}"

@@ -151,6 +151,7 @@ def _generate_with_tracker(
 class JobFacts:
     """What every record of this job shares (computed once per job)."""
 
+    loras: list[dict]
     model: dict
     weights: dict
     pipeline: dict
@@ -170,6 +171,7 @@ def generate(plan: RunPlan, ctx: JobContext, pending: list[Item], tracker, resul
     loaded, reused = get_pipeline(plan.model)
     if loaded.describe.get("unconditional") == "conditional fallback":
         log.warning("Unconditional transformer: conditional fallback (model.load_unconditional=false)")
+    sync_loras(loaded.pipe, plan)
     facts = _job_facts(plan, loaded, reused)
     input_image = _open_input_image(plan.gen.input_image)
     if plan.conf.prompts.upsample:
@@ -201,6 +203,17 @@ def generate(plan: RunPlan, ctx: JobContext, pending: list[Item], tracker, resul
     finally:
         bar.close()
         writer.close()
+
+
+def sync_loras(pipe, plan: RunPlan) -> None:
+    """Make the pipeline's LoRAs this job's (a scale change is applied in place: no reload of anything)."""
+    actions = pipe.sync_loras(plan.gen.lora_specs())
+    for name, action in actions.items():
+        scale = next((d["scale"] for d in plan.gen.loras if d["name"] == name), None)
+        what = {"kept": "already loaded", "rescaled": "scale changed in place", "unloaded": "removed"}.get(
+            action, action
+        )
+        log.info("LoRA %s: %s%s (base weights reused)", name, what, f", scale {scale}" if scale is not None else "")
 
 
 def upsample_prompts(pipe, plan: RunPlan, pending: list[Item]) -> None:
@@ -281,6 +294,7 @@ def _job_facts(plan: RunPlan, loaded, reused: bool) -> JobFacts:
     )
     pipeline = {"load_id": loaded.load_id, "reused": reused, "load_s": round(loaded.load_s, 3), "pid": os.getpid()}
     return JobFacts(
+        loras=loaded.pipe.list_loras(),
         model=model,
         weights=loaded.describe,
         pipeline=pipeline,
@@ -308,7 +322,7 @@ def _make_record(
     return ImageRecord(
         image=it.image_rel, prompt_id=it.prompt.id, caption=it.prompt.caption, seed=it.seed,
         rng_device=plan.gen.rand_device, settings=settings, settings_hash=it.key, sampler=plan.gen.sampler,
-        caption_issues=it.prompt.issues, upsampled_from=it.prompt.upsampled_from, model=facts.model, weights=facts.weights,
+        caption_issues=it.prompt.issues, upsampled_from=it.prompt.upsampled_from, loras=facts.loras, model=facts.model, weights=facts.weights,
         timings=dict(output.timings, wall_s=round(wall, 4)), batch_size=batch_size,
         peak_memory_bytes=output.peak_memory_bytes, text_cache_hit=bool(hits[j]) if hits else None,
         text_encoder_calls=getattr(pipe, "text_encoder_calls", None), pipeline=facts.pipeline,
