@@ -196,6 +196,13 @@ def test_png_from_before_provenance_still_reproduces_and_says_what_is_unknown(tm
     assert code == EXIT_REFUSED
 
 
+def test_config_key_unknown_to_this_runner_is_a_named_difference(tmp_path, made, capsys):
+    png = tmp_path / "newer.png"  # e.g. made by a newer runner with an option this one lacks
+    edit_png_text(made, png, edit_json_chunk("ideogram4:config", lambda c: c.update(upscale={"factor": 2})))
+    code, stdout, _ = reproduce([png, "--out", tmp_path / "out"], capsys)
+    assert code == 0 and 'differs: config key upscale = {"factor": 2} is unknown to this runner: ignored' in stdout
+
+
 def test_never_writes_over_the_original(tmp_path, made, capsys):
     job = tmp_path / "job"
     shutil.copytree(made.parents[1], job)

@@ -113,7 +113,7 @@ def reproduce(
 ) -> Outcome:
     """Regenerate `image` from its embedded settings into `out_dir` and compare (see the module doc)."""
     emb = read_embedded(os.path.normpath(abspath(str(image))))
-    cfg, notes = reproduction_config(emb, overrides or {})
+    cfg, ignored = reproduction_config(emb, overrides or {})
     check_input_image(emb, cfg.input_image, abspath)
     plan = build_plan(cfg)
     out = Path(os.path.normpath(abspath(str(out_dir or Path("outputs", "reproduce", emb.path.stem)))))
@@ -126,7 +126,7 @@ def reproduce(
     echo(f"Reproducing {emb.path} ({plan.prompts[0].id}, seed {plan.seeds[0]}, {plan.gen.width}x{plan.gen.height}, "
          f"{plan.gen.steps} steps, model {plan.model.name} on {plan.model.device}) into {out}")  # fmt: skip
     with folder_lock(out), determinism_for(plan):
-        return _regenerate(emb, plan, out, target, strict, Comparison(notes=notes), echo)
+        return _regenerate(emb, plan, out, target, strict, Comparison(differences=ignored), echo)
 
 
 def _regenerate(

@@ -102,10 +102,12 @@ def _json_chunk(path: Path, text: dict, key: str) -> dict:
 
 
 def reproduction_config(emb: Embedded, overrides: dict[str, Any]) -> tuple[DictConfig, list[str]]:
-    """(config, notes): the PNG's job config pinned to its one image, with `overrides` on top."""
-    notes: list[str] = []
+    """(config, ignored): the PNG's job config pinned to its one image, with `overrides` on top.
+
+    `ignored` says which recorded keys this runner no longer knows (each a possible cause of other pixels)."""
+    ignored: list[str] = []
     base = OmegaConf.structured(RunConf)
-    data = known_keys(base, emb.config, "", notes)
+    data = known_keys(base, emb.config, "", ignored)
     for key, value in {**pins(emb), **overrides}.items():
         set_path(data, key, value)
     try:
@@ -113,7 +115,7 @@ def reproduction_config(emb: Embedded, overrides: dict[str, Any]) -> tuple[DictC
     except OmegaConfBaseException as e:
         what = str(e).splitlines()[0]
         raise ReproduceError(f"{emb.path}: its config does not fit this runner's schema ({what})") from None
-    return cfg, notes
+    return cfg, ignored
 
 
 def known_keys(schema: Any, data: Any, prefix: str, notes: list[str]) -> Any:
@@ -125,9 +127,8 @@ def known_keys(schema: Any, data: Any, prefix: str, notes: list[str]) -> Any:
     for key, value in data.items():
         where = f"{prefix}{key}"
         if structured and key not in schema:
-            notes.append(
-                f"config key {where} (= {json.dumps(value, default=str)[:60]}) is unknown to this runner: ignored"
-            )
+            shown = json.dumps(value, default=str)[:60]
+            notes.append(f"config key {where} = {shown} is unknown to this runner: ignored")
             continue
         out[key] = known_keys(schema[key], value, f"{where}.", notes) if key in schema else value
     return out
