@@ -169,6 +169,12 @@ class RunConf:
     lora: Dict[str, Any] = field(default_factory=dict)
     # the sweep summary's baseline setting (e.g. "cfg=3"); null: the first setting in sort order
     summary_baseline: Optional[str] = None
+    # deterministic GPU kernels (ideogram4.determinism): repeatable bits on the same stack, some speed cost
+    deterministic: bool = False
+    # a PNG made by this runner: regenerate it from its embedded settings and compare (+reproduce=IMAGE.png)
+    reproduce: Optional[str] = None
+    # with `reproduce`: refuse to sample when anything recorded (versions, weights, GPU, ...) differs
+    reproduce_strict: bool = False
 
 
 _LORA_FIELD = re.compile(r"^lora\.[^.=]+\.[^=]+=")

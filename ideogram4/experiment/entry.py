@@ -45,6 +45,12 @@ def run_job(cfg: DictConfig) -> None:
     from . import run
     from .jobs import job_context
 
+    if cfg.get("reproduce"):  # python run.py +reproduce=IMAGE.png: remake one image, compare its pixels
+        from .reproduce import run_from_hydra
+
+        if code := run_from_hydra(cfg):
+            sys.exit(code)
+        return
     try:
         run(cfg)
     except KeyboardInterrupt:

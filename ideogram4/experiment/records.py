@@ -13,10 +13,14 @@ from typing import Any
 
 from ideogram4.spec import PNG_CAPTION_KEY
 
+from .provenance import png_provenance
+
 SCHEMA_VERSION = 2
 
 PNG_CONFIG_KEY = "ideogram4:config"
 PNG_SETTINGS_KEY = "ideogram4:settings"
+# versions, revision, GPU, weight fingerprints, determinism (ideogram4.experiment.provenance)
+PNG_PROVENANCE_KEY = "ideogram4:provenance"
 # the subset of a record embedded in the PNG (the full record is the manifest line)
 PNG_SETTINGS_FIELDS = (
     "prompt_id", "seed", "rng_device", "settings", "settings_hash", "sampler", "model", "flags", "metrics", "metric_versions",
@@ -59,6 +63,7 @@ class ImageRecord:
     versions: dict = field(default_factory=dict)
     git: dict = field(default_factory=dict)
     gpu: str | None = None
+    determinism: dict = field(default_factory=dict)  # ideogram4.determinism.determinism_state()
     created_at: str = field(default_factory=now_utc)
     config: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)  # metric value name -> number or None
@@ -84,6 +89,7 @@ class ImageRecord:
             PNG_CAPTION_KEY: self.caption,
             PNG_SETTINGS_KEY: json.dumps(blob, ensure_ascii=False, allow_nan=False, default=str),
             PNG_CONFIG_KEY: config_json,
+            PNG_PROVENANCE_KEY: json.dumps(png_provenance(data), ensure_ascii=False, allow_nan=False, default=str),
         }
 
     def table_row(self, image: Any, metric_keys: list[str] = ()) -> list[Any]:

@@ -135,7 +135,8 @@ def _generate_with_tracker(
     tracker = make_tracker(plan.conf.tracker, name=ctx.name, group=ctx.group, config=config, out_dir=ctx.out_dir)
     exit_code = 1
     try:
-        generate(plan, ctx, pending, tracker, result)
+        with determinism_for(plan):
+            generate(plan, ctx, pending, tracker, result)
         exit_code = 0
     finally:
         try:
@@ -160,6 +161,7 @@ class JobFacts:
     gpu: str
     config_json: str
     manifest_config: dict
+    determinism: dict = field(default_factory=dict)
 
 
 def generate(plan: RunPlan, ctx: JobContext, pending: list[Item], tracker, result: JobResult) -> None:
@@ -287,7 +289,16 @@ def _generate_batch(pipe, plan: RunPlan, batch: list[Item], input_image, bar) ->
     return output, time.perf_counter() - t0
 
 
+def determinism_for(plan: RunPlan):
+    """Deterministic kernels for this job when `deterministic=true` (else the process's settings stay)."""
+    from ideogram4.determinism import deterministic
+
+    return deterministic(plan.conf.deterministic)
+
+
 def _job_facts(plan: RunPlan, loaded, reused: bool) -> JobFacts:
+    from ideogram4.determinism import determinism_state
+
     model = {k: v for k, v in plan.config["model"].items() if k != "cache_dir"}
     model.update(
         kind=plan.model.kind, source=plan.model.source, device=plan.model.device, resolved_source=loaded.source_path
@@ -303,6 +314,7 @@ def _job_facts(plan: RunPlan, loaded, reused: bool) -> JobFacts:
         gpu=out_mod.device_name(plan.model.device),
         config_json=json.dumps(plan.config, ensure_ascii=False, allow_nan=False, default=str),
         manifest_config=_config_without_prompt_bodies(plan.config),
+        determinism=determinism_state(),
     )
 
 
@@ -328,6 +340,7 @@ def _make_record(
         text_encoder_calls=getattr(pipe, "text_encoder_calls", None), pipeline=facts.pipeline,
         flags=_flags(output.images[j], plan.conf.output.uniform_std_threshold, it.image_rel), job=ctx.to_dict(),
         versions=facts.versions, git=facts.git, gpu=facts.gpu, config=facts.manifest_config,
+        determinism=facts.determinism,
     )  # fmt: skip
 
 
