@@ -165,6 +165,10 @@ def pins(emb: Embedded) -> dict[str, Any]:
     }
     if model.get("kind") == "local" and model.get("source"):
         out["model.path"] = model["source"]  # absolute, where the config may hold a relative path
+    for lora in s.get("loras") or []:  # absolute too (a hub LoRA keeps its repo/file form)
+        out[f"lora.{lora['name']}.path"] = lora["source"]
+    if rec.get("upsampled_from"):
+        out["prompts.upsample"] = False  # the recorded caption is used verbatim: no second upsampling
     return out
 
 
