@@ -48,7 +48,8 @@ CONFIG_KEY_FOR_OPTION = {
     "resolution": "a smaller resolution (e.g. resolution=square_1024)",
     "source": "model=nf4",
 }
-FALLBACK_TIPS = tuple(CONFIG_KEY_FOR_OPTION.values())
+# without the core's tips (an OOM from elsewhere): every option, cheapest in speed first
+FALLBACK_TIPS = ("model=nf4 (fits 24 GB)", *(v for k, v in CONFIG_KEY_FOR_OPTION.items() if k != "source"))
 
 
 def is_oom(e: BaseException) -> bool:
