@@ -152,12 +152,24 @@ def test_search_cfg_search_improves_on_its_first_trial_and_writes_best_yaml(app,
     assert len(calls(app)) == 10
 
 
+def sigint_by_default() -> None:
+    """A child started from a background job inherits SIGINT ignored (then Python installs no
+    KeyboardInterrupt handler and Ctrl-C does nothing): restore the default, as in a terminal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 def test_interrupted_search_resumes_without_repeating_finished_trials(app, tmp_path):
     sweep = tmp_path / "sweep"
     args = app_args(sweep, "hydra.sweeper.n_trials=10", "hydra.sweeper.n_startup_trials=4")
     proc = subprocess.Popen(
-        args, cwd=app, env=app_env(app, FAKE_APP_SLEEP="1.0"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        args,
+        cwd=app,
+        env=app_env(app, FAKE_APP_SLEEP="1.0"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=sigint_by_default,
+        text=True,
     )
     deadline = time.monotonic() + 120
     while len(calls(app)) < 4 and time.monotonic() < deadline and proc.poll() is None:

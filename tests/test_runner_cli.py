@@ -178,6 +178,12 @@ def test_bad_input_exits_nonzero_quickly_without_images(tmp_path, runner_env, ov
     assert dt < 20, dt
 
 
+def sigint_by_default() -> None:
+    """A child started from a background job inherits SIGINT ignored (then Python installs no
+    KeyboardInterrupt handler and Ctrl-C does nothing): restore the default, as in a terminal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_interrupted_sweep_keeps_finished_images_and_resumes(tmp_path, runner_env):
     sweep = tmp_path / "sweep"
     # six jobs, so that plenty of work is left when the first job's first line appears
@@ -189,6 +195,7 @@ def test_interrupted_sweep_keeps_finished_images_and_resumes(tmp_path, runner_en
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=sigint_by_default,
         text=True,
     )
     manifest0 = sweep / "0" / "manifest.jsonl"
