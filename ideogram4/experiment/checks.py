@@ -217,7 +217,7 @@ def check_loras(conf: RunConf) -> list[str]:
         out += one_of(f"{where}.target", lora.target, spec.LORA_TARGETS, "is not a LoRA target")
         path = lora.path
         local = path.startswith((".", "/", "~")) or (path.endswith(".safetensors") and path.count("/") < 2)
-        if local and not _lora_file_exists(path):
+        if local and not os.path.isfile(abspath(path)):
             fix = "give an existing .safetensors file (relative to where you ran) or owner/repo/file.safetensors"
             out.append(problem(f"{where}.path", path, "no such file", fix))
     return out
@@ -238,10 +238,6 @@ def lora_conf(where: str, entry: Any) -> tuple[LoraConf | None, list[str]]:
             problem(f"{where}.path", entry.get("path"), "is required", f"pass +{where}.path=style.safetensors")
         ]
     return LoraConf(**entry), []
-
-
-def _lora_file_exists(path: str) -> bool:
-    return os.path.isfile(abspath(path))
 
 
 def check_sections(conf: RunConf) -> list[str]:

@@ -184,8 +184,8 @@ def generate(plan: RunPlan, ctx: JobContext, pending: list[Item], tracker, resul
         out_mod.write_image(ctx.out_dir, record, image, record.png_text(plan.model.name, facts.config_json))
         if plan.conf.output.layout_overlay:
             _save_layout_overlay(ctx.out_dir / record.image, image, record.caption)
-        items[record.image].record = record.to_dict()
-        result.made.append(record.to_dict())
+        items[record.image].record = line = record.to_dict()
+        result.made.append(line)
         tracker.log_image("images", image, caption=_image_caption(record), boxes=_wandb_boxes(record.caption, image))
 
     writer = ScoredWriter(plan.conf.metrics, plan.conf.metric_options, write)
