@@ -149,10 +149,15 @@ def build_plan(cfg: DictConfig, *, check_tokens: bool = True) -> RunPlan:
 
 def typed_config(cfg: DictConfig) -> RunConf:
     """The dataclass tree, with prompt text taken literally (no interpolation)."""
-    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"]) if "hydra" in cfg else cfg.copy()
+    if "hydra" in cfg:
+        cfg = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"])
     raw = OmegaConf.to_container(cfg, resolve=False)
-    for path in RAW_TEXT_FIELDS:
-        for leaf, text in _interpolated_strings(_lookup(raw, path), path):
+    literal = [
+        (leaf, text) for path in RAW_TEXT_FIELDS for leaf, text in _interpolated_strings(_lookup(raw, path), path)
+    ]
+    if literal:  # escape them in a copy; the caller's config stays as Hydra composed it
+        cfg = cfg.copy()
+        for leaf, text in literal:
             OmegaConf.update(cfg, leaf, text.replace("\\${", "${").replace("${", "\\${"), merge=False)
     try:
         return OmegaConf.to_object(cfg)
