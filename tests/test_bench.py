@@ -257,3 +257,20 @@ def test_gpu_check_mfu_ratios_and_table_for_a_gpu_run(bench_modules):
     assert "989 TFLOP/s dense bf16" in table and f"{useful / 0.30 / 989e12 * 100:.1f}%" in table
     assert "| ours_vs_diffusers | 1.667x | 1.5 | true |" in table
     assert "| nf4_one_step | - | - | bitsandbytes is not importable |" in table
+
+
+def test_sweep_overhead_bench_tiny(tiny_cache, tmp_path):
+    import subprocess
+
+    out = tmp_path / "sweep.json"
+    args = [sys.executable, str(BENCH / "bench_sweep.py"), "--reps", "1", "--jobs", "3"]
+    res = subprocess.run(
+        [*args, "--cache-dir", str(tiny_cache), "--out", str(out)], capture_output=True, text=True, timeout=600
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    data = json.loads(out.read_text())
+    (rep,) = data["reps"]
+    assert data["jobs"] == 3 and data["tracker"] == "none"
+    assert rep["t_3"] > 0 and rep["t_2"] > 0 and rep["per_job"] == pytest.approx(rep["t_3"] - rep["t_2"])
+    assert 0 < rep["in_sweep_per_job"] < rep["t_3"]
+    assert "median over 1" in res.stdout
