@@ -3,7 +3,6 @@ and a config loader that hands each kept config to the launcher instead of compo
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,23 +21,16 @@ class ComposedJobs:
     def __init__(self, loader: Any, keep_at_most: int = KEEP_AT_MOST) -> None:
         self.loader = loader
         self.keep_at_most = keep_at_most
-        self._kept: dict[tuple[str, ...], list[DictConfig]] = defaultdict(list)
-        self._count = 0
+        self._kept: dict[tuple[str, ...], list[DictConfig]] = {}  # a repeated job: one config per occurrence
 
     def compose_and_keep(self, master_config: DictConfig, sweep_overrides: list[str]) -> None:
         config = self.loader.load_sweep_config(master_config=master_config, sweep_overrides=sweep_overrides)
-        if self._count < self.keep_at_most:
-            self._kept[tuple(sweep_overrides)].append(config)
-            self._count += 1
+        if sum(map(len, self._kept.values())) < self.keep_at_most:
+            self._kept.setdefault(tuple(sweep_overrides), []).append(config)
 
     def load_sweep_config(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
-        kept = self._kept.get(tuple(sweep_overrides))
-        if kept:
-            self._count -= 1
-            config = kept.pop(0)
-            if not kept:
-                del self._kept[tuple(sweep_overrides)]
-            return config
+        if kept := self._kept.get(tuple(sweep_overrides)):
+            return kept.pop(0)
         return self.loader.load_sweep_config(master_config=master_config, sweep_overrides=sweep_overrides)
 
     def __getattr__(self, name: str) -> Any:  # the rest of Hydra's ConfigLoader interface
@@ -47,7 +39,7 @@ class ComposedJobs:
         return getattr(self.loader, name)
 
     def __getstate__(self) -> dict:  # a launcher that pickles itself (submitit, Ray) ships no kept configs
-        return {**self.__dict__, "_kept": defaultdict(list), "_count": 0}
+        return {**self.__dict__, "_kept": {}}
 
 
 def keep_composed_configs(hydra_context: HydraContext) -> HydraContext:
