@@ -13,7 +13,7 @@ import hydra
 from omegaconf import DictConfig
 
 from ideogram4.experiment import register_configs
-from ideogram4.experiment.config import lora_overrides
+from ideogram4.experiment.config.schema import lora_overrides
 
 register_configs()
 sys.argv = lora_overrides(sys.argv)
@@ -21,7 +21,7 @@ sys.argv = lora_overrides(sys.argv)
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from ideogram4.experiment.entry import run_job
+    from ideogram4.experiment.run.entry import run_job
 
     run_job(cfg)
 
@@ -30,7 +30,7 @@ if __name__ == "__main__":
     try:
         main()
     except KeyboardInterrupt:  # between jobs (inside a job, run_job says the same and exits 130)
-        from ideogram4.experiment.entry import EXIT_INTERRUPTED, INTERRUPTED
+        from ideogram4.experiment.run.entry import EXIT_INTERRUPTED, INTERRUPTED
 
         print(INTERRUPTED, file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)

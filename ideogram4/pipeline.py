@@ -21,7 +21,7 @@ from .captions.upsample import UpsampleMixin
 from .checkpoints import ModelConfig
 from .checks import Request, check_generate_args, check_load_options, check_seed, check_source
 from .errors import memory_tips, out_of_memory_as_tips
-from .lora_api import LoraMixin
+from .lora import LoraMixin
 from .models.transformer import build_layout
 from .models.vae import from_pil, to_uint8
 from .text import TextCache, check_token_counts, encode_caption, pack_text

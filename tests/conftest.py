@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 
@@ -42,3 +43,25 @@ def pipe(tiny_original):
     from ideogram4 import Ideogram4Pipeline
 
     return Ideogram4Pipeline.from_pretrained(tiny_original, torch_dtype=torch.float32, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tiny_original) -> str:
+    """The folder holding the session's tiny checkpoints (built once by tiny_original)."""
+    return str(Path(tiny_original).parent)
+
+
+@pytest.fixture
+def runner_env(tmp_path, tiny_root) -> dict:
+    """A subprocess run's environment: the session's tiny checkpoint (IDEOGRAM4_CACHE), no W&B credentials."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(
+        IDEOGRAM4_CACHE=tiny_root,
+        HF_HUB_OFFLINE="1",
+        NETRC=str(tmp_path / "no-netrc"),
+        WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"),
+        WANDB_SILENT="true",
+        PYTHONUNBUFFERED="1",
+        OMP_NUM_THREADS="1",
+    )
+    return env

@@ -14,9 +14,7 @@ import torch.nn as nn
 from lora_writers import WRITERS, random_lora, reference_delta, write, write_diffsynth, write_kohya_flat
 
 from ideogram4 import Ideogram4Pipeline, ModelConfig
-from ideogram4.lora_api import linear_shapes
-from ideogram4.lora_files import LoraError, read_lora
-from ideogram4.lora_layouts import map_lora
+from ideogram4.lora import LoraError, linear_shapes, map_lora, read_lora
 from ideogram4.models.lora import attach, detach, lora_path, set_scale
 from ideogram4.tiny import dequantized_twin
 

@@ -1,6 +1,6 @@
-"""Issue 12: nothing lost or mislabelled under reuse, concurrency, full disks and odd input.
+"""Reliability: nothing lost or mislabelled under reuse, concurrency, full disks and odd input.
 
-One test (or a table row) per numbered point of the issue; most run in-process on the tiny model.
+Most tests run in-process on the tiny model.
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from runner_fixtures import REPO, TINY, compose, read_manifest, run_cli, run_inprocess, runner_env, tiny_root  # noqa: F401
+from runner_helpers import REPO, TINY, compose, read_manifest, run_cli, run_inprocess
 
-from ideogram4.experiment import outputs as om
-from ideogram4.experiment.checks import ConfigError
-from ideogram4.experiment.manifest import OutputWriteError, append_manifest
-from ideogram4.experiment.manifest import read_manifest as om_read
-from ideogram4.experiment.plan import build_plan
-from ideogram4.experiment.records import PNG_SETTINGS_KEY
+from ideogram4.experiment.config.checks import ConfigError
+from ideogram4.experiment.config.plan import build_plan
+from ideogram4.experiment.run import outputs as om
+from ideogram4.experiment.run.manifest import OutputWriteError, append_manifest
+from ideogram4.experiment.run.manifest import read_manifest as om_read
+from ideogram4.experiment.run.records import PNG_SETTINGS_KEY
 
 FAST = [*TINY, "tracker=none"]
 
@@ -42,7 +42,7 @@ def assert_manifest_describes_files(out: Path) -> None:
 # --- data lost or mislabelled -------------------------------------------------------------------------
 
 
-def test_1_overwrite_only_replaces_an_image_made_with_the_same_settings(tmp_path, tiny_root):
+def test_overwrite_only_replaces_an_image_made_with_the_same_settings(tmp_path, tiny_root):
     out = tmp_path / "job"
     (cfg3,) = run_inprocess([*FAST, "prompt=a cat", "cfg=3"], out, tiny_root).made
     cfg3_bytes = (out / cfg3["image"]).read_bytes()
@@ -54,8 +54,8 @@ def test_1_overwrite_only_replaces_an_image_made_with_the_same_settings(tmp_path
     assert_manifest_describes_files(out)
 
 
-def test_2_a_second_run_into_a_locked_folder_says_who_holds_it(tmp_path, tiny_root):
-    from ideogram4.experiment.lock import FolderInUse, folder_lock
+def test_a_second_run_into_a_locked_folder_says_who_holds_it(tmp_path, tiny_root):
+    from ideogram4.experiment.run.lock import FolderInUse, folder_lock
 
     out = tmp_path / "job"
     out.mkdir()
@@ -66,7 +66,7 @@ def test_2_a_second_run_into_a_locked_folder_says_who_holds_it(tmp_path, tiny_ro
     assert len(run_inprocess([*FAST, "prompt=a cat"], out, tiny_root).made) == 1  # released
 
 
-def test_3_torn_manifest_is_repaired_once_and_nothing_is_made_twice(tmp_path, tiny_root, caplog):
+def test_torn_manifest_is_repaired_once_and_nothing_is_made_twice(tmp_path, tiny_root, caplog):
     out = tmp_path / "job"
     run_inprocess([*FAST, "prompt=a cat", "seed=[0,1]"], out, tiny_root)
     with open(out / "manifest.jsonl", "a") as f:
@@ -82,7 +82,7 @@ def test_3_torn_manifest_is_repaired_once_and_nothing_is_made_twice(tmp_path, ti
     assert "not valid JSON" not in caplog.text and "mid-line" not in caplog.text
 
 
-def test_3_a_failed_append_is_rolled_back(tmp_path, monkeypatch):
+def test_a_failed_append_is_rolled_back(tmp_path, monkeypatch):
     append_manifest(tmp_path, {"image": "images/a.png", "settings_hash": "h"})
     size = (tmp_path / "manifest.jsonl").stat().st_size
     real_write = os.write
@@ -101,7 +101,7 @@ def test_3_a_failed_append_is_rolled_back(tmp_path, monkeypatch):
     assert [r["image"] for r in om_read(tmp_path)] == ["images/a.png"]
 
 
-def test_4_a_reused_sweep_folder_grid_shows_only_the_current_values(tmp_path):
+def test_a_reused_sweep_folder_grid_shows_only_the_current_values(tmp_path):
     from ideogram4.experiment.grid import build_grid, collect_jobs
 
     for num, (old, new) in enumerate((("3", "5"), ("7", "9"))):
@@ -127,7 +127,7 @@ def test_4_a_reused_sweep_folder_grid_shows_only_the_current_values(tmp_path):
 # --- silently different from what was asked -------------------------------------------------------------
 
 
-def test_5_input_image_needs_strength_below_one_and_its_content_is_in_the_key(tmp_path, tiny_root):
+def test_input_image_needs_strength_below_one_and_its_content_is_in_the_key(tmp_path, tiny_root):
     img = tmp_path / "in.png"
     Image.new("RGB", (64, 64), "red").save(img)
     with pytest.raises(ConfigError, match="denoising_strength.*ignored"):
@@ -141,7 +141,7 @@ def test_5_input_image_needs_strength_below_one_and_its_content_is_in_the_key(tm
     assert second["settings"]["input_image_sha256"] != first["settings"]["input_image_sha256"]
 
 
-def test_6_renaming_a_prompt_id_makes_the_new_file(tmp_path, tiny_root):
+def test_renaming_a_prompt_id_makes_the_new_file(tmp_path, tiny_root):
     out = tmp_path / "job"
     f = tmp_path / "p.jsonl"
     for pid in ("old_name", "new_name"):
@@ -150,14 +150,14 @@ def test_6_renaming_a_prompt_id_makes_the_new_file(tmp_path, tiny_root):
         assert made["image"] == f"images/{pid}__seed0.png" and (out / made["image"]).exists()
 
 
-def test_7_manifest_is_strict_json(tmp_path):
+def test_manifest_is_strict_json(tmp_path):
     with pytest.raises(ValueError):
         append_manifest(tmp_path, {"image": "images/a.png", "settings_hash": "h", "cfg": float("nan")})
     assert not (tmp_path / "manifest.jsonl").exists() or not (tmp_path / "manifest.jsonl").read_text()
 
 
 @pytest.mark.parametrize("text", ["cost is ${price}", "${oc.env:HOME} at home", "a \\${literal}"])
-def test_8_prompt_text_is_never_interpolated(text):
+def test_prompt_text_is_never_interpolated(text):
     assert plan([f"prompt={text}"]).prompts[0].caption == text.replace("\\$", "$")
     items = plan(["prompts=smoke", f"prompts.items.0.prompt={text}"]).prompts
     assert items[0].caption == text.replace("\\$", "$")
@@ -170,7 +170,7 @@ def _readme_run_commands() -> list[str]:
     return [ln for ln in lines if ln.startswith("python run.py")]
 
 
-def test_9_readme_commands_parse_as_written():
+def test_readme_commands_parse_as_written():
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     commands = _readme_run_commands()
@@ -187,7 +187,7 @@ def test_9_readme_commands_parse_as_written():
                 assert plan([o.input_line]).prompts[0].caption == value
 
 
-def test_10_empty_seed_list_is_an_error_duplicates_are_a_warning():
+def test_empty_seed_list_is_an_error_duplicates_are_a_warning():
     with pytest.raises(ConfigError, match="seed.*empty"):
         plan(["seed=[]"])
     p = plan(["seed=[0,0,1]"])
@@ -196,8 +196,8 @@ def test_10_empty_seed_list_is_an_error_duplicates_are_a_warning():
     assert p.seeds == [0, 1, 2] and any("[1]" in w for w in p.warnings)
 
 
-def test_11_presets_are_recorded_as_run_and_the_key_is_on_resolved_values(tmp_path, tiny_root):
-    from ideogram4.experiment.runner import plan_items
+def test_presets_are_recorded_as_run_and_the_key_is_on_resolved_values(tmp_path, tiny_root):
+    from ideogram4.experiment.run.runner import plan_items
 
     a = plan(["sampler=turbo_12", "prompt=x"])
     b = plan(["sampler=default_20", "sampler.steps=12", "sampler.polish_steps=1", "sampler.mu=0.5", "prompt=x"])
@@ -211,7 +211,7 @@ def test_11_presets_are_recorded_as_run_and_the_key_is_on_resolved_values(tmp_pa
 # --- crashes and waits ------------------------------------------------------------------------------
 
 
-def test_12_a_bad_job_is_skipped_the_rest_finish_and_the_grid_is_made(tmp_path, runner_env):
+def test_a_bad_job_is_skipped_the_rest_finish_and_the_grid_is_made(tmp_path, runner_env):
     sweep = tmp_path / "sweep"
     args = ["-m", *FAST, "prompt=a cat", "resolution.height=64,1000", f"hydra.sweep.dir={sweep}"]
     res = run_cli(args, runner_env)
@@ -238,7 +238,7 @@ def test_12_a_bad_job_is_skipped_the_rest_finish_and_the_grid_is_made(tmp_path, 
     ],
     ids=["id-too-long", "id-newline", "latin-1-file", "lone-surrogate", "not-an-image", "image-size", "mps"],
 )
-def test_13_odd_input_is_one_config_error(tmp_path, make, field):
+def test_odd_input_is_one_config_error(tmp_path, make, field):
     with pytest.raises(ConfigError, match=field) as e:
         plan([*TINY[1:], *make(tmp_path)])
     assert "Fix:" in str(e.value)
@@ -254,7 +254,7 @@ def _image(folder: Path, size: int) -> Path:
     return folder / "in.png"
 
 
-def test_13_a_manifest_line_that_is_not_a_record_is_skipped(tmp_path, tiny_root, caplog):
+def test_a_manifest_line_that_is_not_a_record_is_skipped(tmp_path, tiny_root, caplog):
     out = tmp_path / "job"
     run_inprocess([*FAST, "prompt=a cat"], out, tiny_root)
     with open(out / "manifest.jsonl", "a") as f:
@@ -264,8 +264,8 @@ def test_13_a_manifest_line_that_is_not_a_record_is_skipped(tmp_path, tiny_root,
     assert len(res.skipped) == 1 and not res.made and "not an image record" in caplog.text
 
 
-def test_13_unwritable_output_is_reported_before_weights_load(tmp_path, tiny_root, monkeypatch):
-    from ideogram4.experiment import cache
+def test_unwritable_output_is_reported_before_weights_load(tmp_path, tiny_root, monkeypatch):
+    from ideogram4.experiment.run import cache
 
     monkeypatch.setattr(cache, "get_pipeline", lambda *a: pytest.fail("weights loaded for an unwritable folder"))
     blocker = tmp_path / "a_file"
@@ -274,8 +274,8 @@ def test_13_unwritable_output_is_reported_before_weights_load(tmp_path, tiny_roo
         run_inprocess([*FAST, "prompt=a cat"], blocker / "job", tiny_root)
 
 
-def test_13_full_disk_while_saving_is_one_clear_error(tmp_path, tiny_root, monkeypatch):
-    from ideogram4.experiment.entry import EXIT_OUTPUT, classify
+def test_full_disk_while_saving_is_one_clear_error(tmp_path, tiny_root, monkeypatch):
+    from ideogram4.experiment.run.entry import EXIT_OUTPUT, classify
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -289,7 +289,7 @@ def test_13_full_disk_while_saving_is_one_clear_error(tmp_path, tiny_root, monke
 
 
 @pytest.mark.parametrize("args", [["/nonexistent/sweep"], ["{tmp}", "--cell", "0"], ["{tmp}", "--cell", "-5"]])
-def test_13_grid_cli_rejects_bad_arguments(tmp_path, args, capsys):
+def test_grid_cli_rejects_bad_arguments(tmp_path, args, capsys):
     from ideogram4.experiment.grid import main
 
     with pytest.raises(SystemExit) as e:
@@ -298,9 +298,9 @@ def test_13_grid_cli_rejects_bad_arguments(tmp_path, args, capsys):
     assert e.value.code == 2 and ("is not a folder" in err or "at least 16 pixels" in err), err
 
 
-def test_14_unreachable_wandb_is_tried_once_per_process(monkeypatch, caplog):
-    from ideogram4.experiment import tracker
-    from ideogram4.experiment.config import TrackerConf
+def test_unreachable_wandb_is_tried_once_per_process(monkeypatch, caplog):
+    from ideogram4.experiment.config.schema import TrackerConf
+    from ideogram4.experiment.run import tracker
 
     monkeypatch.setattr(tracker, "_ONLINE_FAILED", False)
     monkeypatch.setattr(tracker, "wandb_credentials_present", lambda: True)
@@ -313,7 +313,7 @@ def test_14_unreachable_wandb_is_tried_once_per_process(monkeypatch, caplog):
     assert tracker.resolve_mode(conf) == "offline"
 
 
-def test_15_images_respect_the_umask(tmp_path):
+def test_images_respect_the_umask(tmp_path):
     old = os.umask(0o022)
     try:
         om.save_png_atomic(Image.new("RGB", (4, 4)), tmp_path / "a.png", {})
@@ -322,7 +322,7 @@ def test_15_images_respect_the_umask(tmp_path):
     assert (tmp_path / "a.png").stat().st_mode & 0o777 == 0o644
 
 
-def test_16_wandb_keeps_its_staging_files_out_of_home(tmp_path, tiny_root, monkeypatch):
+def test_wandb_keeps_its_staging_files_out_of_home(tmp_path, tiny_root, monkeypatch):
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
@@ -334,18 +334,18 @@ def test_16_wandb_keeps_its_staging_files_out_of_home(tmp_path, tiny_root, monke
     assert list(out.glob("wandb/offline-run-*")) and not list(home.rglob("staging"))
 
 
-def test_16_readme_names_the_grid_file_it_writes():
+def test_readme_names_the_grid_file_it_writes():
     from ideogram4.experiment.grid import GRID_PNG
 
     text = (REPO / "README.md").read_text()
     assert GRID_PNG in text and "`grid.png`" not in text
 
 
-def test_16_a_damaged_tiny_cache_says_delete_it_not_download(tmp_path, tiny_root):
+def test_a_damaged_tiny_cache_says_delete_it_not_download(tmp_path, tiny_root):
     import shutil
 
     from ideogram4.errors import CheckpointError
-    from ideogram4.experiment import cache
+    from ideogram4.experiment.run import cache
     from ideogram4.tiny import ensure_tiny_checkpoint
 
     cache.release()  # force a load from the damaged copy

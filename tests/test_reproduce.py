@@ -15,11 +15,12 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
-from runner_fixtures import REPO, TINY, read_manifest, run_cli, run_inprocess, runner_env, tiny_root  # noqa: F401
+from runner_helpers import REPO, TINY, read_manifest, run_cli, run_inprocess
 
 from ideogram4.determinism import CUBLAS_WORKSPACE_ENV, determinism_state, deterministic
-from ideogram4.experiment.provenance import compare_provenance, png_provenance
-from ideogram4.experiment.reproduce import EXIT_REFUSED, main, run_from_hydra
+from ideogram4.experiment.reproduce.__main__ import main
+from ideogram4.experiment.reproduce.regenerate import EXIT_REFUSED, run_from_hydra
+from ideogram4.experiment.run.provenance import compare_provenance, png_provenance
 
 FAST = [*TINY, "tracker=none", "progress=false"]
 CAPTION = 'prompt=\'{"high_level_description": "A sign that says \\"OPEN\\"."}\''

@@ -6,7 +6,7 @@ import json
 
 import pytest
 from PIL import Image
-from runner_fixtures import TINY, read_manifest, run_inprocess, tiny_root  # noqa: F401
+from runner_helpers import TINY, read_manifest, run_inprocess
 
 from ideogram4.prompts import parse_caption, validate_caption
 
@@ -45,7 +45,7 @@ def head_dir(tiny_original, tmp_path_factory):
 
 
 def test_a_sweep_over_cfg_upsamples_each_prompt_once(tmp_path, tiny_root, head_dir):
-    from ideogram4.experiment import cache
+    from ideogram4.experiment.run import cache
 
     up = ["prompt=a red fox asleep in the snow", "prompts.upsample=true", f"prompts.upsample_head={head_dir}",
           "prompts.upsample_max_new_tokens=300", *TINY, "tracker=none"]  # fmt: skip

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from runner_fixtures import BAD_CONFIG, REPO, TINY, read_manifest, run_cli, runner_env, tiny_root  # noqa: F401
+from runner_helpers import BAD_CONFIG, REPO, TINY, read_manifest, run_cli
 
 pytestmark = pytest.mark.slow
 

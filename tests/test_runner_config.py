@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
-from runner_fixtures import BAD_CONFIG, CONF, REPO, compose
+from runner_helpers import BAD_CONFIG, CONF, REPO, compose
 
-from ideogram4.experiment.checks import ConfigError, cuda_driver_present
-from ideogram4.experiment.plan import build_plan
+from ideogram4.experiment.config.checks import ConfigError, cuda_driver_present
+from ideogram4.experiment.config.plan import build_plan
 
 
 def options(group: str) -> list[str]:
@@ -213,7 +213,7 @@ def test_config_error_is_fast_and_imports_no_torch():
     code = (
         "import sys, time; t = time.perf_counter()\n"
         "sys.path.insert(0, 'tests')\n"
-        "from runner_fixtures import compose\n"
+        "from runner_helpers import compose\n"
         "from ideogram4.experiment import ConfigError, build_plan\n"
         "try:\n    build_plan(compose(['model=tiny', 'resolution.height=1000']))\nexcept ConfigError as e:\n    print('ERR', e)\n"
         "heavy = [m for m in ('torch', 'diffusers', 'transformers', 'wandb') if m in sys.modules]\n"
@@ -233,7 +233,7 @@ def test_full_validation_with_token_count_imports_no_torch_or_transformers():
     """Token counting for long captions uses the fast `tokenizers` library (issue 8, point 6)."""
     code = (
         "import sys; sys.path.insert(0, 'tests')\n"
-        "from runner_fixtures import compose\n"
+        "from runner_helpers import compose\n"
         "from ideogram4.experiment import build_plan\n"
         "plan = build_plan(compose(['model=tiny', 'prompts=seed_example']), check_tokens=True)\n"
         "from ideogram4.prompts import fast_tokenizer\n"

@@ -6,12 +6,12 @@ import json
 
 import pytest
 from lora_writers import random_lora, write_ai_toolkit
-from runner_fixtures import TINY, compose, read_manifest, run_cli, run_inprocess, runner_env, tiny_root  # noqa: F401
+from runner_helpers import TINY, compose, read_manifest, run_cli, run_inprocess
 
-from ideogram4.experiment import outputs as om
-from ideogram4.experiment.checks import ConfigError
-from ideogram4.experiment.plan import build_plan
-from ideogram4.experiment.records import PNG_SETTINGS_KEY
+from ideogram4.experiment.config.checks import ConfigError
+from ideogram4.experiment.config.plan import build_plan
+from ideogram4.experiment.run import outputs as om
+from ideogram4.experiment.run.records import PNG_SETTINGS_KEY
 
 FAST = [*TINY, "tracker=none", "prompt=a cat"]
 
@@ -20,7 +20,7 @@ FAST = [*TINY, "tracker=none", "prompt=a cat"]
 def lora_file(tiny_original, tmp_path_factory):
     import torch
 
-    from ideogram4.lora_api import linear_shapes
+    from ideogram4.lora import linear_shapes
     from ideogram4.models.transformer import Ideogram4Transformer
     from ideogram4.tiny import TINY_DIT
 
@@ -46,7 +46,7 @@ def test_bad_lora_settings_are_config_errors(tmp_path):
 
 
 def test_scale_sweep_reuses_the_base_and_records_each_lora(tmp_path, tiny_root, lora_file):
-    from ideogram4.experiment import cache
+    from ideogram4.experiment.run import cache
 
     runs = {}
     for scale in (0.0, 1.0):

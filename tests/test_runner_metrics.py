@@ -6,12 +6,12 @@ import csv
 import json
 
 import pytest
-from runner_fixtures import TINY, compose, read_manifest, run_cli, run_inprocess, runner_env, tiny_root  # noqa: F401
+from runner_helpers import TINY, compose, read_manifest, run_cli, run_inprocess
 
-from ideogram4.experiment import outputs as om
-from ideogram4.experiment.checks import ConfigError
-from ideogram4.experiment.plan import build_plan
-from ideogram4.experiment.records import PNG_SETTINGS_KEY
+from ideogram4.experiment.config.checks import ConfigError
+from ideogram4.experiment.config.plan import build_plan
+from ideogram4.experiment.run import outputs as om
+from ideogram4.experiment.run.records import PNG_SETTINGS_KEY
 
 
 def test_unknown_metric_or_option_is_a_config_error():

@@ -7,12 +7,12 @@ import socket
 
 import pytest
 from PIL import Image
-from runner_fixtures import TINY, compose, read_manifest, run_inprocess, tiny_root  # noqa: F401
+from runner_helpers import TINY, compose, read_manifest, run_inprocess
 
-from ideogram4.experiment import outputs as om
 from ideogram4.experiment.grid import build_grid, collect_jobs, make_sweep_grid
-from ideogram4.experiment.jobs import count_sweep_jobs
-from ideogram4.experiment.records import schedule_text
+from ideogram4.experiment.run import outputs as om
+from ideogram4.experiment.run.jobs import count_sweep_jobs
+from ideogram4.experiment.run.records import schedule_text
 
 FAST = [*TINY, "prompts=smoke", "tracker=none"]
 
@@ -133,7 +133,7 @@ def test_resume_skips_identical_settings_and_overwrite_forces(tmp_path, tiny_roo
 
 
 def test_near_uniform_image_is_flagged(tmp_path, tiny_root, caplog, monkeypatch):
-    from ideogram4.experiment import cache
+    from ideogram4.experiment.run import cache
 
     run_inprocess([*FAST, "prompt=warm up"], tmp_path / "warm", tiny_root)  # make sure a pipeline is cached
     pipe = cache._CURRENT.pipe
@@ -178,7 +178,7 @@ def test_wandb_unreachable_loses_nothing_and_falls_back_offline(tmp_path, tiny_r
 
 
 def test_wandb_failing_mid_run_is_a_warning(tmp_path, tiny_root, monkeypatch, caplog):
-    from ideogram4.experiment import tracker
+    from ideogram4.experiment.run import tracker
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     made = []
@@ -207,7 +207,7 @@ def test_wandb_failing_mid_run_is_a_warning(tmp_path, tiny_root, monkeypatch, ca
 def test_out_of_memory_suggests_memory_modes(tmp_path, tiny_root, monkeypatch):
     import torch
 
-    from ideogram4.experiment import cache
+    from ideogram4.experiment.run import cache
 
     run_inprocess([*FAST, "prompt=warm up"], tmp_path / "warm", tiny_root)
     pipe = cache._CURRENT.pipe

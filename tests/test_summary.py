@@ -12,8 +12,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from ideogram4.experiment.stats import bootstrap_mean_ci
-from ideogram4.experiment.summary import log_summary, main, summarize
+from ideogram4.experiment.summary.__main__ import main
+from ideogram4.experiment.summary.intervals import bootstrap_mean_ci
+from ideogram4.experiment.summary.table import log_summary, summarize
 
 PROMPTS = ["bakery_sign", "poster_headline", "menu_board"]
 
@@ -241,7 +242,7 @@ def test_cli_writes_the_files(tmp_path, capsys):
 
 
 def test_log_summary_into_an_offline_wandb_run(tmp_path, monkeypatch):
-    from ideogram4.experiment.tracker import make_tracker
+    from ideogram4.experiment.run.tracker import make_tracker
 
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
     sweep = tmp_path / "sweep"  # empty cells (None) and integer counts in the same table

@@ -22,7 +22,7 @@ from hydra.core.utils import JobReturn
 from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from ideogram4.experiment.summary import job_metrics
+from ideogram4.experiment.summary.settings import job_metrics
 
 from ._space import Param, parse_space
 

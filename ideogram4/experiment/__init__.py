@@ -1,19 +1,18 @@
 """The Hydra experiment runner (the only layer that reads a Hydra config).
 
+- ``config/``: the typed config schema, its checks and the plan built from it (prompts included).
+- ``run/``: running jobs and writing their outputs (images, manifest, tracker, provenance).
+- ``summary/``: per-setting tables with bootstrap intervals and the summary plot of a sweep.
+- ``reproduce/``: regenerating an image from its PNG and comparing the pixels.
+- ``grid.py`` (the comparison grid of a sweep) and ``score.py`` (rescoring saved images).
+
 Kept import-light: heavy libraries (torch, diffusers, transformers, wandb) load only when a job
-actually generates, so a config mistake is reported in well under a second.
+actually generates, so a config mistake is reported in well under a second. One job runs through
+``ideogram4.experiment.run.runner.run``.
 """
 
-from .checks import ConfigError
-from .config import register_configs
-from .plan import build_plan
+from .config.checks import ConfigError
+from .config.plan import build_plan
+from .config.schema import register_configs
 
-
-def run(cfg, out_dir=None):
-    """Run one job from a composed config (see ideogram4.experiment.runner.run)."""
-    from .runner import run as _run
-
-    return _run(cfg, out_dir=out_dir)
-
-
-__all__ = ["ConfigError", "build_plan", "register_configs", "run"]
+__all__ = ["ConfigError", "build_plan", "register_configs"]

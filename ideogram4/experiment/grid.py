@@ -13,7 +13,7 @@ import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import outputs as out_mod
+from .run import outputs as out_mod
 
 log = logging.getLogger("ideogram4.experiment")
 

@@ -17,9 +17,9 @@ import logging
 import sys
 from pathlib import Path
 
-from .lock import folder_lock
-from .manifest import MANIFEST, append_manifest, latest_records, read_manifest
-from .records import ImageRecord, now_utc
+from .run.lock import folder_lock
+from .run.manifest import MANIFEST, append_manifest, latest_records, read_manifest
+from .run.records import ImageRecord, now_utc
 
 log = logging.getLogger("ideogram4.experiment")
 
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     total = sum(score_folder(f, args.metrics.split(","), options, args.force) for f in job_folders(folder))
     log.info("Scored %d image(s) in %s", total, folder)
     if job_folders(folder) != [folder]:
-        from .summary import summarize
+        from .summary.table import summarize
 
         summarize(folder)
     return 0

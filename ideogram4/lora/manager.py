@@ -22,10 +22,10 @@ from dataclasses import asdict, dataclass, replace
 
 import torch.nn as nn
 
-from .lora_files import LoraError, read_lora
-from .lora_layouts import LoraWeights, map_lora
-from .models import lora as lora_path
-from .spec import LORA_TARGETS
+from ..models import lora as lora_path
+from ..spec import LORA_TARGETS
+from .files import LoraError, read_lora
+from .layouts import LoraWeights, map_lora
 
 log = logging.getLogger(__name__)
 

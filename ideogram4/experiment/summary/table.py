@@ -28,9 +28,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import outputs as out_mod
-from .grid import ROW_KEYS, JobFolder, collect_jobs
-from .stats import bootstrap_mean_ci, paired_difference_ci
+from ..grid import collect_jobs
+from ..run import outputs as out_mod
+from .intervals import bootstrap_mean_ci, paired_difference_ci
+from .plot import plot_summary
+from .settings import Setting, is_number, load_settings
 
 log = logging.getLogger("ideogram4.experiment")
 
@@ -39,24 +41,6 @@ COMPARISONS_CSV = "comparisons.csv"
 SUMMARY_PNG = "summary.png"
 CI_FIELDS = ("n", "mean", "ci_low", "ci_high")
 DIFF_FIELDS = ("n", "diff_mean", "diff_ci_low", "diff_ci_high")
-
-Unit = tuple[str, int]  # (prompt_id, seed): the thing resampled and paired
-
-
-@dataclass
-class Setting:
-    """One combination of swept values and the metric values of its images."""
-
-    values: dict[str, str]  # swept key -> override text ("" where the job left the key at its default)
-    scores: dict[Unit, dict[str, list[float]]] = field(default_factory=dict)
-    n_images: int = 0
-
-    def label(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in self.values.items()) or "all"
-
-    def metric_values(self, metric: str) -> dict[Unit, float]:
-        """Per unit value (the mean if a unit appears in two job folders of the same setting)."""
-        return {u: sum(v[metric]) / len(v[metric]) for u, v in self.scores.items() if v.get(metric)}
 
 
 @dataclass
@@ -76,70 +60,6 @@ class SweepSummary:
     @property
     def paths(self) -> list[Path]:
         return [p for p in (self.summary_csv, self.comparisons_csv, self.plot_png) if p is not None]
-
-
-def record_metrics(record: dict) -> dict[str, float]:
-    """A manifest record's metric values that can be averaged (None, NaN and non-numbers left out)."""
-    out = {}
-    for name, value in (record.get("metrics") or {}).items():
-        if isinstance(value, bool):
-            value = float(value)
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            out[name] = float(value)
-    return out
-
-
-def job_metrics(job_dir: str | Path) -> list[dict[str, float]]:
-    """The metric values of each image of one job folder (the latest manifest line per image)."""
-    records = out_mod.latest_records(out_mod.read_manifest(Path(job_dir))).values()
-    return [record_metrics(r) for r in records]
-
-
-def _value_order(text: str) -> tuple:
-    try:
-        return (1, float(text), "")
-    except ValueError:
-        return (0 if text == "" else 2, 0.0, text)
-
-
-def is_number(text: str) -> bool:
-    return _value_order(text)[0] == 1
-
-
-def swept_keys(jobs: list[JobFolder]) -> list[str]:
-    """Override keys whose value differs between jobs; the seed belongs to the units, not the settings."""
-    keys = list(dict.fromkeys(k for j in jobs for k in j.overrides))
-    return [k for k in keys if k not in ROW_KEYS and len({j.overrides.get(k) for j in jobs}) > 1]
-
-
-def load_settings(jobs: list[JobFolder]) -> tuple[list[str], list[Setting], list[str]]:
-    """(swept keys, settings in sort order, metric names in order of first appearance)."""
-    swept = swept_keys(jobs)
-    by_values: dict[tuple[str, ...], Setting] = {}
-    metrics: list[str] = []
-    versions: dict[str, set[str]] = {}
-    for job in jobs:
-        values = {k: job.overrides.get(k, "") for k in swept}
-        setting = by_values.setdefault(tuple(values.values()), Setting(values))
-        for rec in job.records:
-            setting.n_images += 1
-            unit = (str(rec.get("prompt_id")), int(rec.get("seed") or 0))
-            cell = setting.scores.setdefault(unit, {})
-            for name, value in record_metrics(rec).items():
-                if name not in metrics:
-                    metrics.append(name)
-                cell.setdefault(name, []).append(value)
-            for name, version in (rec.get("metric_versions") or {}).items():
-                versions.setdefault(name, set()).add(str(version))
-    for name, seen in versions.items():
-        if len(seen) > 1:
-            log.warning(
-                "Metric %s has several versions in this sweep (%s): rescore to compare like with like",
-                name,
-                ", ".join(sorted(seen)),
-            )
-    settings = sorted(by_values.values(), key=lambda s: tuple(_value_order(v) for v in s.values.values()))
-    return swept, settings, metrics
 
 
 def _none_if_nan(x: float) -> float | None:
@@ -282,8 +202,6 @@ def summarize(sweep_dir: str | Path, baseline=None, n_boot: int = 2000, seed: in
         )
     else:
         log.info("Sweep summary: %d setting(s), nothing to compare against a baseline", len(settings))
-    from .summary_plot import plot_summary
-
     result.plot_png = plot_summary(sweep_dir / SUMMARY_PNG, swept, settings, metrics, cis, sweep_dir.name)
     log.info(
         "Sweep summary: %d setting(s) x %d metric(s) -> %s",
@@ -308,7 +226,7 @@ def _typed_rows(columns: list[str], rows: list[list], keys: list[str]) -> list[l
 
 
 def log_summary(tracker, summary: SweepSummary) -> None:
-    """Log the summary and comparison tables and the plot to a tracker (ideogram4.experiment.tracker)."""
+    """Log the summary and comparison tables and the plot to a tracker (ideogram4.experiment.run.tracker)."""
     tracker.log_table(
         "sweep_summary",
         summary.summary_columns,
@@ -327,38 +245,3 @@ def log_summary(tracker, summary: SweepSummary) -> None:
             tracker.log_image(
                 "sweep_summary_plot", im.convert("RGB"), caption="mean and 95 % bootstrap CI over prompt x seed"
             )
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Summarise a finished (or interrupted) sweep from its folders:
-    python -m ideogram4.experiment.summary outputs/sweeps/NAME [--baseline "cfg=3"]"""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m ideogram4.experiment.summary", description=main.__doc__)
-    parser.add_argument("sweep_dir")
-    parser.add_argument(
-        "--baseline",
-        nargs="+",
-        default=None,
-        help='the setting compared against, as overrides ("cfg=3"); default: the first setting',
-    )
-    parser.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.n_boot < 1:
-        parser.error(f"--n-boot must be at least 1, got {args.n_boot}")
-    try:
-        result = summarize(args.sweep_dir, baseline=args.baseline, n_boot=args.n_boot, seed=args.seed)
-    except ValueError as e:
-        log.error("%s", e)
-        return 2
-    if result is None:
-        return 1
-    for path in result.paths:
-        print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,6 +1,6 @@
 """A composed Hydra config -> a checked, typed :class:`RunPlan` (fails in well under a second).
 
-``OmegaConf.to_object`` turns the config into the dataclass tree of ``config.py``; the section checks
+``OmegaConf.to_object`` turns the config into the dataclass tree of ``schema.py``; the section checks
 of ``checks.py`` collect every problem; this module adds only the derived values: where the weights
 come from, which device, the chronological guidance schedule, the seeds and the prompts.
 """
@@ -18,10 +18,10 @@ from omegaconf.errors import MissingMandatoryValue, ValidationError
 
 from ideogram4 import spec
 
+from ..run.paths import abspath, file_sha256, file_sha256_cached, folder_fingerprints
 from .checks import ConfigError, check_device, check_sections, cuda_driver_present, lora_conf, problem
-from .config import ModelConf, RunConf
-from .paths import abspath, file_sha256, file_sha256_cached, folder_fingerprints
 from .prompt_plan import PromptPlan, check_token_counts, plan_prompts, tokenizer_dir_for
+from .schema import ModelConf, RunConf
 
 # Prompt text is data, never an OmegaConf interpolation: "${price}" stays "${price}".
 RAW_TEXT_FIELDS = ("prompt", "negative_prompt", "prompts.negative_prompt", "prompts.items")

@@ -20,10 +20,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ideogram4.spec import PNG_CAPTION_KEY
 
-from .config import RunConf, register_configs
-from .records import PNG_CONFIG_KEY, PNG_PROVENANCE_KEY, PNG_SETTINGS_KEY
+from ..config.schema import RunConf, register_configs
+from ..run.records import PNG_CONFIG_KEY, PNG_PROVENANCE_KEY, PNG_SETTINGS_KEY
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
 # keys of the reproduce command itself, never carried into the regenerated run
 OWN_KEYS = ("reproduce", "reproduce_strict")
 
@@ -218,7 +218,7 @@ def check_input_image(emb: Embedded, given: str | None, abspath) -> None:
     want = emb.settings.get("input_image_sha256")
     if not want:
         return
-    from .plan import file_sha256
+    from ..config.plan import file_sha256
 
     recorded = emb.settings.get("input_image") or "(path not recorded)"
     fix = "Fix: pass input_image=/path/to/that/image"

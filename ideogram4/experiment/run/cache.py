@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from ideogram4.errors import CheckpointError
 
-from .checks import ConfigError, problem
-from .plan import ModelPlan
+from ..config.checks import ConfigError, problem
+from ..config.plan import ModelPlan
 
 log = logging.getLogger("ideogram4.experiment")
 

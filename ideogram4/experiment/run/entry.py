@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from ideogram4.errors import CheckpointError
 
-from .checks import ConfigError
+from ..config.checks import ConfigError
 from .lock import FolderInUse
 from .manifest import OutputWriteError
 
@@ -42,11 +42,11 @@ def classify(e: BaseException) -> tuple[int, str] | None:
 
 
 def run_job(cfg: DictConfig) -> None:
-    from . import run
     from .jobs import job_context
+    from .runner import run
 
     if cfg.get("reproduce"):  # python run.py +reproduce=IMAGE.png: remake one image, compare its pixels
-        from .reproduce import run_from_hydra
+        from ..reproduce.regenerate import run_from_hydra
 
         if code := run_from_hydra(cfg):
             sys.exit(code)

@@ -14,7 +14,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from .config import TrackerConf
+from ..config.schema import TrackerConf
 
 log = logging.getLogger("ideogram4.experiment")
 
@@ -34,13 +34,13 @@ class ComparisonGridCallback(Callback):
         report_failed_jobs(sweep_dir)
 
     def _grid(self, config: DictConfig, sweep_dir: Path):
-        from .grid import make_sweep_grid
+        from ..grid import make_sweep_grid
 
         cell = self.cell_size or int(OmegaConf.select(config, "output.grid_cell_size", default=256))
         return make_sweep_grid(sweep_dir, cell=cell)
 
     def _summary(self, config: DictConfig, sweep_dir: Path):
-        from .summary import summarize
+        from ..summary.table import summarize
 
         return summarize(sweep_dir, baseline=OmegaConf.select(config, "summary_baseline", default=None))
 
@@ -94,7 +94,7 @@ def log_sweep(tracker_conf: TrackerConf | None, sweep_dir: Path, made, summary) 
         if made is not None:
             _log_grid(tracker, *made)
         if summary is not None:
-            from .summary import log_summary
+            from ..summary.table import log_summary
 
             log_summary(tracker, summary)
     finally:

@@ -27,7 +27,7 @@ _NOT_RECORDED = object()
 @functools.cache
 def code_digest() -> str:
     """sha256 (16 hex) of the ideogram4 package's Python sources: the code that ran, committed or not."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     h = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
         h.update(str(path.relative_to(root)).encode())

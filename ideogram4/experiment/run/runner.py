@@ -17,11 +17,11 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from ..config.plan import RunPlan, build_plan
+from ..config.prompt_plan import PromptPlan
 from . import outputs as out_mod
 from .jobs import JobContext, job_context
 from .lock import folder_lock
-from .plan import RunPlan, build_plan
-from .prompt_plan import PromptPlan
 from .records import ImageRecord
 
 log = logging.getLogger("ideogram4.experiment")
@@ -168,7 +168,7 @@ def generate(plan: RunPlan, ctx: JobContext, pending: list[Item], tracker, resul
     from tqdm.auto import tqdm
 
     from .cache import get_pipeline
-    from .scoring import ScoredWriter
+    from .scored_writer import ScoredWriter
 
     loaded, reused = get_pipeline(plan.model)
     if loaded.describe.get("unconditional") == "conditional fallback":
@@ -389,7 +389,7 @@ def _log_job_table(tracker, items: list[Item], out_dir: Path) -> None:
         rows.append(ImageRecord.from_dict(it.record).table_row(image, metric_keys))
     if rows:
         from .records import TABLE_COLUMNS
-        from .scoring import score_summary
+        from .scored_writer import score_summary
 
         tracker.log_table("images_table", TABLE_COLUMNS + metric_keys, rows, image_column="image")
         tracker.summary(score_summary([it.record for it in items if it.record]))

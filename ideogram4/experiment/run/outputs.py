@@ -152,7 +152,7 @@ def package_versions() -> dict[str, str | None]:
 
 @functools.cache
 def git_revision() -> dict[str, Any]:
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     try:
         rev = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5

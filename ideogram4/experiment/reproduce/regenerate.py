@@ -3,7 +3,7 @@
     python -m ideogram4.experiment.reproduce IMAGE.png [--out DIR] [--strict] [overrides ...]
     python run.py +reproduce=IMAGE.png [reproduce_strict=true] [overrides ...]
 
-The PNG's embedded config is rebuilt (see reproduce_config), the user's overrides go on top
+The PNG's embedded config is rebuilt (see reproduce/config.py), the user's overrides go on top
 (``device=cpu``, ``model.path=/elsewhere``, ``input_image=...``), and before anything is sampled
 what the PNG recorded is compared with what will run now: settings, package versions, revision,
 device, determinism, then (once loaded) the weight fingerprints. Each difference is one line;
@@ -17,7 +17,6 @@ Exit codes: 0 identical pixels; 1 different pixels; 2 unusable PNG, config or in
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -26,15 +25,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import outputs as out_mod
-from .lock import folder_lock
-from .plan import RunPlan, abspath, build_plan
-from .provenance import Comparison, compare_provenance, compare_settings, current_provenance, weights_provenance
-from .reproduce_config import (
+from ..config.plan import RunPlan, abspath, build_plan
+from ..run import outputs as out_mod
+from ..run.lock import folder_lock
+from ..run.provenance import Comparison, compare_provenance, compare_settings, current_provenance, weights_provenance
+from .config import (
     Embedded,
     ReproduceError,
     check_input_image,
-    compose_overrides,
     override_values,
     read_embedded,
     reproduction_config,
@@ -121,7 +119,7 @@ def reproduce(
     if target.resolve() == emb.path.resolve():
         raise ReproduceError(f"--out {out} would overwrite the original image. Fix: choose another folder")
     out_mod.check_writable(out / out_mod.IMAGES)
-    from .runner import determinism_for
+    from ..run.runner import determinism_for
 
     echo(f"Reproducing {emb.path} ({plan.prompts[0].id}, seed {plan.seeds[0]}, {plan.gen.width}x{plan.gen.height}, "
          f"{plan.gen.steps} steps, model {plan.model.name} on {plan.model.device}) into {out}")  # fmt: skip
@@ -134,7 +132,7 @@ def _regenerate(
 ) -> Outcome:
     from ideogram4.determinism import determinism_state
 
-    from .cache import get_pipeline
+    from ..run.cache import get_pipeline
 
     before.extend(compare_settings(_recorded(emb.record), _planned(plan)))
     if plan.prompts[0].caption != emb.caption:
@@ -182,9 +180,9 @@ def _report(stage: str, found: Comparison, strict: bool, echo) -> Outcome | None
 
 
 def _generate_one(plan: RunPlan, out: Path, target: Path) -> None:
-    from .jobs import job_context
-    from .runner import JobResult, generate, plan_items
-    from .tracker import NullTracker
+    from ..run.jobs import job_context
+    from ..run.runner import JobResult, generate, plan_items
+    from ..run.tracker import NullTracker
 
     if target.exists():
         log.info("Replacing the earlier reproduction %s", target)
@@ -231,7 +229,7 @@ def _write_report(out: Path, emb: Embedded, outcome: Outcome) -> None:
 
 def guarded(fn: Callable[[], Outcome]) -> int:
     """Run a reproduction; a user-fixable error is one line on stderr and its exit code."""
-    from .entry import EXIT_INTERRUPTED, classify
+    from ..run.entry import EXIT_INTERRUPTED, classify
 
     try:
         return fn().code
@@ -257,22 +255,3 @@ def run_from_hydra(cfg) -> int:
     out_dir = HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else None
     return guarded(lambda: reproduce(cfg.reproduce, out_dir, strict=cfg.reproduce_strict,
                                      overrides=override_values(cfg, overrides)))  # fmt: skip
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m ideogram4.experiment.reproduce",
-        description="Regenerate an image from the settings embedded in its PNG and compare the pixels.",
-    )
-    parser.add_argument("image", help="a PNG written by run.py")
-    parser.add_argument("--out", help="folder for the regenerated image (default: outputs/reproduce/<stem>/)")
-    parser.add_argument("--strict", action="store_true", help="refuse to sample when anything recorded differs")
-    parser.add_argument("overrides", nargs="*", help="config overrides on top of the PNG's, e.g. device=cpu")
-    args = parser.parse_intermixed_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    return guarded(lambda: reproduce(args.image, args.out, strict=args.strict,
-                                     overrides=compose_overrides(args.overrides)))  # fmt: skip
-
-
-if __name__ == "__main__":
-    sys.exit(main())

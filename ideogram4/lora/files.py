@@ -6,7 +6,7 @@ a DiffSynth `ModelConfig`, or a state dict already in memory. `read_lora` return
 raw tensors and header metadata, plus two hashes (the file's sha256, the identity a manifest records,
 and the A1111 "addnet" hash of the tensor data that its PNG `Lora hashes` field shows). Files are
 read once per (path, size, mtime): loading the same LoRA again, or into another pipeline, reuses it.
-Mapping the keys to the DiT is `lora_layouts.map_lora`.
+Mapping the keys to the DiT is `layouts.map_lora`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 # Names trainers give the single LoRA file of a folder or repo, most specific first.

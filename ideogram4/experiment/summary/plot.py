@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .summary import Setting, is_number
+from .settings import Setting, is_number
 
 
 def _x_key(swept: list[str], settings: list[Setting]) -> str | None:

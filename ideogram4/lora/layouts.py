@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .lora_files import LoraError, LoraFile, adapter_metadata
+from .files import LoraError, LoraFile, adapter_metadata
 
 LAYOUT_DESCRIPTIONS = {
     "ai-toolkit": "ai-toolkit/ComfyUI `diffusion_model.layers.N.attention.qkv.lora_A.weight`",

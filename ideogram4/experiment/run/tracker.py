@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from .config import TrackerConf
+from ..config.schema import TrackerConf
 
 log = logging.getLogger("ideogram4.experiment")
 
@@ -175,7 +175,7 @@ class WandbTracker:
             x_disable_stats=True,
             disable_git=True,
             # listing every installed distribution costs ~0.3 s per run (a third of a tiny sweep job);
-            # the manifest records the versions that matter (ideogram4.experiment.outputs.PACKAGES)
+            # the manifest records the versions that matter (ideogram4.experiment.run.outputs.PACKAGES)
             x_save_requirements=False,
         )
 

@@ -17,8 +17,8 @@ from typing import Any
 
 from ideogram4 import spec
 
-from .config import LoraConf, ModelConf, OutputConf, PromptsConf, ResolutionConf, RunConf, SamplerConf, TrackerConf
-from .paths import abspath
+from ..run.paths import abspath
+from .schema import LoraConf, ModelConf, OutputConf, PromptsConf, ResolutionConf, RunConf, SamplerConf, TrackerConf
 
 TRACKER_MODES = ("auto", "online", "offline", "disabled")
 TRACKERS = ("wandb", "none")

@@ -1,18 +1,13 @@
-"""Helpers and fixtures for the runner tests (imported by tests/test_runner_*.py).
-
-Subprocess runs use the session's tiny checkpoint (IDEOGRAM4_CACHE), a temporary output folder,
-no W&B credentials and a closed stdin, so a login prompt would fail the test instead of hanging it.
-"""
+"""Helpers for the runner tests: shared overrides, `python run.py` in a subprocess (closed stdin, so a
+login prompt fails the test instead of hanging it), in-process composition and runs. Their fixtures
+(`tiny_root`, `runner_env`) are in conftest.py."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -26,7 +21,7 @@ TINY = [
     "sampler.steps=2",
 ]
 
-# Bad inputs caught by the runner's own validation (issue 5): overrides -> the field the message names.
+# Bad inputs caught by the runner's own validation: overrides -> the field the message names.
 # Used through the API (test_runner_config) and as real `python run.py` calls (test_runner_cli).
 BAD_CONFIG = [
     (["resolution.height=1000"], "resolution.height"),
@@ -50,27 +45,6 @@ BAD_CONFIG = [
     (["seed=[]"], "seed"),
     (["sampler.steps=1000000000"], "sampler.steps"),
 ]
-
-
-@pytest.fixture(scope="session")
-def tiny_root(tiny_original) -> str:
-    """The folder holding the session's tiny checkpoints (built once by conftest's fixture)."""
-    return str(Path(tiny_original).parent)
-
-
-@pytest.fixture
-def runner_env(tmp_path, tiny_root) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update(
-        IDEOGRAM4_CACHE=tiny_root,
-        HF_HUB_OFFLINE="1",
-        NETRC=str(tmp_path / "no-netrc"),
-        WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"),
-        WANDB_SILENT="true",
-        PYTHONUNBUFFERED="1",
-        OMP_NUM_THREADS="1",
-    )
-    return env
 
 
 def run_cli(args: list[str], env: dict, timeout: float = 180, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -97,7 +71,7 @@ def compose(overrides: list[str], return_hydra_config: bool = False):
     from hydra.core.global_hydra import GlobalHydra
 
     from ideogram4.experiment import register_configs
-    from ideogram4.experiment.config import lora_overrides
+    from ideogram4.experiment.config.schema import lora_overrides
 
     register_configs()
     overrides = lora_overrides(overrides)  # as run.py does
@@ -107,7 +81,7 @@ def compose(overrides: list[str], return_hydra_config: bool = False):
 
 
 def run_inprocess(overrides: list[str], out_dir: Path, tiny_root: str):
-    from ideogram4.experiment import run
+    from ideogram4.experiment.run.runner import run
 
     cfg = compose([*overrides, f"model.cache_dir={tiny_root}"])
     return run(cfg, out_dir=out_dir)

@@ -19,7 +19,7 @@ SCHEMA_VERSION = 2
 
 PNG_CONFIG_KEY = "ideogram4:config"
 PNG_SETTINGS_KEY = "ideogram4:settings"
-# versions, revision, GPU, weight fingerprints, determinism (ideogram4.experiment.provenance)
+# versions, revision, GPU, weight fingerprints, determinism (ideogram4.experiment.run.provenance)
 PNG_PROVENANCE_KEY = "ideogram4:provenance"
 # the subset of a record embedded in the PNG (the full record is the manifest line)
 PNG_SETTINGS_FIELDS = (
