@@ -30,6 +30,8 @@ RAND_DEVICES = ("cpu", "cuda")
 OUTPUT_TYPES = ("pil", "np", "latent")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 LORA_TARGETS = ("transformer", "unconditional_transformer", "both")  # "transformer": as diffusers
+# which way a metric value is better; "neither" for a plain statistic (pixel_std, sharpness, ...)
+METRIC_DIRECTIONS = ("higher", "lower", "neither")
 
 # --- outputs ----------------------------------------------------------------------------------------
 PNG_CAPTION_KEY = "ideogram4:caption"  # PNG text chunk holding the exact caption an image was made from

@@ -205,7 +205,7 @@ def test_a_new_metric_is_one_file(tmp_path, monkeypatch):
     (tmp_path / "brightness.py").write_text(
         "from PIL import ImageStat\n"
         "from ideogram4.metrics.registry import MetricResult\n"
-        "NAME, VERSION, KEYS, PACKAGES, WEIGHTS, OPTIONS = 'brightness', '1', {'brightness': None}, {}, 'none', {}\n"
+        "NAME, VERSION, KEYS, PACKAGES, WEIGHTS, OPTIONS = 'brightness', '1', {'brightness': 'neither'}, {}, 'none', {}\n"
         "def score_detailed(image, facts, options):\n"
         "    return MetricResult({'brightness': ImageStat.Stat(image.convert('L')).mean[0]})\n"
     )

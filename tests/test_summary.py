@@ -13,7 +13,7 @@ import yaml
 from PIL import Image
 
 from ideogram4.experiment.summary.__main__ import main
-from ideogram4.experiment.summary.intervals import bootstrap_mean_ci
+from ideogram4.experiment.summary.intervals import clustered_mean_ci
 from ideogram4.experiment.summary.table import log_summary, summarize
 
 PROMPTS = ["bakery_sign", "poster_headline", "menu_board"]
@@ -69,7 +69,9 @@ def test_summary_means_are_exact_and_columns_named_as_the_overrides(tmp_path):
     assert result.swept_keys == ["cfg", "sampler.steps"]  # seed is the unit, prompts did not change
     columns, rows = read_csv(sweep / "summary.csv")
     m = "ocr_word_accuracy"
-    assert columns == ["cfg", "sampler.steps", "n", f"{m}_n", f"{m}_mean", f"{m}_ci_low", f"{m}_ci_high"]
+    metric_columns = [f"{m}_{f}" for f in ("better", "n", "mean", "ci_low", "ci_high", "ci_note")]
+    assert columns == ["cfg", "sampler.steps", "n", *metric_columns]
+    assert {r[f"{m}_better"] for r in rows} == {"higher"}  # the registry's direction
     assert [(r["cfg"], r["sampler.steps"]) for r in rows] == [("3", "12"), ("3", "20"), ("10", "12"), ("10", "20")]
     shared = np.mean([unit_score(i, s) for i in range(3) for s in (0, 1)])
     for r in rows:
@@ -85,11 +87,13 @@ def test_summary_means_are_exact_and_columns_named_as_the_overrides(tmp_path):
         shift = (int(c["cfg"]) - 3) / 10 + (int(c["sampler.steps"]) - 12) / 100
         for field in (f"{m}_diff_mean", f"{m}_diff_ci_low", f"{m}_diff_ci_high"):
             assert float(c[field]) == pytest.approx(shift, abs=1e-9)
-        assert c[f"{m}_n"] == "6"
+        assert c[f"{m}_n"] == "6" and c[f"{m}_better"] == "higher"
     png = sweep / "summary.png"
     with Image.open(png) as im:
         assert im.format == "PNG" and im.width > 300
-    assert result.paths == [sweep / "summary.csv", sweep / "comparisons.csv", png]
+    assert result.paths == [sweep / "summary.csv", sweep / "comparisons.csv", png, sweep / "summary.json"]
+    meta = json.loads((sweep / "summary.json").read_text())
+    assert "student-t" in meta["interval"]["method"] and meta["directions"] == {m: "higher"}
 
 
 def test_baseline_on_some_keys_pairs_within_the_other_keys(tmp_path):
@@ -114,6 +118,11 @@ def test_bad_baseline_names_the_key_and_the_values(tmp_path):
     with pytest.raises(ValueError, match=r"cfg=5 is not a value of this sweep; cfg took 3, 10"):
         summarize(sweep, baseline={"cfg": 5})
     assert main([str(sweep), "--baseline", "cfg"]) == 2
+    assert not (sweep / "summary.csv").exists()  # a bad baseline changes no file
+    summarize(sweep)
+    before = {p.name: p.read_bytes() for p in sweep.glob("summary.*")}
+    assert main([str(sweep), "--baseline", "cfg=5"]) == 2
+    assert {p.name: p.read_bytes() for p in sweep.glob("summary.*")} == before
 
 
 def noisy_sweep(tmp_path: Path, n_prompts: int, shift: float, seed: int = 1) -> Path:
@@ -135,11 +144,11 @@ def test_ci_contains_the_mean_narrows_with_n_and_is_reproducible(tmp_path):
     widths = {}
     for n_prompts in (4, 100):
         sweep = noisy_sweep(tmp_path, n_prompts, shift=0.25)
-        summarize(sweep, n_boot=1000)
+        summarize(sweep)
         _, rows = read_csv(sweep / "summary.csv")
         for r in rows:
             low, mean, high = (float(r[f"ocr_ned_{f}"]) for f in ("ci_low", "mean", "ci_high"))
-            assert low < mean < high
+            assert low < mean < high and r["ocr_ned_ci_note"] == ""
         widths[n_prompts] = float(rows[0]["ocr_ned_ci_high"]) - float(rows[0]["ocr_ned_ci_low"])
         # paired: the constant shift is exact although the two settings' own intervals overlap
         _, comps = read_csv(sweep / "comparisons.csv")
@@ -147,19 +156,41 @@ def test_ci_contains_the_mean_narrows_with_n_and_is_reproducible(tmp_path):
         assert float(comps[0]["ocr_ned_diff_ci_high"]) - float(comps[0]["ocr_ned_diff_ci_low"]) < 1e-9
     assert widths[100] < widths[4] / 2
     before = (sweep / "summary.csv").read_bytes()
-    summarize(sweep, n_boot=1000)
-    assert (sweep / "summary.csv").read_bytes() == before  # seeded
-    summarize(sweep, n_boot=1000, seed=1)
-    assert (sweep / "summary.csv").read_bytes() != before
+    summarize(sweep)
+    assert (sweep / "summary.csv").read_bytes() == before
 
 
-def test_bootstrap_matches_a_normal_interval_on_many_units():
-    x = np.random.default_rng(0).normal(size=400)
-    mean, low, high = bootstrap_mean_ci(x, n_boot=4000, seed=0)
-    half = 1.96 * x.std(ddof=1) / np.sqrt(x.size)
-    assert mean == pytest.approx(x.mean()) and low == pytest.approx(mean - half, abs=0.02)
-    assert high == pytest.approx(mean + half, abs=0.02)
-    assert bootstrap_mean_ci([0.5], seed=0)[0] == 0.5 and np.isnan(bootstrap_mean_ci([0.5])[1])
+def test_interval_is_the_t_interval_of_the_prompt_means():
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    prompt_effect = rng.normal(size=6)  # (prompt,)
+    x = (prompt_effect[:, None] + 0.1 * rng.normal(size=(6, 3))).ravel()  # 6 prompts x 3 seeds
+    labels = [f"p{i}" for i in range(6) for _ in range(3)]
+    ci = clustered_mean_ci(x, labels)
+    means = x.reshape(6, 3).mean(axis=1)  # an independent oracle: scipy's t interval of the 6 prompt means
+    low, high = stats.t.interval(0.95, 5, loc=means.mean(), scale=stats.sem(means))
+    assert (ci.n, ci.clusters, ci.note) == (18, 6, "")
+    assert (ci.mean, ci.low, ci.high) == pytest.approx((x.mean(), low, high), abs=1e-12)
+    flat = clustered_mean_ci(x)  # the same values as 18 independent images: narrower (ignores the clustering)
+    assert flat.high - flat.low < (high - low) / 2
+    one_prompt = clustered_mean_ci([1.0, 2.0, 4.0], ["a", "a", "a"])  # one prompt: its seeds are the units
+    assert one_prompt.clusters == 3 and one_prompt.low == pytest.approx(
+        stats.t.interval(0.95, 2, loc=7 / 3, scale=stats.sem([1.0, 2.0, 4.0]))[0]
+    )
+
+
+def test_n_of_one_has_no_interval_and_says_why(tmp_path):
+    sweep = tmp_path / "sweep"
+    write_job(sweep, 0, ["cfg=3"], [record("a", 0, ocr_ned=0.5)])
+    write_job(sweep, 1, ["cfg=7"], [record("a", 0, ocr_ned=0.7), record("b", 0, ocr_ned=0.9)])
+    summarize(sweep)
+    _, (r3, r7) = read_csv(sweep / "summary.csv")
+    assert (r3["ocr_ned_n"], r3["ocr_ned_mean"], r3["ocr_ned_ci_low"], r3["ocr_ned_ci_high"]) == ("1", "0.5", "", "")
+    assert r3["ocr_ned_ci_note"] == "n=1: no interval from a single value"
+    assert r7["ocr_ned_ci_low"] != "" and r7["ocr_ned_ci_note"] == ""
+    _, (comp,) = read_csv(sweep / "comparisons.csv")
+    assert comp["ocr_ned_diff_ci_low"] == "" and comp["ocr_ned_diff_ci_note"].startswith("n=1")
 
 
 def test_none_values_are_skipped_with_n_per_metric_and_latest_line_wins(tmp_path):
@@ -197,7 +228,7 @@ def test_no_metrics_gives_counts_and_a_clear_message(tmp_path, caplog):
     assert "No metric values" in caplog.text and "ideogram4.experiment.score" in caplog.text
     columns, rows = read_csv(sweep / "summary.csv")
     assert columns == ["cfg", "n"] and [r["n"] for r in rows] == ["2", "2"]
-    assert result.paths == [sweep / "summary.csv"]
+    assert result.paths == [sweep / "summary.csv", sweep / "summary.json"]
     assert not (sweep / "comparisons.csv").exists() and not (sweep / "summary.png").exists()
     assert main([str(tmp_path / "empty")]) == 1  # no job folders at all: a message, exit 1
 
@@ -207,7 +238,7 @@ def test_single_combination(tmp_path):
     write_job(sweep, 0, ["cfg=3"], [record(p, 0, ocr_word_accuracy=v) for p, v in zip("abcd", (0.2, 0.4, 0.6, 0.8))])
     result = summarize(sweep)
     columns, rows = read_csv(sweep / "summary.csv")
-    assert columns[:2] == ["n", "ocr_word_accuracy_n"] and len(rows) == 1
+    assert columns[:3] == ["n", "ocr_word_accuracy_better", "ocr_word_accuracy_n"] and len(rows) == 1
     assert float(rows[0]["ocr_word_accuracy_mean"]) == pytest.approx(0.5)
     assert result.comparisons_csv is None and (sweep / "summary.png").exists()
 
@@ -231,14 +262,14 @@ def test_log_summary_sends_tables_and_plot_to_the_tracker(tmp_path):
     assert [row[:2] for row in rows] == [[3, 12], [3, 20], [10, 12], [10, 20]]  # numbers, so W&B can plot them
     assert len(tracker.tables["sweep_comparisons"][1]) == 3
     image, caption = tracker.images["sweep_summary_plot"]
-    assert isinstance(image, Image.Image) and image.mode == "RGB" and "bootstrap" in caption
+    assert isinstance(image, Image.Image) and image.mode == "RGB" and "student-t" in caption
 
 
 def test_cli_writes_the_files(tmp_path, capsys):
     sweep = grid_sweep(tmp_path)
-    assert main([str(sweep), "--baseline", "cfg=3", "sampler.steps=20", "--n-boot", "200"]) == 0
+    assert main([str(sweep), "--baseline", "cfg=3", "sampler.steps=20"]) == 0
     printed = capsys.readouterr().out.split()
-    assert printed == [str(sweep / n) for n in ("summary.csv", "comparisons.csv", "summary.png")]
+    assert printed == [str(sweep / n) for n in ("summary.csv", "comparisons.csv", "summary.png", "summary.json")]
 
 
 def test_log_summary_into_an_offline_wandb_run(tmp_path, monkeypatch):

@@ -2,7 +2,7 @@
 
 - ``config/``: the typed config schema, its checks and the plan built from it (prompts included).
 - ``run/``: running jobs and writing their outputs (images, manifest, tracker, provenance).
-- ``summary/``: per-setting tables with bootstrap intervals and the summary plot of a sweep.
+- ``summary/``: per-setting tables with prompt-clustered intervals and the summary plot of a sweep.
 - ``reproduce/``: regenerating an image from its PNG and comparing the pixels.
 - ``grid.py`` (the comparison grid of a sweep) and ``score.py`` (rescoring saved images).
 

@@ -10,7 +10,16 @@ distance (CIEDE2000), CLIP score, image statistics. One module per metric, found
 """
 
 from .caption import CaptionError, CaptionFacts, caption_facts
-from .registry import Metric, MetricError, MetricResult, better_direction, check_metrics, get_metric, metric_names
+from .registry import (
+    Metric,
+    MetricError,
+    MetricResult,
+    better_direction,
+    check_metrics,
+    get_metric,
+    metric_names,
+    value_directions,
+)
 from .scorer import Scored, Scorer, score_image
 
 __all__ = [
@@ -27,4 +36,5 @@ __all__ = [
     "get_metric",
     "metric_names",
     "score_image",
+    "value_directions",
 ]

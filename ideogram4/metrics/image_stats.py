@@ -16,7 +16,7 @@ from .registry import MetricResult
 
 NAME = "image_stats"
 VERSION = "1"
-KEYS = {"near_uniform": "lower", "pixel_std": None, "sharpness": None, "colorfulness": None}
+KEYS = {"near_uniform": "lower", "pixel_std": "neither", "sharpness": "neither", "colorfulness": "neither"}
 PACKAGES = {"skimage": "scikit-image>=0.22"}
 WEIGHTS = "none"
 OPTIONS = {"uniform_std_threshold": UNIFORM_STD_THRESHOLD}

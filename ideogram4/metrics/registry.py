@@ -2,7 +2,7 @@
 
 A metric module defines
     NAME, VERSION   the name users select; VERSION changes whenever its values change meaning
-    KEYS            value name -> "higher" or "lower" (which is better) or None (neither)
+    KEYS            value name -> its direction: "higher" or "lower" is better, or "neither" (spec.METRIC_DIRECTIONS)
     PACKAGES        import name -> pip requirement, checked before anything is scored
     WEIGHTS         where its model weights come from, in words
     OPTIONS         option name -> default; given options must use these names and types
@@ -22,6 +22,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
+
+from ideogram4.spec import METRIC_DIRECTIONS
 
 from .caption import caption_facts
 
@@ -124,6 +126,7 @@ def _registry() -> dict[str, Metric]:
         for key in module.KEYS:
             assert key not in owner_of_key, f"value {key!r} is produced by {owner_of_key[key]} and {module.NAME}"
             owner_of_key[key] = module.NAME
+            assert module.KEYS[key] in METRIC_DIRECTIONS, f"{module.NAME}: {key} direction not in {METRIC_DIRECTIONS}"
         found[module.NAME] = Metric(module)
     return dict(sorted(found.items()))
 
@@ -153,9 +156,16 @@ def check_metrics(names: Iterable[str], options: Mapping[str, Mapping[str, Any]]
     return metrics
 
 
-def better_direction(key: str) -> str | None:
-    """'higher' or 'lower' for a metric value name (e.g. for an optimiser's direction); None if neither."""
-    for metric in _registry().values():
-        if key in metric.module.KEYS:
-            return metric.module.KEYS[key]
-    raise MetricError(f"no metric produces a value named {key!r}")
+def value_directions() -> dict[str, str]:
+    """Every metric value name -> "higher" / "lower" / "neither", in registry order (metric name, then
+    the metric's KEYS order): the order summary columns follow."""
+    return {key: d for metric in _registry().values() for key, d in metric.module.KEYS.items()}
+
+
+def better_direction(key: str) -> str:
+    """'higher', 'lower' or 'neither' for a metric value name (e.g. an optimiser's direction)."""
+    try:
+        return value_directions()[key]
+    except KeyError:
+        known = ", ".join(value_directions())
+        raise MetricError(f"no metric produces a value named {key!r}; the values metrics produce: {known}") from None

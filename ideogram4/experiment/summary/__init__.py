@@ -1,2 +1,2 @@
-"""Sweep summaries: `settings` groups the job folders, `table` writes the CSVs with bootstrap intervals
-(`intervals`), `plot` draws summary.png; `python -m ideogram4.experiment.summary SWEEP_DIR` runs it."""
+"""Sweep summaries: `settings` groups the job folders, `table` writes the CSVs with prompt-clustered
+intervals (`intervals`), `plot` draws summary.png; `python -m ideogram4.experiment.summary SWEEP_DIR` runs it."""

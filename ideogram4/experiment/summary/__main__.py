@@ -22,14 +22,10 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help='the setting compared against, as overrides ("cfg=3"); default: the first setting',
     )
-    parser.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.n_boot < 1:
-        parser.error(f"--n-boot must be at least 1, got {args.n_boot}")
     try:
-        result = summarize(args.sweep_dir, baseline=args.baseline, n_boot=args.n_boot, seed=args.seed)
+        result = summarize(args.sweep_dir, baseline=args.baseline)
     except ValueError as e:
         log.error("%s", e)
         return 2

@@ -1,18 +1,19 @@
 """Sweep summary: what each swept setting did to each metric, with its uncertainty.
 
-    python -m ideogram4.experiment.summary SWEEP_DIR [--baseline "cfg=3"] [--n-boot 2000] [--seed 0]
+    python -m ideogram4.experiment.summary SWEEP_DIR [--baseline "cfg=3"]
 
 Reads only the job folders on disk (``manifest.jsonl``, ``.hydra/overrides.yaml``), like the comparison
 grid, so it works for any launcher and for a sweep scored later. Writes into SWEEP_DIR:
 
 - ``summary.csv``: one row per combination of swept values (columns named as the overrides: ``cfg``,
-  ``sampler.steps``, ...), ``n`` images, and per metric ``<m>_n``, ``<m>_mean``, ``<m>_ci_low``,
-  ``<m>_ci_high`` (95 % bootstrap over the prompt x seed images, seeded, so reruns agree).
+  ``sampler.steps``, ...), ``n`` images, and per metric (in registry order) ``<m>_better`` (higher /
+  lower / neither), ``<m>_n``, ``<m>_mean``, ``<m>_ci_low``, ``<m>_ci_high`` (95 %, clustered by
+  prompt: see intervals.py) and ``<m>_ci_note`` (why an interval is empty, e.g. n=1).
 - ``comparisons.csv``: per setting and metric, the paired difference to a baseline setting. Settings
   share prompts and seeds, so each image is compared with the same prompt and seed under the baseline,
   which removes most of the prompt and seed noise from the interval.
-- ``summary.png``: each metric against a swept numeric parameter, error bars = the intervals, one line
-  per combination of the other swept values.
+- ``summary.png``: each metric against each swept numeric parameter (plot.py).
+- ``summary.json``: how the numbers were made: the interval method and level, each metric's direction.
 
 A metric that is None for an image (nothing to score) is left out of that metric's mean; ``<m>_n``
 says how many images each value rests on.
@@ -21,6 +22,7 @@ says how many images each value rests on.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 import re
@@ -30,7 +32,7 @@ from pathlib import Path
 
 from ..grid import collect_jobs
 from ..run import outputs as out_mod
-from .intervals import bootstrap_mean_ci, paired_difference_ci
+from .intervals import LEVEL, METHOD, MIN_CLUSTERS, Interval, clustered_mean_ci, paired_difference_ci
 from .plot import plot_summary
 from .settings import Setting, is_number, load_settings
 
@@ -39,8 +41,9 @@ log = logging.getLogger("ideogram4.experiment")
 SUMMARY_CSV = "summary.csv"
 COMPARISONS_CSV = "comparisons.csv"
 SUMMARY_PNG = "summary.png"
-CI_FIELDS = ("n", "mean", "ci_low", "ci_high")
-DIFF_FIELDS = ("n", "diff_mean", "diff_ci_low", "diff_ci_high")
+SUMMARY_JSON = "summary.json"
+CI_FIELDS = ("better", "n", "mean", "ci_low", "ci_high", "ci_note")
+DIFF_FIELDS = ("better", "n", "diff_mean", "diff_ci_low", "diff_ci_high", "diff_ci_note")
 
 
 @dataclass
@@ -53,36 +56,50 @@ class SweepSummary:
     summary_rows: list[list]
     comparison_columns: list[str] = field(default_factory=list)
     comparison_rows: list[list] = field(default_factory=list)
+    directions: dict[str, str] = field(default_factory=dict)  # metric -> higher / lower / neither
     summary_csv: Path | None = None
     comparisons_csv: Path | None = None
     plot_png: Path | None = None
+    summary_json: Path | None = None
 
     @property
     def paths(self) -> list[Path]:
-        return [p for p in (self.summary_csv, self.comparisons_csv, self.plot_png) if p is not None]
+        return [p for p in (self.summary_csv, self.comparisons_csv, self.plot_png, self.summary_json) if p is not None]
 
 
 def _none_if_nan(x: float) -> float | None:
     return None if math.isnan(x) else x
 
 
-def setting_cis(setting: Setting, metrics: list[str], n_boot: int, seed: int) -> dict[str, tuple]:
-    """metric -> (n, mean, ci_low, ci_high) over the setting's units."""
+def metric_directions(metrics: list[str]) -> dict[str, str]:
+    """The sweep's metrics in registry order (unknown names after, by name) -> their direction."""
+    from ideogram4.metrics import value_directions
+
+    known = value_directions()
+    ordered = [m for m in known if m in metrics] + sorted(m for m in metrics if m not in known)
+    return {m: known.get(m, "unknown") for m in ordered}
+
+
+def _interval_cells(direction: str, ci: Interval) -> list:
+    return [direction, ci.n, *(_none_if_nan(x) for x in (ci.mean, ci.low, ci.high)), ci.note]
+
+
+def setting_cis(setting: Setting, metrics: list[str]) -> dict[str, Interval]:
+    """metric -> the interval of the setting's mean, its images clustered by prompt."""
     out = {}
     for m in metrics:
-        values = list(setting.metric_values(m).values())
-        out[m] = (len(values), *bootstrap_mean_ci(values, n_boot=n_boot, seed=seed))
+        per_unit = setting.metric_values(m)
+        out[m] = clustered_mean_ci(list(per_unit.values()), [prompt for prompt, _ in per_unit])
     return out
 
 
-def summary_table(swept, settings, metrics, cis) -> tuple[list[str], list[list]]:
-    columns = [*swept, "n"] + [f"{m}_{f}" for m in metrics for f in CI_FIELDS]
+def summary_table(swept, settings, directions, cis) -> tuple[list[str], list[list]]:
+    columns = [*swept, "n"] + [f"{m}_{f}" for m in directions for f in CI_FIELDS]
     rows = []
     for setting, ci in zip(settings, cis):
         row: list = [setting.values[k] for k in swept] + [setting.n_images]
-        for m in metrics:
-            n, *interval = ci[m]
-            row += [n] + [_none_if_nan(x) for x in interval]
+        for m, direction in directions.items():
+            row += _interval_cells(direction, ci[m])
         rows.append(row)
     return columns, rows
 
@@ -137,16 +154,16 @@ def baseline_pairs(
     return pairs
 
 
-def comparison_table(swept, pairs, metrics, n_boot, seed) -> tuple[list[str], list[list]]:
-    columns = [*swept, "baseline"] + [f"{m}_{f}" for m in metrics for f in DIFF_FIELDS]
+def comparison_table(swept, pairs, directions) -> tuple[list[str], list[list]]:
+    columns = [*swept, "baseline"] + [f"{m}_{f}" for m in directions for f in DIFF_FIELDS]
     rows = []
     for setting, base in pairs:
         row: list = [setting.values[k] for k in swept] + [base.label()]
-        for m in metrics:
+        for m, direction in directions.items():
             a, b = setting.metric_values(m), base.metric_values(m)
             units = sorted(a.keys() & b.keys())
-            diff = paired_difference_ci([a[u] for u in units], [b[u] for u in units], n_boot=n_boot, seed=seed)
-            row += [len(units)] + [_none_if_nan(x) for x in diff]
+            diff = paired_difference_ci([a[u] for u in units], [b[u] for u in units], [p for p, _ in units])
+            row += _interval_cells(direction, diff)
         rows.append(row)
     return columns, rows
 
@@ -169,11 +186,30 @@ def write_csv(path: Path, columns: list[str], rows: list[list]) -> Path:
     return path
 
 
-def summarize(sweep_dir: str | Path, baseline=None, n_boot: int = 2000, seed: int = 0) -> SweepSummary | None:
-    """Write summary.csv, comparisons.csv and summary.png into the sweep folder (see the module doc).
+def write_json(path: Path, doc: dict) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def summary_document(result: SweepSummary, baseline: dict[str, str]) -> dict:
+    """summary.json: what a reader needs to interpret the CSVs."""
+    return {
+        "interval": {"method": METHOD, "level": LEVEL, "min_clusters": MIN_CLUSTERS},
+        "directions": result.directions,
+        "swept_keys": result.swept_keys,
+        "baseline": baseline or None,
+    }
+
+
+def summarize(sweep_dir: str | Path, baseline=None) -> SweepSummary | None:
+    """Write summary.csv, comparisons.csv, summary.png and summary.json into the sweep folder (see the
+    module doc).
 
     ``baseline``: overrides naming the setting to compare against ("cfg=3", ["cfg=3", "sampler.steps=12"]
-    or {"cfg": 3}); default the first setting in sort order. Returns None when no job folder has a manifest.
+    or {"cfg": 3}); default the first setting in sort order. A bad baseline raises ValueError before any
+    file is written. Returns None when no job folder has a manifest.
     """
     sweep_dir = Path(sweep_dir)
     jobs = collect_jobs(sweep_dir) if sweep_dir.is_dir() else []
@@ -182,10 +218,17 @@ def summarize(sweep_dir: str | Path, baseline=None, n_boot: int = 2000, seed: in
         return None
     swept, settings, metrics = load_settings(jobs)
     wanted_baseline = parse_baseline(baseline)
-    cis = [setting_cis(s, metrics, n_boot, seed) for s in settings]
-    result = SweepSummary(sweep_dir, swept, metrics, settings, *summary_table(swept, settings, metrics, cis))
+    directions = metric_directions(metrics)
+    pairs = baseline_pairs(wanted_baseline, swept, settings)  # raises on a bad baseline: nothing written yet
+    cis = [setting_cis(s, list(directions)) for s in settings]
+    result = SweepSummary(
+        sweep_dir, swept, list(directions), settings, *summary_table(swept, settings, directions, cis)
+    )
+    result.directions = directions
     result.summary_csv = write_csv(sweep_dir / SUMMARY_CSV, result.summary_columns, result.summary_rows)
+    result.summary_json = write_json(sweep_dir / SUMMARY_JSON, summary_document(result, wanted_baseline))
     if not metrics:
+        _remove_stale(sweep_dir, COMPARISONS_CSV, SUMMARY_PNG)
         log.warning(
             "No metric values in the manifests under %s: %s has image counts only. Score the images with "
             "metrics=[...] in the run, or afterwards with `python -m ideogram4.experiment.score %s --metrics ...`",
@@ -194,15 +237,17 @@ def summarize(sweep_dir: str | Path, baseline=None, n_boot: int = 2000, seed: in
             sweep_dir,
         )
         return result
-    pairs = baseline_pairs(wanted_baseline, swept, settings)
     if pairs:
-        result.comparison_columns, result.comparison_rows = comparison_table(swept, pairs, metrics, n_boot, seed)
+        result.comparison_columns, result.comparison_rows = comparison_table(swept, pairs, directions)
         result.comparisons_csv = write_csv(
             sweep_dir / COMPARISONS_CSV, result.comparison_columns, result.comparison_rows
         )
     else:
+        _remove_stale(sweep_dir, COMPARISONS_CSV)
         log.info("Sweep summary: %d setting(s), nothing to compare against a baseline", len(settings))
-    result.plot_png = plot_summary(sweep_dir / SUMMARY_PNG, swept, settings, metrics, cis, sweep_dir.name)
+    result.plot_png = plot_summary(sweep_dir / SUMMARY_PNG, swept, settings, directions, cis, sweep_dir.name)
+    if result.plot_png is None:
+        _remove_stale(sweep_dir, SUMMARY_PNG)
     log.info(
         "Sweep summary: %d setting(s) x %d metric(s) -> %s",
         len(settings),
@@ -210,6 +255,12 @@ def summarize(sweep_dir: str | Path, baseline=None, n_boot: int = 2000, seed: in
         ", ".join(map(str, result.paths)),
     )
     return result
+
+
+def _remove_stale(sweep_dir: Path, *names: str) -> None:
+    """Files of an earlier summary that this one does not rebuild would contradict it: removed."""
+    for name in names:
+        (sweep_dir / name).unlink(missing_ok=True)
 
 
 def _typed_rows(columns: list[str], rows: list[list], keys: list[str]) -> list[list]:
@@ -242,6 +293,4 @@ def log_summary(tracker, summary: SweepSummary) -> None:
         from PIL import Image
 
         with Image.open(summary.plot_png) as im:
-            tracker.log_image(
-                "sweep_summary_plot", im.convert("RGB"), caption="mean and 95 % bootstrap CI over prompt x seed"
-            )
+            tracker.log_image("sweep_summary_plot", im.convert("RGB"), caption=f"mean and 95 % CI ({METHOD})")
