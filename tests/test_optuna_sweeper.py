@@ -25,13 +25,13 @@ from hydra_plugins.ideogram4_optuna._search import (
     evaluate,
     finished_trials,
     open_study,
-    requeue_interrupted,
 )
+from hydra_plugins.ideogram4_optuna._study import STALE_DIR, fail_stale
 
 REPO = Path(__file__).resolve().parents[1]
 
 APP = """
-import json, os, time
+import json, os, sys, time
 from pathlib import Path
 
 import hydra
@@ -44,21 +44,28 @@ def score(cfg, polish_cfg, seed):
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg):
+    try:
+        job(cfg)
+    except KeyboardInterrupt:  # as ideogram4.experiment.run.entry does: Ctrl-C becomes exit 130
+        sys.exit(130)
+
+
+def job(cfg):
     hc = HydraConfig.get()
     with open(os.environ["FAKE_APP_LOG"], "a") as f:
         f.write(json.dumps({"job": hc.job.num, "cfg": cfg.cfg, "polish_cfg": cfg.sampler.polish_cfg}) + "\\n")
     if cfg.mode == "raise":
         raise RuntimeError("the fake job broke")
-    time.sleep(float(os.environ.get("FAKE_APP_SLEEP", "0")))
     seeds = list(cfg.seed) if not isinstance(cfg.seed, int) else [cfg.seed]
-    with open(Path(hc.runtime.output_dir) / "manifest.jsonl", "a") as f:
-        for item in cfg.prompts["items"]:
-            for seed in seeds:
-                metrics = {"pixel_std": 1.0}
-                if "ocr" in cfg.metrics:
-                    metrics["ocr_word_accuracy"] = score(cfg.cfg, cfg.sampler.polish_cfg, seed)
-                    metrics["ocr_ned"] = None
-                rec = {"image": f"images/{item.id}__seed{seed}.png", "prompt_id": item.id, "seed": seed, "metrics": metrics}
+    for item in cfg.prompts["items"]:  # one image at a time, as the runner appends its manifest lines
+        for seed in seeds:
+            time.sleep(float(os.environ.get("FAKE_APP_SLEEP", "0")))
+            metrics = {"pixel_std": 1.0}
+            if "ocr" in cfg.metrics:
+                metrics["ocr_word_accuracy"] = score(cfg.cfg, cfg.sampler.polish_cfg, seed)
+                metrics["ocr_ned"] = None
+            rec = {"image": f"images/{item.id}__seed{seed}.png", "prompt_id": item.id, "seed": seed, "metrics": metrics}
+            with open(Path(hc.runtime.output_dir) / "manifest.jsonl", "a") as f:
                 f.write(json.dumps(rec) + "\\n")
 
 
@@ -158,43 +165,84 @@ def sigint_by_default() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+FAST_HEARTBEAT = ("hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=4")
+
+
+def wait_for_calls(app: Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while len(calls(app)) < n and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+
+
 @pytest.mark.slow
-def test_interrupted_search_resumes_without_repeating_finished_trials(app, tmp_path):
+def test_search_interrupted_during_a_trial_resumes_it_once_and_counts_it_once(app, tmp_path):
+    from ideogram4.experiment.summary.table import summarize
+
     sweep = tmp_path / "sweep"
-    args = app_args(sweep, "hydra.sweeper.n_trials=10", "hydra.sweeper.n_startup_trials=4")
+    args = app_args(sweep, "hydra.sweeper.n_trials=6", "hydra.sweeper.n_startup_trials=4", *FAST_HEARTBEAT)
     proc = subprocess.Popen(
         args,
         cwd=app,
-        env=app_env(app, FAKE_APP_SLEEP="1.0"),
+        env=app_env(app, FAKE_APP_SLEEP="0.5"),  # 4 images of 0.5 s per trial
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         preexec_fn=sigint_by_default,
         text=True,
     )
-    deadline = time.monotonic() + 120
-    while len(calls(app)) < 4 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)  # Ctrl-C while the 4th trial renders
+    wait_for_calls(app, 3, proc)
+    third = sweep / "2" / "manifest.jsonl"
+    deadline = time.monotonic() + 60
+    while not (third.exists() and third.read_text()) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C while the 3rd trial renders, one image made
     out, err = proc.communicate(timeout=60)
     assert proc.returncode != 0 and "resume it with the same command" in out + err, (out + err)[-3000:]
     first = {t.number: t for t in load(sweep).trials}
-    done_first = {n: t for n, t in first.items() if t.state == TrialState.COMPLETE}
-    (stopped,) = [t for t in first.values() if t.state == TrialState.FAIL]
-    assert len(done_first) >= 3 and stopped.user_attrs["interrupted"] and stopped.number == max(done_first) + 1
+    (stopped,) = [t for t in first.values() if t.state == TrialState.WAITING]  # handed back, not failed
+    assert not [t for t in first.values() if t.state in (TrialState.FAIL, TrialState.RUNNING)]
+    partial = (sweep / str(stopped.number) / "manifest.jsonl").read_text().splitlines()
+    assert 1 <= len(partial) < 4  # the interrupted trial had made part of its images
     n_calls_first = len(calls(app))
 
-    run_app(app, sweep, "hydra.sweeper.n_trials=10", "hydra.sweeper.n_startup_trials=4")
+    run_app(app, sweep, "hydra.sweeper.n_trials=6", "hydra.sweeper.n_startup_trials=4", *FAST_HEARTBEAT)
+    study = load(sweep)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 6  # no FAIL, nothing extra
+    assert finished_trials(study) == 6 and study.trials[stopped.number].params == stopped.params
+    all_calls = calls(app)
+    stopped_runs = [c for c in all_calls if c["job"] == stopped.number]
+    assert len(stopped_runs) == 2  # interrupted once, run exactly once more (same trial number and folder)
+    assert stopped.number == 2 and [c["job"] for c in all_calls[n_calls_first:]] == [2, 3, 4, 5]
+    summary = summarize(sweep)  # each trial one setting with all 4 images; no partial setting
+    assert len(summary.settings) == 6 and {s.n_images for s in summary.settings} == {4}
+
+
+@pytest.mark.slow
+def test_two_search_processes_share_one_study(app, tmp_path):
+    sweep = tmp_path / "sweep"
+    args = app_args(sweep, "hydra.sweeper.n_trials=8", "hydra.sweeper.n_startup_trials=4", *FAST_HEARTBEAT)
+    env = app_env(app, FAKE_APP_SLEEP="0.1")
+    first = subprocess.Popen(args, cwd=app, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_calls(app, 1, first)
+    second = subprocess.Popen(args, cwd=app, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    outs = [p.communicate(timeout=240) for p in (first, second)]
+    assert [first.returncode, second.returncode] == [0, 0], [o[1][-3000:] for o in outs]
     study = load(sweep)
     complete = study.get_trials(states=(TrialState.COMPLETE,))
-    assert len(complete) == 10 and finished_trials(study) == 10
-    for n, t in done_first.items():  # kept as they were, not run again
-        assert (study.trials[n].params, study.trials[n].value) == (t.params, t.value)
-    resumed = [c["job"] for c in calls(app)[n_calls_first:]]
-    assert resumed == list(range(stopped.number + 1, stopped.number + 1 + 10 - len(done_first)))
-    retry = study.trials[stopped.number + 1]  # the interrupted settings run first
-    assert retry.params == stopped.params and retry.user_attrs["retry_of"] == stopped.number
-    params = [tuple(t.params.values()) for t in complete]
-    assert len(set(params)) == 10  # a resumed TPE does not replay the first session's draws
+    assert len(complete) == 8 and not study.get_trials(states=(TrialState.FAIL, TrialState.RUNNING))
+    jobs = [c["job"] for c in calls(app)]
+    assert sorted(jobs) == sorted(t.number for t in complete)  # every trial ran once, in one process
+    pids = {t.number: t.user_attrs["output_dir"] for t in complete}
+    assert len(set(pids.values())) == 8
+    for t in complete:
+        lines = (sweep / str(t.number) / "manifest.jsonl").read_text().splitlines()
+        assert len(lines) == 4 and t.value == pytest.approx(
+            (
+                score(t.params["cfg"], t.params["sampler.polish_cfg"], 0)
+                + score(t.params["cfg"], t.params["sampler.polish_cfg"], 1)
+            )
+            / 2
+        )
+    assert yaml.safe_load((sweep / "best.yaml").read_text())["trials"]["complete"] == 8
 
 
 @pytest.mark.slow
@@ -203,7 +251,7 @@ def test_multi_objective_search_writes_the_pareto_front(app, tmp_path):
     objective = (
         "hydra.sweeper.objective=[{metric:ocr_word_accuracy,direction:maximize},{metric:pixel_std,direction:minimize}]"
     )
-    run_app(app, sweep, "hydra.sweeper.n_trials=4", objective, "mode=choice(ok,raise)")
+    run_app(app, sweep, "hydra.sweeper.n_trials=4", objective, "mode=choice(ok,raise)", "metrics=[ocr,image_stats]")
     study = load(sweep)
     assert len(study.directions) == 2 and {t.params["mode"] for t in study.trials} == {"ok", "raise"}
     for t in study.trials:
@@ -216,23 +264,61 @@ def test_multi_objective_search_writes_the_pareto_front(app, tmp_path):
     assert all(set(e["values"]) == {"ocr_word_accuracy", "pixel_std"} for e in best["best"])
 
 
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            "hydra.sweeper.objective=[{metric:ocr_word_acc,direction:maximize}]",
+            "objective[0].metric: no metric produces",
+        ),
+        ("metrics=[image_stats]", "which the jobs do not compute"),
+    ],
+)
+def test_an_objective_no_job_produces_is_refused_before_the_first_trial(app, tmp_path, override, message):
+    res = subprocess.run(
+        app_args(tmp_path / "sweep", "hydra.sweeper.n_trials=2", override),
+        cwd=app,
+        env=app_env(app),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode != 0 and message in res.stderr and calls(app) == []
+
+
 @pytest.mark.slow
-def test_trials_without_metric_values_fail_with_a_reason_and_no_best_yaml(app, tmp_path):
+def test_a_search_where_every_trial_fails_exits_non_zero_and_is_resumed_only_as_the_same_study(app, tmp_path):
     sweep = tmp_path / "sweep"
-    res = run_app(app, sweep, "hydra.sweeper.n_trials=2", "metrics=[image_stats]")
+    res = subprocess.run(
+        app_args(sweep, "hydra.sweeper.n_trials=2", "mode=raise"),
+        cwd=app,
+        env=app_env(app),
+        capture_output=True,
+        text=True,
+    )
     study = load(sweep)
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
-    assert "no value of ocr_word_accuracy" in study.trials[0].user_attrs["fail_reason"]
-    assert "no value of ocr_word_accuracy" in res.stdout + res.stderr and not (sweep / "best.yaml").exists()
+    assert "RuntimeError: the fake job broke" in study.trials[0].user_attrs["fail_reason"]
+    assert res.returncode != 0 and "No trial of study 'search_cfg' completed (2 failed" in res.stderr
+    assert not (sweep / "best.yaml").exists()
     # a resumed study must be the same experiment: other fixed overrides are refused with the reason
     res = subprocess.run(
-        app_args(sweep, "hydra.sweeper.n_trials=3", "metrics=[ocr]"),
+        app_args(sweep, "hydra.sweeper.n_trials=3", "mode=ok"),
         cwd=app,
         env=app_env(app),
         capture_output=True,
         text=True,
     )
     assert res.returncode != 0 and "fixed_overrides" in res.stderr and "hydra.sweep.dir" in res.stderr
+
+
+@pytest.mark.slow
+def test_ties_are_reported_as_ties(app, tmp_path):
+    sweep = tmp_path / "sweep"
+    objective = "hydra.sweeper.objective=[{metric:pixel_std,direction:minimize}]"
+    res = run_app(app, sweep, "hydra.sweeper.n_trials=3", objective, "metrics=[ocr,image_stats]")
+    best = yaml.safe_load((sweep / "best.yaml").read_text())
+    assert best["tied"] == [0, 1, 2] and "3 trials tie for the best value 1.0" in res.stdout + res.stderr
 
 
 @pytest.mark.slow
@@ -302,17 +388,25 @@ def test_evaluate_averages_the_latest_line_per_image_and_explains_failures(tmp_p
     assert values is None and "no value of ocr_ned" in reason and "(1 images)" in reason
 
 
-def test_a_trial_left_running_by_a_killed_search_is_failed_and_asked_again(tmp_path):
-    study = open_study(settings(), tmp_path, fixed=["prompts=typography"])
+def test_a_trial_of_a_dead_process_is_failed_by_its_heartbeat_and_asked_again(tmp_path):
+    fast = {"heartbeat_interval": 1, "grace_period": 2}
+    study = open_study(settings(**fast), tmp_path, fixed=["prompts=typography"])
     dist = {"cfg": optuna.distributions.FloatDistribution(2, 9)}
     done = study.ask(dist)
     study.tell(done, 0.3)
-    stale = study.ask(dist)  # the process died here (SIGKILL): the trial stays RUNNING in the database
-    resumed = open_study(settings(), tmp_path, fixed=["prompts=typography"])
-    requeue_interrupted(resumed)
+    stale = study.ask(dist)  # the process dies here (SIGKILL): RUNNING in the database, no more heartbeats
+    stale.set_user_attr("output_dir", str(tmp_path / str(stale.number)))
+    (tmp_path / str(stale.number)).mkdir()
+    study._storage.record_heartbeat(stale._trial_id)
+    resumed = open_study(settings(**fast), tmp_path, fixed=["prompts=typography"])
+    fail_stale(resumed)  # within the grace period: still owned by its process
+    assert resumed.trials[stale.number].state == TrialState.RUNNING
+    time.sleep(3.5)
+    fail_stale(resumed)
     assert resumed.trials[stale.number].state == TrialState.FAIL and finished_trials(resumed) == 1
+    assert (tmp_path / STALE_DIR / str(stale.number)).is_dir() and not (tmp_path / str(stale.number)).exists()
     again = resumed.ask(dist)
-    assert again.params == stale.params and again.user_attrs["retry_of"] == stale.number
+    assert again.params == stale.params and resumed.trials[again.number].system_attrs["failed_trial"] == stale.number
     with pytest.raises(ValueError, match="was made with objective"):
         open_study(
             settings(objective=[{"metric": "ocr_ned", "direction": "minimize"}]), tmp_path, fixed=["prompts=typography"]

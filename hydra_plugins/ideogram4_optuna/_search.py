@@ -4,13 +4,14 @@ Each trial is one Hydra job, numbered as the trial (job folder ``<hydra.sweep.di
 Its objective is the mean of a metric over the job's images (prompts x seeds), read from the job's
 ``manifest.jsonl``, so the task function needs no return value. The study lives in Optuna's storage
 (SQLite in the sweep folder by default): running the same command with the same ``hydra.sweep.dir``
-resumes it. Trials left running by an interruption are marked failed and their settings are tried
-again; finished trials are never repeated.
+resumes it, and several processes running it at once share its trials (see _study.py for how trials
+are owned, handed back on Ctrl-C and re-queued when their process dies). Finished trials never repeat.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,13 +26,28 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from ideogram4.experiment.summary.settings import job_metrics
 
 from ._space import Param, parse_space
+from ._study import (
+    FAIL_REASON,
+    InFlight,
+    fail_stale,
+    finished_trials,
+    make_storage,
+    running_trials,
+    sigint_allowed,
+    sigint_deferred,
+    storage_url,
+    surplus,
+)
 
 log = logging.getLogger("ideogram4.experiment")
 
-STUDY_DB = "study.db"
 BEST_YAML = "best.yaml"
 DIRECTIONS = ("maximize", "minimize")
-FAIL_REASON = "fail_reason"  # set on trials that ran and failed; a failed trial without it was interrupted
+EXIT_INTERRUPTED = 130  # what a job exits with on Ctrl-C (ideogram4.experiment.run.entry)
+
+
+class SearchFailed(RuntimeError):
+    """No trial of the study completed: the search has no result."""
 
 
 @dataclass
@@ -44,15 +60,19 @@ class SearchSettings:
     n_startup_trials: int
     objective: list[dict[str, str]]
     params: dict[str, str]
+    heartbeat_interval: int = 10
+    grace_period: int = 30
+    max_retry: int = 3
 
     @classmethod
     def from_config(cls, conf: dict) -> SearchSettings:
         """Checked settings; every error names the hydra.sweeper field and what to write instead."""
         conf = {k: v for k, v in conf.items() if not k.startswith("_")}
         s = cls(**conf)
-        for name in ("n_trials", "n_jobs"):
-            if not isinstance(getattr(s, name), int) or getattr(s, name) < 1:
-                raise ValueError(f"hydra.sweeper.{name} must be a whole number >= 1, got {getattr(s, name)!r}")
+        for name in ("n_trials", "n_jobs", "heartbeat_interval", "grace_period", "max_retry"):
+            if not isinstance(getattr(s, name), int) or getattr(s, name) < (0 if name == "max_retry" else 1):
+                low = 0 if name == "max_retry" else 1
+                raise ValueError(f"hydra.sweeper.{name} must be a whole number >= {low}, got {getattr(s, name)!r}")
         if not s.study_name:
             raise ValueError("hydra.sweeper.study_name is empty; name the study, e.g. hydra.sweeper.study_name=search")
         if not s.objective:
@@ -66,12 +86,39 @@ class SearchSettings:
                 raise ValueError(
                     f"hydra.sweeper.objective[{i}].direction is {obj.get('direction')!r}; use maximize or minimize"
                 )
+        if s.grace_period <= s.heartbeat_interval:
+            raise ValueError(
+                f"hydra.sweeper.grace_period ({s.grace_period}) must exceed heartbeat_interval "
+                f"({s.heartbeat_interval}), or live trials would be taken for dead ones; e.g. grace_period=30"
+            )
         return s
 
 
+def check_objective(objective: list[dict[str, str]], job_metrics_list) -> None:
+    """Every objective value is one the metric registry produces, and the jobs compute its metric."""
+    from ideogram4.metrics import MetricError, better_direction, producing_metric
+
+    for i, obj in enumerate(objective):
+        try:
+            better = better_direction(obj["metric"])
+        except MetricError as e:
+            raise ValueError(f"hydra.sweeper.objective[{i}].metric: {e}") from None
+        owner = producing_metric(obj["metric"])
+        if job_metrics_list is not None and owner not in job_metrics_list:
+            raise ValueError(
+                f"hydra.sweeper.objective[{i}].metric is {obj['metric']}, made by the metric {owner!r}, which the "
+                f"jobs do not compute (metrics={list(job_metrics_list)}); add it, e.g. metrics=[{owner}]"
+            )
+        wanted = {"maximize": "higher", "minimize": "lower"}[obj["direction"]]
+        if better not in (wanted, "neither"):
+            log.warning("Objective %s is %sd, but %s is better for it", obj["metric"], obj["direction"], better)
+
+
 def open_study(settings: SearchSettings, sweep_dir: Path, fixed: list[str]) -> optuna.Study:
-    """Create the study, or load it to resume when it was made for the same objective and fixed overrides."""
-    storage = settings.storage or f"sqlite:///{sweep_dir / STUDY_DB}"
+    """Create the study, or load it to resume (or to work beside another process) when it was made for
+    the same objective and fixed overrides."""
+    url = storage_url(settings.storage, sweep_dir)
+    storage = make_storage(url, settings.heartbeat_interval, settings.grace_period, settings.max_retry, sweep_dir)
     directions = [o["direction"] for o in settings.objective]
     study = optuna.create_study(
         storage=storage, study_name=settings.study_name, directions=directions, load_if_exists=True
@@ -83,7 +130,7 @@ def open_study(settings: SearchSettings, sweep_dir: Path, fixed: list[str]) -> o
     for key, value in made_for.items():
         if study.user_attrs.get(key) != value:
             raise ValueError(
-                f"study {settings.study_name!r} in {storage} was made with {key}={study.user_attrs.get(key)}, this "
+                f"study {settings.study_name!r} in {url} was made with {key}={study.user_attrs.get(key)}, this "
                 f"search has {key}={value}: its values would not compare; use another hydra.sweeper.study_name "
                 "or hydra.sweep.dir"
             )
@@ -91,22 +138,6 @@ def open_study(settings: SearchSettings, sweep_dir: Path, fixed: list[str]) -> o
     seed = None if settings.seed is None else settings.seed + len(study.trials)
     study.sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=settings.n_startup_trials)
     return study
-
-
-def requeue_interrupted(study: optuna.Study) -> None:
-    """Trials another session left RUNNING (killed, Ctrl-C during a write): failed, settings asked again."""
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        log.warning(
-            "Trial %d was left running by an interrupted search: marked failed, its settings run again", t.number
-        )
-        study.tell(t.number, state=TrialState.FAIL)
-        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
-
-
-def finished_trials(study: optuna.Study) -> int:
-    """Trials that count towards n_trials: complete, pruned, or failed after running (not interrupted)."""
-    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    return sum(t.state != TrialState.FAIL or FAIL_REASON in t.user_attrs for t in study.get_trials(False, states))
 
 
 def job_dir(ret: JobReturn, fallback: Path) -> Path:
@@ -152,44 +183,90 @@ def _fail(study: optuna.Study, trial: Trial, reason: str) -> None:
     study.tell(trial, state=TrialState.FAIL)
 
 
-def run_batch(sweeper, study, trials: list[Trial], params: list[Param], fixed: list[str], pending: set[int]) -> None:
-    sweep_dir = Path(str(sweeper.config.hydra.sweep.dir))
+def _is_interrupt(e: BaseException) -> bool:
+    """Ctrl-C, raised here or turned by the job into its exit code (in-process launchers)."""
+    return isinstance(e, KeyboardInterrupt) or (isinstance(e, SystemExit) and e.code == EXIT_INTERRUPTED)
+
+
+def run_batch(sweeper, study, trials: list[Trial], params: list[Param], fixed: list[str]) -> None:
+    sweep_dir = Path(str(sweeper.config.hydra.sweep.dir)).absolute()
     overrides = {t.number: fixed + [p.override(t.params[p.key]) for p in params] for t in trials}
     runnable = []
     for t in trials:
         t.set_user_attr("overrides", overrides[t.number])
+        t.set_user_attr("output_dir", str(sweep_dir / str(t.number)))  # known before it runs: a stale one is found
         try:
             sweeper.validate_batch_is_legal([overrides[t.number]])
             runnable.append(t)
         except Exception as e:
+            sweeper.in_flight.done(t)
             _fail(study, t, f"the overrides do not compose: {type(e).__name__}: {e}")
-            pending.discard(t.number)
     for run in _consecutive(runnable):
-        results = sweeper.launcher.launch([overrides[t.number] for t in run], initial_job_idx=run[0].number)
+        with sigint_allowed():
+            results = sweeper.launcher.launch([overrides[t.number] for t in run], initial_job_idx=run[0].number)
         for t, ret in zip(run, results):
             out_dir = job_dir(ret, sweep_dir / str(t.number))
             t.set_user_attr("output_dir", str(out_dir))
             values, reason = evaluate(ret, sweeper.settings.objective, out_dir)
+            sweeper.in_flight.done(t)
             if values is None:
                 _fail(study, t, reason)
             else:
                 study.tell(t, values)
                 log.info("Trial %d: %s -> %s", t.number, " ".join(overrides[t.number][len(fixed) :]), values)
-            pending.discard(t.number)
 
 
-def interrupted(study: optuna.Study, trials: list[Trial], pending: set[int], sweep_dir: Path) -> None:
-    """Ctrl-C: the trials in flight are marked failed (not counted) and queued to run first on resume."""
-    for t in trials:
-        if t.number in pending:
-            t.set_user_attr("interrupted", True)
-            study.tell(t, state=TrialState.FAIL)
-            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+def interrupted(study: optuna.Study, in_flight: InFlight, sweep_dir: Path) -> None:
+    """Ctrl-C: the trials in flight go back to the queue as they are (not failed, not counted)."""
+    for number in in_flight.hand_back_all():
+        log.warning("Trial %d was interrupted: it runs again (same number and folder) when the search resumes", number)
     log.warning(
         "Search interrupted with %d finished trial(s); resume it with the same command and hydra.sweep.dir=%s",
         finished_trials(study),
         sweep_dir,
     )
+
+
+def ask_trials(study: optuna.Study, settings: SearchSettings, distributions, in_flight: InFlight) -> list[Trial]:
+    """Up to n_jobs trials this process may run now; [] when the rest are running in other processes."""
+    trials = []
+    free = settings.n_trials - finished_trials(study) - len(running_trials(study))
+    for _ in range(min(settings.n_jobs, max(0, free))):
+        trial = study.ask(distributions)
+        in_flight.start(trial)
+        if surplus(study, trial, settings.n_trials):  # another worker asked at the same moment: give it back
+            in_flight.hand_back_all()
+            return []
+        trials.append(trial)
+    return trials
+
+
+def search_loop(sweeper, study, params: list[Param], fixed: list[str], sweep_dir: Path) -> None:
+    settings: SearchSettings = sweeper.settings
+    distributions = {p.key: p.distribution for p in params}
+    sweeper.in_flight = in_flight = InFlight(study)
+    try:
+        while True:
+            fail_stale(study)  # trials of dead processes: failed, their settings queued again (Optuna's callback)
+            if finished_trials(study) >= settings.n_trials:
+                return
+            trials = ask_trials(study, settings, distributions, in_flight)
+            if trials:
+                run_batch(sweeper, study, trials, params, fixed)
+                continue
+            log.info("Waiting for trial(s) %s, run by other processes", running_trials(study))
+            with sigint_allowed():
+                time.sleep(settings.heartbeat_interval)
+    except BaseException as e:
+        if _is_interrupt(e):
+            interrupted(study, in_flight, sweep_dir)
+            raise KeyboardInterrupt from e
+        for t, _ in list(in_flight.trials.values()):  # anything else stopped the search: those trials failed
+            in_flight.done(t)
+            _fail(study, t, f"the search stopped: {type(e).__name__}: {e}")
+        raise
+    finally:
+        in_flight.stop_all()
 
 
 def best_document(study: optuna.Study, settings: SearchSettings, params: list[Param], fixed: list[str]) -> dict:
@@ -217,11 +294,31 @@ def best_document(study: optuna.Study, settings: SearchSettings, params: list[Pa
     }
 
 
-def write_best(study, settings: SearchSettings, params, fixed, sweep_dir: Path) -> dict | None:
-    if not study.get_trials(False, (TrialState.COMPLETE,)):
-        log.warning("No trial of study %r completed: no %s", settings.study_name, BEST_YAML)
-        return None
+def tied_best(study: optuna.Study) -> list[int]:
+    """Single objective: the completed trials sharing the best value (more than one: a tie)."""
+    if len(study.directions) != 1:
+        return []
+    best = study.best_value
+    return [t.number for t in study.get_trials(False, (TrialState.COMPLETE,)) if t.value == best]
+
+
+def write_best(study, settings: SearchSettings, params, fixed, sweep_dir: Path) -> dict:
+    complete = study.get_trials(False, (TrialState.COMPLETE,))
+    if not complete:
+        failed = study.get_trials(False, (TrialState.FAIL,))
+        reasons = list(dict.fromkeys(t.user_attrs.get(FAIL_REASON, "stale") for t in failed))
+        raise SearchFailed(
+            f"No trial of study {settings.study_name!r} completed ({len(failed)} failed: "
+            f"{'; '.join(reasons[:3])}): no {BEST_YAML}"
+        )
     doc = best_document(study, settings, params, fixed)
+    tied = tied_best(study)
+    if len(tied) > 1:
+        doc["tied"] = tied
+        log.warning(
+            "%d trials tie for the best value %s (trials %s): %s names the first, not a winner",
+            len(tied), study.best_value, ", ".join(map(str, tied)), BEST_YAML,
+        )  # fmt: skip
     tmp = sweep_dir / f".{BEST_YAML}.tmp"
     tmp.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
     tmp.replace(sweep_dir / BEST_YAML)
@@ -231,7 +328,7 @@ def write_best(study, settings: SearchSettings, params, fixed, sweep_dir: Path) 
     return doc
 
 
-def run_search(sweeper, arguments: list[str]) -> dict | None:
+def run_search(sweeper, arguments: list[str]) -> dict:
     settings: SearchSettings = sweeper.settings
     parser = OverridesParser.create(config_loader=sweeper.hydra_context.config_loader)
     texts = [f"{k}={v}" for k, v in settings.params.items()] + list(arguments)
@@ -241,24 +338,12 @@ def run_search(sweeper, arguments: list[str]) -> dict | None:
             "the Optuna sweeper has no search space: set hydra.sweeper.params (e.g. {cfg: 'interval(2, 9)'}) "
             "or give a sweep on the command line (e.g. 'cfg=interval(2,9)')"
         )
+    check_objective(settings.objective, OmegaConf.select(sweeper.config, "metrics", default=None))
     sweeper.validate_batch_is_legal([fixed + [p.override(p.first()) for p in params]])  # fail before any trial
     sweep_dir = Path(str(sweeper.config.hydra.sweep.dir)).absolute()
     sweep_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(sweeper.config, sweep_dir / "multirun.yaml")
     study = open_study(settings, sweep_dir, fixed)
-    requeue_interrupted(study)
-    distributions = {p.key: p.distribution for p in params}
-    while (done := finished_trials(study)) < settings.n_trials:
-        trials = [study.ask(distributions) for _ in range(min(settings.n_jobs, settings.n_trials - done))]
-        pending = {t.number for t in trials}
-        try:
-            run_batch(sweeper, study, trials, params, fixed, pending)
-        except KeyboardInterrupt:
-            interrupted(study, trials, pending, sweep_dir)
-            raise
-        except BaseException as e:  # e.g. a job calling sys.exit (in-process launcher): that trial failed
-            for t in trials:
-                if t.number in pending:
-                    _fail(study, t, f"the search stopped: {type(e).__name__}: {e}")
-            raise
+    with sigint_deferred():
+        search_loop(sweeper, study, params, fixed, sweep_dir)
     return write_best(study, settings, params, fixed, sweep_dir)

@@ -21,6 +21,11 @@ class OptunaSweeperConf:
     storage: Optional[str] = None  # None: sqlite:///<hydra.sweep.dir>/study.db
     n_trials: int = 20  # finished trials (complete or failed) the study should hold
     n_jobs: int = 1  # trials launched together through the configured Hydra launcher
+    # a trial's process records a heartbeat every heartbeat_interval seconds; a running trial without one
+    # for grace_period seconds belongs to a dead process: failed and queued again (at most max_retry times)
+    heartbeat_interval: int = 10
+    grace_period: int = 30
+    max_retry: int = 3
     seed: Optional[int] = None  # TPE sampler seed (a resumed search continues from a derived seed)
     n_startup_trials: int = 10  # random trials before TPE models the results
     # one entry: single objective; several: multi-objective (Pareto front in best.yaml)

@@ -21,6 +21,7 @@ class OptunaSweeper(Sweeper):
         self.hydra_context: HydraContext | None = None
         self.config: DictConfig | None = None
         self.launcher = None
+        self.in_flight = None  # the trials this process runs, with their heartbeats (_study.InFlight)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins

@@ -6,7 +6,8 @@
 Existing manifest lines are never rewritten: each newly scored image gets one more line (its record
 with the new values merged in, `rescored_at` set); the last line per image is the current one. Images
 that already have every requested metric at the current metric version are left alone (`--force`
-scores them again). A sweep folder gets its summary (summary.csv, comparisons.csv, summary.png) rebuilt.
+scores them again). A sweep folder gets its grid and summary rebuilt (with the sweep's own baseline) and
+its sweep-level W&B tables logged again.
 """
 
 from __future__ import annotations
@@ -53,16 +54,19 @@ def score_folder(folder: Path, metric_names: list[str], options: dict, force: bo
     from PIL import Image
     from tqdm.auto import tqdm
 
-    from ideogram4.metrics import Scorer
+    from ideogram4.metrics import Scorer, as_rgb8
 
     with folder_lock(folder), Scorer(metric_names, options) as scorer:
         versions = {m.name: m.version for m in scorer.metrics}
-        records = [r for r in latest_records(read_manifest(folder)).values() if (folder / r["image"]).is_file()]
+        records = list(latest_records(read_manifest(folder)).values())
+        if missing := [r["image"] for r in records if not (folder / r["image"]).is_file()]:
+            log.warning("Not scored, missing on disk in %s: %s", folder, ", ".join(missing))
+            records = [r for r in records if r["image"] not in missing]
         todo = [r for r in records if force or needs_scores(r, versions)]
         futures = []  # at most `ahead` images in memory, scored in order
         for rec in tqdm(todo, desc=f"scoring {folder.name}", unit="image", disable=not todo):
             with Image.open(folder / rec["image"]) as im:
-                futures.append((rec, scorer.submit(rec["image"], im.convert("RGB"), rec.get("caption"))))
+                futures.append((rec, scorer.submit(rec["image"], as_rgb8(im), rec.get("caption"))))
             while futures and (len(futures) > ahead or rec is todo[-1]):
                 done, future = futures.pop(0)
                 append_manifest(folder, rescored(done, future.result()))
@@ -90,10 +94,23 @@ def main(argv: list[str] | None = None) -> int:
     total = sum(score_folder(f, args.metrics.split(","), options, args.force) for f in job_folders(folder))
     log.info("Scored %d image(s) in %s", total, folder)
     if job_folders(folder) != [folder]:
-        from .summary.table import summarize
-
-        summarize(folder)
+        refresh_sweep(folder)
     return 0
+
+
+def refresh_sweep(sweep_dir: Path) -> None:
+    """A rescored sweep: its grid and summary rebuilt (the sweep's own baseline kept) and, when the sweep
+    logged to W&B, its sweep-level tables logged again with the new values."""
+    from omegaconf import OmegaConf
+
+    from .grid import make_sweep_grid
+    from .run.callbacks import log_sweep, tracker_conf
+    from .summary.table import summarize
+
+    made, summary = make_sweep_grid(sweep_dir), summarize(sweep_dir)
+    multirun = sweep_dir / "multirun.yaml"
+    if multirun.is_file():
+        log_sweep(tracker_conf(OmegaConf.load(multirun)), sweep_dir, made, summary)
 
 
 if __name__ == "__main__":

@@ -14,10 +14,12 @@ from .registry import (
     Metric,
     MetricError,
     MetricResult,
+    as_rgb8,
     better_direction,
     check_metrics,
     get_metric,
     metric_names,
+    producing_metric,
     value_directions,
 )
 from .scorer import Scored, Scorer, score_image
@@ -30,11 +32,13 @@ __all__ = [
     "MetricResult",
     "Scored",
     "Scorer",
+    "as_rgb8",
     "better_direction",
     "caption_facts",
     "check_metrics",
     "get_metric",
     "metric_names",
+    "producing_metric",
     "score_image",
     "value_directions",
 ]

@@ -69,8 +69,12 @@ def main(argv: list[str] | None = None) -> int:
 
     failed = False
     for path in args.images:
+        text = caption or _png_caption(Path(path))
+        if text is None and any(m.reads_caption for m in metrics):
+            note = f"note: {path} has no caption (no --caption, no {PNG_CAPTION_KEY} chunk): caption metrics are null"
+            print(note, file=sys.stderr)
         with Image.open(path) as image:
-            scored = score_image(metrics, image, caption or _png_caption(Path(path)), options, key=path)
+            scored = score_image(metrics, image, text, options, key=path)
         line = {"image": path, **scored.values}
         if args.details:
             line.update(versions=scored.versions, details=scored.details)

@@ -86,13 +86,28 @@ class Metric:
 
     def score_detailed(self, image, caption, options: Mapping[str, Any] | None = None) -> MetricResult:
         facts = caption_facts(caption if self.reads_caption else None)
-        result = self.module.score_detailed(image.convert("RGB"), facts, self.resolve_options(options))
+        result = self.module.score_detailed(as_rgb8(image), facts, self.resolve_options(options))
         missing = set(self.module.KEYS) - set(result.values)
         assert not missing, f"metric {self.name} returned no value for {sorted(missing)}"
         return result
 
     def score(self, image, caption, options: Mapping[str, Any] | None = None) -> dict[str, float | None]:
         return self.score_detailed(image, caption, options).values
+
+
+def as_rgb8(image):
+    """The image as 8-bit RGB on its real values: a 16-bit greyscale PNG (modes I;16*, I) is scaled from
+    0..65535 to 0..255 (Pillow's own conversion clips it at 255); palette and alpha images via their colours."""
+    if image.mode.startswith("I;16") or image.mode == "I":
+        import numpy as np
+        from PIL import Image
+
+        values = np.asarray(image, dtype=np.float64)  # (H, W) 0..65535
+        grey = np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    if image.mode in ("P", "PA"):
+        image = image.convert("RGBA")
+    return image.convert("RGB")
 
 
 def _typed(metric: str, key: str, value: Any, default: Any) -> Any:
@@ -150,6 +165,12 @@ def check_metrics(names: Iterable[str], options: Mapping[str, Mapping[str, Any]]
         raise MetricError(
             f"unknown metric(s) {', '.join(map(repr, dict.fromkeys(unknown)))}; known metrics: {', '.join(metric_names())}"
         )
+    unused = [n for n in options or {} if n not in names]
+    if unused:
+        raise MetricError(
+            f"options for {', '.join(map(repr, unused))}, which is not among the metrics to compute "
+            f"({', '.join(names) or 'none'}): add it to the metrics or drop its options"
+        )
     metrics = [get_metric(n) for n in names]
     for metric in metrics:
         metric.check((options or {}).get(metric.name))
@@ -160,6 +181,15 @@ def value_directions() -> dict[str, str]:
     """Every metric value name -> "higher" / "lower" / "neither", in registry order (metric name, then
     the metric's KEYS order): the order summary columns follow."""
     return {key: d for metric in _registry().values() for key, d in metric.module.KEYS.items()}
+
+
+def producing_metric(key: str) -> str:
+    """The name of the metric (as in metrics=[...]) that produces the value ``key``."""
+    for metric in _registry().values():
+        if key in metric.module.KEYS:
+            return metric.name
+    better_direction(key)  # raises the error naming the known values
+    raise AssertionError("unreachable")
 
 
 def better_direction(key: str) -> str:

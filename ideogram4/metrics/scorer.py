@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .caption import caption_facts
-from .registry import Metric, check_metrics, get_metric
+from .registry import Metric, as_rgb8, check_metrics, get_metric
 
 
 @dataclass
@@ -43,7 +43,7 @@ def score_image(
 ) -> Scored:
     """All metrics on one image; a caption problem or a metric's failure is recorded per metric."""
     scored = Scored(key=key)
-    rgb = image.convert("RGB")
+    rgb = as_rgb8(image)
     try:
         facts, caption_error = caption_facts(caption), None
     except ValueError as e:

@@ -30,7 +30,7 @@ class ComparisonGridCallback(Callback):
             # the jobs' outputs are already safe on disk: a failure here is a warning, never a lost sweep
             made = _guarded("Comparison grid", lambda: self._grid(config, sweep_dir))
             summary = _guarded("Sweep summary", lambda: self._summary(config, sweep_dir))
-            _guarded("W&B sweep run", lambda: log_sweep(_tracker_conf(config), sweep_dir, made, summary))
+            _guarded("W&B sweep run", lambda: log_sweep(tracker_conf(config), sweep_dir, made, summary))
         report_failed_jobs(sweep_dir)
 
     def _grid(self, config: DictConfig, sweep_dir: Path):
@@ -53,7 +53,7 @@ def _guarded(what: str, fn):
         return None
 
 
-def _tracker_conf(config: DictConfig) -> TrackerConf | None:
+def tracker_conf(config: DictConfig) -> TrackerConf | None:
     if "tracker" not in config:
         return None
     return TrackerConf(**OmegaConf.to_container(config.tracker, resolve=True))
