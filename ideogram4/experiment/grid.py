@@ -72,14 +72,49 @@ def _read_overrides(job_dir: Path) -> list[str]:
     return list((recs[-1].get("job") or {}).get("overrides", [])) if recs else []
 
 
-def _made_with(record: dict, overrides: list[str]) -> bool:
-    """A reused job folder keeps images of earlier sweeps: only those made with its current overrides count."""
+def sweep_value_lists(sweep_dir: Path) -> dict[str, list[str]]:
+    """The current sweep's swept keys and their value lists, from SWEEP_DIR/multirun.yaml (rewritten by
+    every launch); {} when unknown (no file, a search whose values Optuna picks, a glob sweep)."""
+    path = Path(sweep_dir) / "multirun.yaml"
+    if not path.is_file():
+        return {}
+    try:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+        from omegaconf import OmegaConf
+
+        texts = list(OmegaConf.load(path).hydra.overrides.task)
+        parsed = OverridesParser.create().parse_overrides(texts)
+        return {
+            o.get_key_element().lstrip("+~"): list(o.sweep_string_iterator()) for o in parsed if o.is_sweep_override()
+        }
+    except Exception as e:  # a sweep form we cannot enumerate: fall back to the values found on disk
+        log.debug("could not read the sweep's value lists from %s: %s", path, e)
+        return {}
+
+
+def _same_text(a: str, b: str) -> bool:
+    try:
+        return a == b or float(a) == float(b)
+    except ValueError:
+        return False
+
+
+def _ran_with(record: dict, folder_overrides: list[str]) -> dict[str, str]:
+    """The overrides an image was made with: its own manifest line's (Hydra rewrites .hydra/overrides.yaml
+    on every re-run, e.g. when tracker=none is added), else the folder's."""
     made = (record.get("job") or {}).get("overrides")
-    return made is None or sorted(made) == sorted(overrides)
+    return dict(_override_key(x) for x in (made if made is not None else folder_overrides))
+
+
+def _in_sweep(ran: dict[str, str], lists: dict[str, list[str]]) -> bool:
+    return all(any(_same_text(ran.get(k, ""), v) for v in values) for k, values in lists.items())
 
 
 def collect_jobs(sweep_dir: Path) -> list[JobFolder]:
-    jobs = []
+    """The job folders of the current sweep, each with the images made with the current sweep's values.
+    Images of other value lists in a reused sweep folder are left out, counted in one warning."""
+    lists = sweep_value_lists(Path(sweep_dir))
+    jobs, stale = [], {}
     for child in Path(sweep_dir).iterdir():
         if not child.is_dir() or not (child / out_mod.MANIFEST).exists():
             continue
@@ -87,20 +122,41 @@ def collect_jobs(sweep_dir: Path) -> list[JobFolder]:
             num = int(child.name)
         except ValueError:
             num = 10**9
-        overrides = _read_overrides(child)
-        recs = [r for r in out_mod.latest_records(out_mod.read_manifest(child)).values() if _made_with(r, overrides)]
-        jobs.append(JobFolder(path=child, num=num, overrides=dict(_override_key(x) for x in overrides), records=recs))
+        folder = _read_overrides(child)
+        kept, ran = [], None
+        for rec in out_mod.latest_records(out_mod.read_manifest(child)).values():
+            values = _ran_with(rec, folder)
+            if _in_sweep(values, lists):
+                kept.append(rec)
+                ran = values
+            else:
+                label = ", ".join(f"{k}={values.get(k, '')}" for k in lists)
+                stale[label] = stale.get(label, 0) + 1
+        if kept:
+            jobs.append(JobFolder(path=child, num=num, overrides=ran, records=kept))
+    if stale:
+        log.warning(
+            "Left out %d image(s) of earlier sweeps in this folder with other values (%s); this sweep: %s",
+            sum(stale.values()),
+            "; ".join(f"{label}: {n}" for label, n in stale.items()),
+            " ".join(f"{k}={','.join(v)}" for k, v in lists.items()),
+        )
     jobs.sort(key=lambda j: (j.num, j.path.name))
     return jobs
 
 
+def swept_keys(jobs: list[JobFolder]) -> list[str]:
+    """Keys whose value differs between jobs (the seed belongs to the rows/units, not the settings);
+    limited to the current sweep's swept keys when multirun.yaml names them."""
+    keys = list(dict.fromkeys(k for j in jobs for k in j.overrides))
+    current = sweep_value_lists(jobs[0].path.parent) if jobs else {}
+    if current:
+        keys = [k for k in keys if k in current]
+    return [k for k in keys if k not in ROW_KEYS and len({j.overrides.get(k) for j in jobs}) > 1]
+
+
 def build_grid(jobs: list[JobFolder]) -> Grid:
-    keys: list[str] = []
-    for j in jobs:
-        for k in j.overrides:
-            if k not in keys:
-                keys.append(k)
-    swept = [k for k in keys if k not in ROW_KEYS and len({j.overrides.get(k) for j in jobs}) > 1]
+    swept = swept_keys(jobs)
     columns: list[str] = []
     rows: list[tuple[str, int]] = []
     cells: dict[tuple[int, int], dict] = {}

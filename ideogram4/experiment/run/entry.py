@@ -53,6 +53,9 @@ def run_job(cfg: DictConfig) -> None:
         return
     try:
         run(cfg)
+        ctx = job_context()
+        if ctx.multirun:  # failed_jobs.jsonl reports each job's last attempt: this one succeeded
+            clear_failure(Path(ctx.sweep_dir), ctx.num)
     except KeyboardInterrupt:
         log.error(INTERRUPTED)
         sys.exit(EXIT_INTERRUPTED)
@@ -76,6 +79,18 @@ def record_failure(sweep_dir: Path, num: int, overrides: list[str], code: int, m
     line = json.dumps({"job": num, "overrides": overrides, "exit_code": code, "error": message}, ensure_ascii=False)
     with open(sweep_dir / FAILED_JOBS, "a", encoding="utf-8") as f:
         f.write(line + "\n")
+
+
+def clear_failure(sweep_dir: Path, num: int) -> None:
+    """Drop the lines of job `num` (an earlier attempt that failed) from failed_jobs.jsonl."""
+    path = sweep_dir / FAILED_JOBS
+    lines = failed_jobs(sweep_dir)
+    if not any(f["job"] == num for f in lines):
+        return
+    kept = "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in lines if f["job"] != num)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(kept, encoding="utf-8")
+    tmp.replace(path)
 
 
 def failed_jobs(sweep_dir: Path) -> list[dict]:

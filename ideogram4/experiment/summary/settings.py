@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..grid import ROW_KEYS, JobFolder
+from ..grid import JobFolder, swept_keys
 from ..run import outputs as out_mod
 
 log = logging.getLogger("ideogram4.experiment")
@@ -58,12 +58,6 @@ def _value_order(text: str) -> tuple:
 
 def is_number(text: str) -> bool:
     return _value_order(text)[0] == 1
-
-
-def swept_keys(jobs: list[JobFolder]) -> list[str]:
-    """Override keys whose value differs between jobs; the seed belongs to the units, not the settings."""
-    keys = list(dict.fromkeys(k for j in jobs for k in j.overrides))
-    return [k for k in keys if k not in ROW_KEYS and len({j.overrides.get(k) for j in jobs}) > 1]
 
 
 def load_settings(jobs: list[JobFolder]) -> tuple[list[str], list[Setting], list[str]]:

@@ -104,6 +104,18 @@ def summary_table(swept, settings, directions, cis) -> tuple[list[str], list[lis
     return columns, rows
 
 
+def recorded_baseline(sweep_dir: Path):
+    """The sweep's own `summary_baseline` (in SWEEP_DIR/multirun.yaml), so a rebuild (score, summary)
+    compares against what the sweep asked for; None if it set none."""
+    path = sweep_dir / "multirun.yaml"
+    if not path.is_file():
+        return None
+    from omegaconf import OmegaConf
+
+    value = OmegaConf.select(OmegaConf.load(path), "summary_baseline", default=None)
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+
 def parse_baseline(baseline: str | Sequence[str] | Mapping[str, object] | None) -> dict[str, str]:
     """ "cfg=3 sampler.steps=12", "cfg=3,sampler.steps=12", ["cfg=3"] or {"cfg": 3} -> {key: value text}."""
     if baseline is None:
@@ -208,7 +220,7 @@ def summarize(sweep_dir: str | Path, baseline=None) -> SweepSummary | None:
     module doc).
 
     ``baseline``: overrides naming the setting to compare against ("cfg=3", ["cfg=3", "sampler.steps=12"]
-    or {"cfg": 3}); default the first setting in sort order. A bad baseline raises ValueError before any
+    or {"cfg": 3}); default the sweep's recorded ``summary_baseline``, else the first setting in sort order. A bad baseline raises ValueError before any
     file is written. Returns None when no job folder has a manifest.
     """
     sweep_dir = Path(sweep_dir)
@@ -217,7 +229,7 @@ def summarize(sweep_dir: str | Path, baseline=None) -> SweepSummary | None:
         log.warning("No job folders with a %s under %s: no sweep summary", out_mod.MANIFEST, sweep_dir)
         return None
     swept, settings, metrics = load_settings(jobs)
-    wanted_baseline = parse_baseline(baseline)
+    wanted_baseline = parse_baseline(recorded_baseline(sweep_dir) if baseline is None else baseline)
     directions = metric_directions(metrics)
     pairs = baseline_pairs(wanted_baseline, swept, settings)  # raises on a bad baseline: nothing written yet
     cis = [setting_cis(s, list(directions)) for s in settings]
