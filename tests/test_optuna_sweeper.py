@@ -115,9 +115,13 @@ def app_args(sweep: Path, *extra: str) -> list[str]:
     return [sys.executable, "app.py", "-m", "+experiment=search_cfg", f"hydra.sweep.dir={sweep}", *extra]
 
 
-def run_app(app: Path, sweep: Path, *extra: str, **env: str) -> subprocess.CompletedProcess:
+def try_app(app: Path, sweep: Path, *extra: str, **env: str) -> subprocess.CompletedProcess:
     cmd = app_args(sweep, *extra)
-    res = subprocess.run(cmd, cwd=app, env=app_env(app, **env), capture_output=True, text=True, timeout=240)
+    return subprocess.run(cmd, cwd=app, env=app_env(app, **env), capture_output=True, text=True, timeout=240)
+
+
+def run_app(app: Path, sweep: Path, *extra: str, **env: str) -> subprocess.CompletedProcess:
+    res = try_app(app, sweep, *extra, **env)
     assert res.returncode == 0, res.stderr[-4000:]
     return res
 
@@ -275,40 +279,21 @@ def test_multi_objective_search_writes_the_pareto_front(app, tmp_path):
     ],
 )
 def test_an_objective_no_job_produces_is_refused_before_the_first_trial(app, tmp_path, override, message):
-    res = subprocess.run(
-        app_args(tmp_path / "sweep", "hydra.sweeper.n_trials=2", override),
-        cwd=app,
-        env=app_env(app),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    res = try_app(app, tmp_path / "sweep", "hydra.sweeper.n_trials=2", override)
     assert res.returncode != 0 and message in res.stderr and calls(app) == []
 
 
 @pytest.mark.slow
 def test_a_search_where_every_trial_fails_exits_non_zero_and_is_resumed_only_as_the_same_study(app, tmp_path):
     sweep = tmp_path / "sweep"
-    res = subprocess.run(
-        app_args(sweep, "hydra.sweeper.n_trials=2", "mode=raise"),
-        cwd=app,
-        env=app_env(app),
-        capture_output=True,
-        text=True,
-    )
+    res = try_app(app, sweep, "hydra.sweeper.n_trials=2", "mode=raise")
     study = load(sweep)
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
     assert "RuntimeError: the fake job broke" in study.trials[0].user_attrs["fail_reason"]
     assert res.returncode != 0 and "No trial of study 'search_cfg' completed (2 failed" in res.stderr
     assert not (sweep / "best.yaml").exists()
     # a resumed study must be the same experiment: other fixed overrides are refused with the reason
-    res = subprocess.run(
-        app_args(sweep, "hydra.sweeper.n_trials=3", "mode=ok"),
-        cwd=app,
-        env=app_env(app),
-        capture_output=True,
-        text=True,
-    )
+    res = try_app(app, sweep, "hydra.sweeper.n_trials=3", "mode=ok")
     assert res.returncode != 0 and "fixed_overrides" in res.stderr and "hydra.sweep.dir" in res.stderr
 
 
