@@ -7,7 +7,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import pytest
 import yaml
+from runner_helpers import TINY, run_cli
 from test_summary import PROMPTS, read_csv, record, write_job
 
 from ideogram4.experiment.grid import collect_jobs
@@ -97,3 +99,28 @@ def test_failed_jobs_reports_the_last_attempt_of_each_job(tmp_path):
     assert [f["job"] for f in failed_jobs(tmp_path)] == [2]
     clear_failure(tmp_path, 5)  # a job that never failed: nothing changes
     assert [f["job"] for f in failed_jobs(tmp_path)] == [2]
+
+
+@pytest.mark.slow
+def test_real_sweep_rerun_and_reuse_through_run_py(tmp_path, runner_env):
+    """The issue's case end to end: a finished tiny sweep, re-run with `tracker=none` added, rebuilds
+    byte-identical summaries; the folder reused with other values leaves the stale setting out."""
+    sweep = tmp_path / "sweep"
+    base = ["-m", *TINY, "prompts=smoke", "metrics=[image_stats]", f"hydra.sweep.dir={sweep}"]
+    env = {**runner_env, "WANDB_MODE": "offline"}
+    first = run_cli([*base, "cfg=3,7", "seed=0,1"], env, timeout=600)
+    assert first.returncode == 0, (first.stdout + first.stderr)[-3000:]
+    before = {name: (sweep / name).read_bytes() for name in ("summary.csv", "comparisons.csv")}
+    images = sorted(sweep.glob("*/images/*.png"))
+
+    again = run_cli([*base, "cfg=3,7", "seed=0,1", "tracker=none"], env, timeout=600)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    assert sorted(sweep.glob("*/images/*.png")) == images  # nothing new was made
+    assert {name: (sweep / name).read_bytes() for name in before} == before
+
+    reused = run_cli([*base, "cfg=4,5", "seed=0"], env, timeout=600)
+    assert reused.returncode == 0, (reused.stdout + reused.stderr)[-3000:]
+    _, rows = read_csv(sweep / "summary.csv")
+    assert sorted(r["cfg"] for r in rows) == ["4", "5"]
+    warnings = [line for line in (reused.stdout + reused.stderr).splitlines() if "left out" in line.lower()]
+    assert len(warnings) == 1, (reused.stdout + reused.stderr)[-3000:]

@@ -222,10 +222,13 @@ def render_grid(grid: Grid, cell: int = 256):
     return canvas
 
 
-def make_sweep_grid(sweep_dir: str | Path, cell: int = 256) -> tuple[Path, Grid] | None:
-    """Build, render and save the sweep's grid; returns (png path, grid) or None if no job made images."""
+def make_sweep_grid(
+    sweep_dir: str | Path, cell: int = 256, jobs: list[JobFolder] | None = None
+) -> tuple[Path, Grid] | None:
+    """Build, render and save the sweep's grid; returns (png path, grid) or None if no job made images.
+    ``jobs``: the sweep's job folders when the caller already collected them (its warnings said once)."""
     sweep_dir = Path(sweep_dir)
-    jobs = collect_jobs(sweep_dir)
+    jobs = collect_jobs(sweep_dir) if jobs is None else jobs
     if not jobs:
         log.warning("No job folders with a manifest under %s: no comparison grid", sweep_dir)
         return None

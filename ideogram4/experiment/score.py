@@ -103,11 +103,12 @@ def refresh_sweep(sweep_dir: Path) -> None:
     logged to W&B, its sweep-level tables logged again with the new values."""
     from omegaconf import OmegaConf
 
-    from .grid import make_sweep_grid
+    from .grid import collect_jobs, make_sweep_grid
     from .run.callbacks import log_sweep, tracker_conf
     from .summary.table import summarize
 
-    made, summary = make_sweep_grid(sweep_dir), summarize(sweep_dir)
+    jobs = collect_jobs(sweep_dir)  # once, so its warnings are said once
+    made, summary = make_sweep_grid(sweep_dir, jobs=jobs), summarize(sweep_dir, jobs=jobs)
     multirun = sweep_dir / "multirun.yaml"
     if multirun.is_file():
         log_sweep(tracker_conf(OmegaConf.load(multirun)), sweep_dir, made, summary)

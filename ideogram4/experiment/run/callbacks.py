@@ -27,22 +27,25 @@ class ComparisonGridCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if self.enabled:
+            from ..grid import collect_jobs
+
             # the jobs' outputs are already safe on disk: a failure here is a warning, never a lost sweep
-            made = _guarded("Comparison grid", lambda: self._grid(config, sweep_dir))
-            summary = _guarded("Sweep summary", lambda: self._summary(config, sweep_dir))
+            jobs = _guarded("Reading the job folders", lambda: collect_jobs(sweep_dir)) or []
+            made = _guarded("Comparison grid", lambda: self._grid(config, sweep_dir, jobs))
+            summary = _guarded("Sweep summary", lambda: self._summary(config, sweep_dir, jobs))
             _guarded("W&B sweep run", lambda: log_sweep(tracker_conf(config), sweep_dir, made, summary))
         report_failed_jobs(sweep_dir)
 
-    def _grid(self, config: DictConfig, sweep_dir: Path):
+    def _grid(self, config: DictConfig, sweep_dir: Path, jobs):
         from ..grid import make_sweep_grid
 
         cell = self.cell_size or int(OmegaConf.select(config, "output.grid_cell_size", default=256))
-        return make_sweep_grid(sweep_dir, cell=cell)
+        return make_sweep_grid(sweep_dir, cell=cell, jobs=jobs)
 
-    def _summary(self, config: DictConfig, sweep_dir: Path):
+    def _summary(self, config: DictConfig, sweep_dir: Path, jobs):
         from ..summary.table import summarize
 
-        return summarize(sweep_dir, baseline=OmegaConf.select(config, "summary_baseline", default=None))
+        return summarize(sweep_dir, baseline=OmegaConf.select(config, "summary_baseline", default=None), jobs=jobs)
 
 
 def _guarded(what: str, fn):

@@ -215,16 +215,18 @@ def summary_document(result: SweepSummary, baseline: dict[str, str]) -> dict:
     }
 
 
-def summarize(sweep_dir: str | Path, baseline=None) -> SweepSummary | None:
+def summarize(sweep_dir: str | Path, baseline=None, jobs=None) -> SweepSummary | None:
     """Write summary.csv, comparisons.csv, summary.png and summary.json into the sweep folder (see the
     module doc).
 
     ``baseline``: overrides naming the setting to compare against ("cfg=3", ["cfg=3", "sampler.steps=12"]
-    or {"cfg": 3}); default the sweep's recorded ``summary_baseline``, else the first setting in sort order. A bad baseline raises ValueError before any
-    file is written. Returns None when no job folder has a manifest.
+    or {"cfg": 3}); default the sweep's recorded ``summary_baseline``, else the first setting in sort order.
+    A bad baseline raises ValueError before any file is written. Returns None when no job folder has a
+    manifest. ``jobs``: the job folders when the caller already collected them (grid.collect_jobs).
     """
     sweep_dir = Path(sweep_dir)
-    jobs = collect_jobs(sweep_dir) if sweep_dir.is_dir() else []
+    if jobs is None:
+        jobs = collect_jobs(sweep_dir) if sweep_dir.is_dir() else []
     if not jobs:
         log.warning("No job folders with a %s under %s: no sweep summary", out_mod.MANIFEST, sweep_dir)
         return None
