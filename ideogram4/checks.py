@@ -318,7 +318,7 @@ def open_images(input_image: Any, batch: int, height: int | None, width: int | N
 
 def check_generate_args(prompts: Any, seeds: Any, **kw: Any) -> Request:
     """All of `generate`'s arguments (its keyword names) -> a Request, or the first problem raised."""
-    from .edit_checks import attach_edit, check_edit_args  # imports this module
+    from .edit_checks import check_edit_args, open_edit  # imports this module
 
     captions = check_prompts("prompts", prompts)
     batch = len(captions)
@@ -354,6 +354,9 @@ def check_generate_args(prompts: Any, seeds: Any, **kw: Any) -> Request:
     )
     if edit is None:
         request.input_images = open_images(kw["input_image"], batch, height, width)  # the only file read, last
-    else:
-        attach_edit(request, edit, kw["input_image"])  # the input, then the mask: the only files read, last
+        return request
+    # the input, then the mask: the only files read, last; the request carries the input on the canvas
+    request.edit = open_edit(edit, kw["input_image"], captions, height, width, request.denoising_strength)
+    request.input_images = [region.reference for region in request.edit.regions]
+    request.denoising_strength = request.edit.strength  # a strength map: its largest strength
     return request

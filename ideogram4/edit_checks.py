@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .checks import Request, check_flag, check_int, check_number, open_images
+from .checks import check_flag, check_int, check_number, open_images
 from .spec import EDIT_KINDS, EDIT_MARGIN, MAX_ASPECT, MAX_MASK_BLUR, MAX_SIDE, MIN_SIDE, OUTPAINT_SIDES, TOKEN_PIXELS
 
 
@@ -76,28 +76,25 @@ def check_elements(value: Any) -> list[int]:
     return [check_int(f"edit_elements[{i}]", v, 0, 10**6, 3) for i, v in enumerate(value)]
 
 
-def attach_edit(request: Request, edit, input_image: Any) -> None:
-    """Open the input (outpaint: the canvas minus the margins) and the edit region; the Request then
-    carries the input on the output canvas and the schedule's strength."""
+def open_edit(edit, input_image: Any, captions: list[str], height: int, width: int, strength: float, names=None):
+    """The masks.EditPlan of a call: opens the input (outpaint: the canvas minus the margins) and the edit
+    region. `names` label the captions in messages (default prompts[i])."""
     from .masks import prepare_edit
 
-    height, width, batch = request.height, request.width, request.batch
+    batch = len(captions)
     if edit.kind != "outpaint":
         inputs = open_images(input_image, batch, height, width)
     else:
-        sides = edit.source
         inputs = open_images(input_image, batch, None, None)
-        want = (width - sides["left"] - sides["right"], height - sides["top"] - sides["bottom"])
+        sides = edit.source
+        grow = (sides["left"] + sides["right"], sides["top"] + sides["bottom"])
         for image in inputs:
-            if image.size != want:
-                w, h = image.size
+            w, h = image.size
+            if (w + grow[0], h + grow[1]) != (width, height):
                 raise ValueError(
-                    f"outpaint={sides} grows the {w}x{h} (WxH) input_image to {w + width - want[0]}x"
-                    f"{h + height - want[1]}, but the output is {width}x{height}: pass width={w + width - want[0]}, "
-                    f"height={h + height - want[1]}"
+                    f"outpaint={sides} grows the {w}x{h} (WxH) input_image to {w + grow[0]}x{h + grow[1]}, but the "
+                    f"output is {width}x{height}: pass width={w + grow[0]}, height={h + grow[1]}"
                 )
     if isinstance(edit.source, (list, tuple)) and edit.kind == "mask_image" and len(edit.source) not in (1, batch):
         raise ValueError(f"mask_image has {len(edit.source)} masks for {batch} prompts: give one per prompt, or one")
-    request.edit = prepare_edit(edit, inputs, request.captions, height, width, request.denoising_strength)
-    request.input_images = [region.reference for region in request.edit.regions]
-    request.denoising_strength = request.edit.strength
+    return prepare_edit(edit, inputs, captions, height, width, strength, names)

@@ -174,15 +174,13 @@ def upsample(grid: np.ndarray) -> np.ndarray:
 # --- the plan --------------------------------------------------------------------------------------
 
 
-def white_masks(args: EditArgs, inputs: list, captions: list[str], height: int, width: int) -> tuple[list, list]:
+def white_masks(args: EditArgs, inputs: list, captions: list[str], names: list[str], height: int, width: int):
     """(references at the output size, (H, W) bool masks), one per image, for the binary-mask edits."""
     if args.kind == "outpaint":
         pairs = [outpaint_canvas(image, args.source) for image in inputs]
         return [p[0] for p in pairs], [p[1] for p in pairs]
     if args.kind == "edit_elements":
-        whites = [
-            element_mask(f"prompts[{i}]", c, args.source, args.margin, height, width) for i, c in enumerate(captions)
-        ]
+        whites = [element_mask(n, c, args.source, args.margin, height, width) for n, c in zip(names, captions)]
     else:
         masks = args.source if isinstance(args.source, (list, tuple)) else [args.source]
         names = [f"mask_image[{i}]" for i in range(len(masks))] if len(masks) > 1 else ["mask_image"]
@@ -190,7 +188,7 @@ def white_masks(args: EditArgs, inputs: list, captions: list[str], height: int, 
         whites = read if len(read) == len(inputs) else read * len(inputs)
     for i, white in enumerate(whites):
         if not white.any():
-            where = "mask_image" if args.kind == "mask_image" else f"the edit_elements mask of prompts[{i}]"
+            where = "mask_image" if args.kind == "mask_image" else f"the edit_elements mask of {names[i]}"
             raise ValueError(
                 f"{where} is all black (no pixel >= {MASK_WHITE}): nothing would be repainted: "
                 "paint the area to change white"
@@ -198,8 +196,12 @@ def white_masks(args: EditArgs, inputs: list, captions: list[str], height: int, 
     return list(inputs), whites
 
 
-def prepare_edit(args: EditArgs, inputs: list, captions: list[str], height: int, width: int, strength: float):
-    """The EditPlan of one call: reads the mask or map (the only files read), one region per image."""
+def prepare_edit(
+    args: EditArgs, inputs: list, captions: list[str], height: int, width: int, strength: float, names=None
+) -> EditPlan:
+    """The EditPlan of one call: reads the mask or map (the only files read), one region per image.
+    `names` label the captions in messages (default prompts[i])."""
+    names = names or [f"prompts[{i}]" for i in range(len(captions))]
     if args.kind == "strength_map":
         levels = grey_levels("strength_map", args.source, height, width, "bilinear")
         if not levels.any():
@@ -211,7 +213,7 @@ def prepare_edit(args: EditArgs, inputs: list, captions: list[str], height: int,
         regions = [EditRegion(im, upsample(grid > 0), (levels > 0).astype(np.float32)) for im in inputs]
         weights = np.stack([grid] * len(inputs))
         return EditPlan(args.kind, regions, weights, True, args.paste_back, float(grid.max()))
-    references, whites = white_masks(args, inputs, captions, height, width)
+    references, whites = white_masks(args, inputs, captions, names, height, width)
     grids = [feather(to_latent_grid(w), args.blur / LATENT_PIXELS) for w in whites]
     regions = [
         EditRegion(ref, upsample(g > 0), feather(w.astype(np.float64), args.blur).astype(np.float32))
