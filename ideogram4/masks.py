@@ -6,8 +6,9 @@ The rules (the README's "Editing" section states them for users):
   white) and reduced to the latent grid (one latent pixel = 8 x 8 image pixels): a latent pixel is repainted
   when any of its 64 pixels is white. Everything marked is repainted; nothing outside the mask's latent
   pixels changes.
-- `mask_blur` (pixels, a Gaussian sigma) feathers inward: weight = clip(2 * blur(mask) - 1, 0, 1). The
-  weight is 0 on the kept side of the edge and rises to 1 inside, so the kept region stays exactly kept.
+- `mask_blur` (pixels) feathers inward: the repaint weight rises linearly from 0 at the mask's edge to 1 at
+  `mask_blur` pixels inside (at the latent grid for the sampler, at full resolution for `paste_back`), so
+  the kept region stays exactly kept and every marked pixel keeps some weight.
 - `strength_map` (Differential Diffusion): greyscale, level / 255 x `denoising_strength` is each position's
   strength: it joins the denoising once the schedule has come down to that strength (sampling.join_weights).
   Resized bilinearly, averaged over each latent pixel's 8 x 8 block (in integers, so one grey level gives
@@ -20,7 +21,6 @@ The rules (the README's "Editing" section states them for users):
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,22 +148,16 @@ def block_strength(levels: np.ndarray) -> np.ndarray:
     return sums / (LATENT_PIXELS * LATENT_PIXELS * 255)
 
 
-def gaussian_blur(values: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable Gaussian blur, edges repeated outward (a mask touching the border stays 1 there)."""
-    radius = max(1, math.ceil(3 * sigma))
-    x = np.arange(-radius, radius + 1, dtype=np.float64)
-    kernel = np.exp(-(x**2) / (2 * sigma * sigma))
-    kernel /= kernel.sum()
-    out = np.pad(values.astype(np.float64), radius, mode="edge")
-    out = np.apply_along_axis(np.convolve, 0, out, kernel, mode="valid")
-    return np.apply_along_axis(np.convolve, 1, out, kernel, mode="valid")
+def feather(mask: np.ndarray, width: float) -> np.ndarray:
+    """Inward feathering of a 0/1 mask: the weight rises linearly from 0 at the mask's edge to 1 at `width`
+    grid pixels inside (distance from each pixel's centre to the nearest kept pixel, minus half a pixel).
+    Kept pixels stay 0; the image border is no edge (a mask touching it stays 1 there)."""
+    white = mask > 0
+    if width <= 0 or white.all():
+        return white.astype(np.float64)
+    from scipy.ndimage import distance_transform_edt
 
-
-def feather(mask: np.ndarray, sigma: float) -> np.ndarray:
-    """Inward feathering of a 0/1 mask: clip(2 * blur - 1, 0, 1); 0 stays 0, the inside ramps up to 1."""
-    if sigma <= 0:
-        return mask.astype(np.float64)
-    return np.clip(2.0 * gaussian_blur(mask, sigma) - 1.0, 0.0, 1.0) * (mask > 0)
+    return np.clip((distance_transform_edt(white) - 0.5) / width, 0.0, 1.0)
 
 
 def upsample(grid: np.ndarray) -> np.ndarray:

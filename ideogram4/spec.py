@@ -41,7 +41,7 @@ MASK_MODES = ("1", "L", "RGB")  # RGB only when grey (R = G = B): colour has no 
 EDIT_KINDS = ("mask_image", "strength_map", "outpaint", "edit_elements")  # generate()'s names; one per call
 OUTPAINT_SIDES = ("left", "right", "top", "bottom")
 EDIT_MARGIN = 32  # pixels added around each element's bbox by edit_elements
-MAX_MASK_BLUR = 256  # pixels (a Gaussian sigma); far beyond any useful feathering
+MAX_MASK_BLUR = 256  # pixels (the width of the inward feathering); far beyond any useful value
 
 # --- outputs ----------------------------------------------------------------------------------------
 PNG_CAPTION_KEY = "ideogram4:caption"  # PNG text chunk holding the exact caption an image was made from

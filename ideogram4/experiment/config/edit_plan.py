@@ -46,9 +46,11 @@ def edit_arguments(conf: RunConf) -> dict[str, Any]:
 
 def plan_edit(conf: RunConf, prompts: list) -> tuple[dict | None, dict[str, str], list[str]]:
     """(the edit's settings for the resume key, or None; its files' paths; problems)."""
+    kind, args = edit_kind(conf), edit_arguments(conf)
+    if kind is None and not (args["mask_blur"] or args["paste_back"]):
+        return None, {}, []  # no edit: validation stays free of torch (the core check layer imports it)
     from ideogram4.edit_checks import check_edit_args, open_edit
 
-    kind, args = edit_kind(conf), edit_arguments(conf)
     missing = [
         problem(k, getattr(conf, k), f"no such file ({args[k]})", "give an existing greyscale image file")
         for k in EDIT_FILES

@@ -173,7 +173,7 @@ class RunConf:
     strength_map: Optional[str] = None  # grey level = per-position strength (Differential Diffusion)
     outpaint: OutpaintConf = field(default_factory=OutpaintConf)
     edit_elements: Optional[List[int]] = None  # caption element indexes whose bbox is repainted
-    mask_blur: float = 0.0  # pixels (Gaussian sigma), inward feathering
+    mask_blur: float = 0.0  # pixels: the width of the inward feathering
     paste_back: bool = False  # the input's pixels outside the mask after decoding
     edit_margin: int = EDIT_MARGIN  # pixels around each edit_elements bbox
     progress: bool = True
