@@ -20,7 +20,9 @@ def check_edit_args(kw: dict, height: int, width: int):
 
     blur = check_number("mask_blur", kw["mask_blur"], 8)
     if not 0 <= blur <= MAX_MASK_BLUR:
-        raise ValueError(f"mask_blur={blur} is outside 0..{MAX_MASK_BLUR} (pixels, the width of the inward feathering): e.g. mask_blur=8")
+        raise ValueError(
+            f"mask_blur={blur} is outside 0..{MAX_MASK_BLUR} (pixels, the width of the inward feathering): e.g. mask_blur=8"
+        )
     paste = check_flag("paste_back", kw["paste_back"])
     margin = check_int("edit_margin", kw["edit_margin"], 0, MAX_SIDE, EDIT_MARGIN)
     given = [name for name in EDIT_KINDS if kw[name] is not None]

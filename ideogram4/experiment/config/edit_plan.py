@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ideogram4.spec import EDIT_KINDS, OUTPAINT_SIDES
+from ideogram4.spec import EDIT_KINDS, OUTPAINT_SIDES, TOKEN_PIXELS
 
 from ..run.paths import abspath, file_sha256
 from .checks import problem
@@ -60,12 +60,13 @@ def plan_edit(conf: RunConf, prompts: list) -> tuple[dict | None, dict[str, str]
         return None, {}, missing
     r = conf.resolution
     input_image = abspath(conf.input_image) if conf.input_image else None
+    exists = input_image is not None and os.path.isfile(input_image)
+    if kind == "outpaint" and exists and (size := _outpaint_problem(input_image, args["outpaint"], r.height, r.width)):
+        return None, {}, [size]  # the resolution to set, before the core judges that canvas
     try:
         edit = check_edit_args({**args, "input_image": input_image}, r.height, r.width)
-        if edit is None or not os.path.isfile(input_image):
+        if edit is None or not exists:
             return None, {}, []  # no edit, or plan_generation reports the missing input
-        if kind == "outpaint" and (size := _outpaint_problem(input_image, args["outpaint"], r.height, r.width)):
-            return None, {}, [size]
         # the edit_elements mask depends on each prompt's caption; a drawn mask on none
         for p in prompts if kind == "edit_elements" else prompts[:1]:
             strength = float(conf.denoising_strength)
@@ -91,6 +92,8 @@ def _outpaint_problem(input_image: str, sides: dict[str, int], height: int, widt
             w, h = im.size
     except (UnidentifiedImageError, OSError):
         return None  # plan_generation reports an unreadable input
+    if any(v < 0 or v % TOKEN_PIXELS for v in sides.values()):
+        return None  # the core names the bad side
     canvas = (w + sides["left"] + sides["right"], h + sides["top"] + sides["bottom"])
     if canvas == (width, height):
         return None
