@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ideogram4.spec import EDIT_KINDS, OUTPAINT_SIDES, TOKEN_PIXELS
+from ideogram4.spec import EDIT_KINDS, EDIT_MARGIN, OUTPAINT_SIDES, TOKEN_PIXELS
 
 from ..run.paths import abspath, file_sha256
 from .checks import problem
@@ -99,3 +99,33 @@ def _outpaint_problem(input_image: str, sides: dict[str, int], height: int, widt
         return None
     what = f"grows the {w}x{h} input_image to {canvas[0]}x{canvas[1]}, but the output is {width}x{height}"
     return problem("outpaint", sides, what, f"set resolution.width={canvas[0]} resolution.height={canvas[1]}")
+
+
+def recorded_region(record: dict):
+    """The masks.EditRegion of a manifest record, rebuilt from its recorded files (scoring an edit later);
+    None when the image is no edit, or its input or mask is gone or changed (sha256) since."""
+    import logging
+
+    from ideogram4.edit_checks import check_edit_args, open_edit
+
+    s = record.get("settings") or {}
+    edit = s.get("edit")
+    if not edit:
+        return None
+    files = {k: (edit.get(k), edit.get(f"{k}_sha256")) for k in EDIT_FILES if edit.get(k)}
+    files["input_image"] = (s.get("input_image"), s.get("input_image_sha256"))
+    for key, (path, sha) in files.items():
+        if not (path and os.path.isfile(path) and file_sha256(path) == sha):
+            logging.getLogger(__name__).warning(
+                "%s: its %s %s is gone or changed: no edit metrics", record["image"], key, path
+            )
+            return None
+    args = {k: edit.get(k) for k in ("outpaint", "edit_elements")}
+    args.update({k: files[k][0] if k in files else None for k in EDIT_FILES}, input_image=files["input_image"][0])
+    args.update(mask_blur=edit.get("mask_blur", 0.0), paste_back=edit.get("paste_back", False))
+    args["edit_margin"] = edit.get("edit_margin", EDIT_MARGIN)
+    checked = check_edit_args(args, s["height"], s["width"])
+    plan = open_edit(
+        checked, args["input_image"], [record["caption"]], s["height"], s["width"], s["denoising_strength"]
+    )
+    return plan.regions[0]
