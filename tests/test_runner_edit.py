@@ -9,10 +9,10 @@ import hashlib
 import numpy as np
 import pytest
 from PIL import Image
-from runner_fixtures import TINY, read_manifest, run_cli, run_inprocess, runner_env, tiny_root  # noqa: F401
+from runner_helpers import TINY, read_manifest, run_cli, run_inprocess
 
-from ideogram4.experiment import outputs as om
-from ideogram4.experiment.reproduce import main as reproduce_main
+from ideogram4.experiment.reproduce.__main__ import main as reproduce_main
+from ideogram4.experiment.run import outputs as om
 
 FAST = [*TINY, "tracker=none", "progress=false", "prompt=a red cube"]
 
