@@ -186,13 +186,14 @@ class Request:
     mu: float
     std: float
     final_step: str
-    input_images: list | None  # PIL images of exactly width x height, or None (text-to-image)
-    denoising_strength: float
+    input_images: list | None  # PIL images of exactly width x height (outpaint: on the canvas), or None
+    denoising_strength: float  # the schedule's (a strength map: its largest strength)
     rand_device: str
     latents: torch.Tensor | None  # (B, N, 128)
     output_type: str
     progress: bool
     step_callback: Callable[[int, int], None] | None
+    edit: Any = None  # masks.EditPlan for a masked edit, else None
 
     @property
     def batch(self) -> int:
@@ -258,21 +259,28 @@ def check_latents(latents: Any, shape: tuple[int, int, int]) -> torch.Tensor | N
     return latents
 
 
-def open_image(name: str, image: Any, height: int, width: int):
-    """A PIL image, or a path to one, as RGB of exactly width x height."""
+def load_image(name: str, image: Any):
+    """A PIL image, or a path to one, loaded (in its own mode)."""
     from PIL import Image, UnidentifiedImageError
 
     if isinstance(image, (str, os.PathLike)):
         try:
             with Image.open(image) as opened:
-                image = opened.convert("RGB")
+                opened.load()
+                return opened
         except FileNotFoundError as e:
             raise ValueError(f"{name}={str(image)!r}: no such file: give the path of an existing image") from e
         except (UnidentifiedImageError, OSError) as e:
             raise ValueError(f"{name}={str(image)!r} is not an image PIL can read ({e}): give a PNG/JPEG/WebP") from e
-    elif not isinstance(image, Image.Image):
+    if not isinstance(image, Image.Image):
         raise TypeError(f"{name} is a {type(image).__name__}: pass a PIL image or the path of an image file")
-    if image.size != (width, height):
+    return image
+
+
+def open_image(name: str, image: Any, height: int | None, width: int | None):
+    """A PIL image, or a path to one, as RGB of exactly width x height (None: any size)."""
+    image = load_image(name, image)
+    if height is not None and image.size != (width, height):
         raise ValueError(
             f"{name} is {image.size[0]}x{image.size[1]} (WxH) but the output is {width}x{height}: "
             f"resize it first (e.g. img.resize(({width}, {height}))) or pass width={image.size[0]}, "
@@ -281,7 +289,7 @@ def open_image(name: str, image: Any, height: int, width: int):
     return image.convert("RGB")
 
 
-def check_strength(strength: Any, img2img: bool) -> float:
+def check_strength(strength: Any, img2img: bool, edit: bool = False) -> float:
     strength = check_number("denoising_strength", strength, 0.6)
     if not 0.0 < strength <= 1.0:
         raise ValueError(
@@ -289,7 +297,7 @@ def check_strength(strength: Any, img2img: bool) -> float:
         )
     if not img2img and strength != 1.0:
         raise ValueError(f"denoising_strength={strength} needs an input_image (without one, leave it at 1.0)")
-    if img2img and strength == 1.0:
+    if img2img and strength == 1.0 and not edit:  # an edit keeps the rest of the image at any strength
         raise ValueError(
             "input_image is given but denoising_strength=1.0 starts from pure noise and would ignore it: "
             "lower denoising_strength (e.g. 0.6), or drop input_image for text-to-image"
@@ -297,7 +305,7 @@ def check_strength(strength: Any, img2img: bool) -> float:
     return strength
 
 
-def open_images(input_image: Any, batch: int, height: int, width: int) -> list | None:
+def open_images(input_image: Any, batch: int, height: int | None, width: int | None) -> list | None:
     """One RGB image per prompt (one image or path serves them all), or None for text-to-image."""
     if input_image is None:
         return None
@@ -310,6 +318,8 @@ def open_images(input_image: Any, batch: int, height: int, width: int) -> list |
 
 def check_generate_args(prompts: Any, seeds: Any, **kw: Any) -> Request:
     """All of `generate`'s arguments (its keyword names) -> a Request, or the first problem raised."""
+    from .edit_checks import check_edit_args, open_edit  # imports this module
+
     captions = check_prompts("prompts", prompts)
     batch = len(captions)
     if seeds is None:
@@ -322,6 +332,7 @@ def check_generate_args(prompts: Any, seeds: Any, **kw: Any) -> Request:
     callback = kw["step_callback"]
     if callback is not None and not callable(callback):
         raise TypeError(f"step_callback={callback!r} is not callable: pass a function (step, steps) -> None")
+    edit = check_edit_args(kw, height, width)
     tokens = (height // TOKEN_PIXELS) * (width // TOKEN_PIXELS)
     request = Request(
         captions=captions,
@@ -334,12 +345,18 @@ def check_generate_args(prompts: Any, seeds: Any, **kw: Any) -> Request:
         std=check_number("std", kw["std"], 1.5, positive=True),
         final_step=check_choice("final_step", kw["final_step"], FINAL_STEPS),
         input_images=None,
-        denoising_strength=check_strength(kw["denoising_strength"], kw["input_image"] is not None),
+        denoising_strength=check_strength(kw["denoising_strength"], kw["input_image"] is not None, edit is not None),
         rand_device=check_device("rand_device", kw["rand_device"], RAND_DEVICES),
         latents=check_latents(kw["latents"], (batch, tokens, LATENT_CHANNELS)),
         output_type=check_choice("output_type", kw["output_type"], OUTPUT_TYPES),
         progress=check_flag("progress", kw["progress"]),
         step_callback=callback,
     )
-    request.input_images = open_images(kw["input_image"], batch, height, width)  # the only file read, last
+    if edit is None:
+        request.input_images = open_images(kw["input_image"], batch, height, width)  # the only file read, last
+        return request
+    # the input, then the mask: the only files read, last; the request carries the input on the canvas
+    request.edit = open_edit(edit, kw["input_image"], captions, height, width, request.denoising_strength)
+    request.input_images = [region.reference for region in request.edit.regions]
+    request.denoising_strength = request.edit.strength  # a strength map: its largest strength
     return request

@@ -22,8 +22,10 @@ from .checkpoints import ModelConfig
 from .checks import Request, check_generate_args, check_load_options, check_seed, check_source
 from .errors import memory_tips, out_of_memory_as_tips
 from .lora import LoraMixin
+from .masks import latent_tokens, paste_back
 from .models.transformer import build_layout
 from .models.vae import from_pil, to_uint8
+from .spec import EDIT_MARGIN
 from .text import TextCache, check_token_counts, encode_caption, pack_text
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ class GenerationOutput:
     text_cache_hits: list[bool] = field(default_factory=list)
     peak_memory_bytes: int | None = None
     unconditional: str = "unconditional_transformer"  # which network gave v_uncond
+    edits: list | None = None  # masks.EditRegion per image for a masked edit (reference, edited pixels)
 
 
 class Ideogram4Pipeline(LoraMixin, UpsampleMixin):
@@ -206,22 +209,33 @@ class Ideogram4Pipeline(LoraMixin, UpsampleMixin):
         name = "unconditional_transformer" if self.unconditional_transformer is not None else "conditional fallback"
         return cond, self._velocity(net, layout, None), name, hits
 
-    def _initial_latents(self, req: Request, times: torch.Tensor) -> torch.Tensor:
-        """(B, N, 128) float32 on the pipeline device: seeded noise, moved toward input_image for img2img."""
+    def _initial_latents(self, req: Request, times: torch.Tensor) -> tuple[torch.Tensor, sampling.Blend | None]:
+        """(B, N, 128) float32 on the pipeline device: seeded noise, moved toward input_image for img2img;
+        and for a masked edit the blend that keeps the input's latents outside the mask at every step.
+
+        An edit at strength 1 starts from pure noise, as text-to-image does (an all-white mask gives the
+        text-to-image latents bit for bit); below 1 it starts where img2img does."""
         grid_h, grid_w = req.grid
         noise = (
             req.latents if req.latents is not None else sampling.make_noise(req.seeds, grid_h * grid_w, req.rand_device)
         )
         z = noise.to(device=self.device, dtype=torch.float32)
-        if req.input_images is not None:
-            x0 = self.vae.encode(from_pil(req.input_images, req.height, req.width).to(self.device))
-            z = sampling.noise_to(x0, z, float(times[0]))
-        return z
+        if req.input_images is None:
+            return z, None
+        x0 = self.vae.encode(from_pil(req.input_images, req.height, req.width).to(self.device))
+        if req.edit is None:
+            return sampling.noise_to(x0, z, float(times[0])), None
+        weights = latent_tokens(req.edit.weights).to(self.device)
+        edit = sampling.edit_blend(x0, z, times, weights, req.edit.per_position_strength)
+        start = z if req.denoising_strength == 1.0 else sampling.noise_to(x0, z, float(times[0]))
+        return edit(0, start), edit
 
     def _decode(self, z: torch.Tensor, req: Request):
         if req.output_type == "latent":
             return None
         pixels = to_uint8(self.vae.decode(z, *req.grid))
+        if req.edit is not None and req.edit.paste_back:
+            pixels = paste_back(pixels, req.edit.regions)
         if req.output_type == "np":
             return pixels.numpy()
         from PIL import Image
@@ -238,9 +252,9 @@ class Ideogram4Pipeline(LoraMixin, UpsampleMixin):
         times = sampling.timesteps(
             req.steps, req.height, req.width, req.mu, req.std, req.final_step, req.denoising_strength
         )
-        z = self._initial_latents(req, times)
+        z, edit = self._initial_latents(req, times)
         t2 = time.perf_counter()
-        z = sampling.denoise(cond, z, times, req.guidance_schedule, uncond, req.step_callback, req.progress)
+        z = sampling.denoise(cond, z, times, req.guidance_schedule, uncond, req.step_callback, req.progress, edit)
         if cuda:
             torch.cuda.synchronize(self.device)
         t3 = time.perf_counter()
@@ -254,6 +268,7 @@ class Ideogram4Pipeline(LoraMixin, UpsampleMixin):
             text_cache_hits=hits,
             peak_memory_bytes=torch.cuda.max_memory_allocated(self.device) if cuda else None,
             unconditional=uncond_name,
+            edits=req.edit.regions if req.edit is not None else None,
         )
 
     @torch.no_grad()
@@ -273,6 +288,13 @@ class Ideogram4Pipeline(LoraMixin, UpsampleMixin):
         negative_prompt: str | dict | list = "",
         input_image=None,
         denoising_strength: float = 1.0,
+        mask_image=None,
+        strength_map=None,
+        outpaint: dict | tuple | None = None,
+        edit_elements: list[int] | None = None,
+        mask_blur: float = 0.0,
+        paste_back: bool = False,
+        edit_margin: int = EDIT_MARGIN,
         rand_device: str = "cpu",
         latents: torch.Tensor | None = None,
         output_type: str = "pil",
@@ -282,6 +304,10 @@ class Ideogram4Pipeline(LoraMixin, UpsampleMixin):
         """One image per prompt; prompts[i] uses seeds[i]. All images of the call share one forward pass.
 
         A string prompt is read verbatim; a mapping is serialised compactly in the official key order.
+        Masked editing of `input_image` (one of, see `ideogram4.masks` for the rules): `mask_image`
+        (white = repaint), `strength_map` (grey = per-position strength), `outpaint` ({side: pixels}),
+        `edit_elements` (caption element indexes, bbox + `edit_margin` pixels); `mask_blur` feathers,
+        `paste_back` puts the input's pixels back outside the mask after decoding.
         Every argument is checked before any model runs; CUDA out of memory raises
         `errors.GpuOutOfMemory`, whose `.tips` name the options that need less.
         """
@@ -302,6 +328,13 @@ class Ideogram4Pipeline(LoraMixin, UpsampleMixin):
         height: int = 1024,
         width: int = 1024,
         seed: int | list[int] | None = None,
+        mask_image=None,
+        strength_map=None,
+        outpaint: dict | tuple | None = None,
+        edit_elements: list[int] | None = None,
+        mask_blur: float = 0.0,
+        paste_back: bool = False,
+        edit_margin: int = EDIT_MARGIN,
         rand_device: str = "cpu",
         num_inference_steps: int = 50,
         guidance_schedule: list[float] | None = None,
@@ -339,6 +372,13 @@ class Ideogram4Pipeline(LoraMixin, UpsampleMixin):
             negative_prompt=negative_prompt,
             input_image=input_image,
             denoising_strength=denoising_strength,
+            mask_image=mask_image,
+            strength_map=strength_map,
+            outpaint=outpaint,
+            edit_elements=edit_elements,
+            mask_blur=mask_blur,
+            paste_back=paste_back,
+            edit_margin=edit_margin,
             rand_device=rand_device,
             latents=latents,
             output_type=output_type,

@@ -1,4 +1,5 @@
-"""Sampling as plain functions: schedule, noise, guidance, Euler step, img2img start, the denoising loop.
+"""Sampling as plain functions: schedule, noise, guidance, Euler step, img2img start, masked and
+per-position blending, the denoising loop.
 
 Model time t: 0 = pure noise, 1 = clean data. The model predicts v = dz/dt = x0 - noise for
 z_t = t * x0 + (1 - t) * noise. All schedules here are chronological (index 0 = first, noisiest step).
@@ -35,6 +36,17 @@ def logit_normal_times(u: torch.Tensor, mean: float, std: float) -> torch.Tensor
     return t.clamp(T_MIN, T_MAX)
 
 
+def schedule_positions(steps: int, denoising_strength: float = 1.0) -> torch.Tensor:
+    """u of each of the steps + 1 times, float64, from `denoising_strength` down to 0 (t = schedule(u)).
+
+    u is also each time's strength: img2img at strength s starts at u = s, and a position of a strength
+    map with strength s joins the denoising at the first time whose u is at most s.
+    """
+    if not 0.0 < denoising_strength <= 1.0:
+        raise ValueError(f"denoising_strength={denoising_strength}: must be in (0, 1]")
+    return torch.linspace(0.0, denoising_strength, steps + 1, dtype=torch.float64).flip(0)
+
+
 def timesteps(
     steps: int,
     height: int,
@@ -54,10 +66,7 @@ def timesteps(
         raise ValueError(f"steps={steps}: need at least 1 step")
     if final_step not in FINAL_STEPS:
         raise ValueError(f"final_step={final_step!r}: use one of {FINAL_STEPS}")
-    if not 0.0 < denoising_strength <= 1.0:
-        raise ValueError(f"denoising_strength={denoising_strength}: must be in (0, 1]")
-    u = torch.linspace(0.0, denoising_strength, steps + 1, dtype=torch.float64).flip(0)
-    t = logit_normal_times(u, schedule_mean(height, width, mu), std)
+    t = logit_normal_times(schedule_positions(steps, denoising_strength), schedule_mean(height, width, mu), std)
     if final_step == "clean":
         t[-1] = 1.0
     return t.to(torch.float32)
@@ -77,6 +86,46 @@ def euler_step(z: torch.Tensor, v: torch.Tensor, t: float | torch.Tensor, t_next
 def noise_to(x0: torch.Tensor, noise: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
     """z_t for img2img: (1 - sigma) x0 + sigma noise with sigma = 1 - t."""
     return t * x0 + (1.0 - t) * noise
+
+
+def input_at(x0: torch.Tensor, noise: torch.Tensor, times: torch.Tensor, index: int) -> torch.Tensor:
+    """The input's latents at times[index], where an edit keeps them: noised exactly as img2img noises
+    its start (`noise_to`, the same noise), and the clean x0 after the last step, so that the kept
+    region ends on the input's latents bit for bit (diffusers' inpainting pipelines do the same)."""
+    return x0 if index == len(times) - 1 else noise_to(x0, noise, float(times[index]))
+
+
+def blend(z: torch.Tensor, known: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
+    """free * z + (1 - free) * known: free = 1 keeps the sample, 0 takes `known`; exact at 0 and 1."""
+    return z * free + known * (1.0 - free)
+
+
+def join_weights(strengths: torch.Tensor, position: float) -> torch.Tensor:
+    """Differential Diffusion: 1 where a position takes part at schedule position u (its strength s >= u,
+    and s > 0: strength 0 never changes), else 0; float32."""
+    return ((strengths >= position) & (strengths > 0)).to(torch.float32)
+
+
+Blend = Callable[[int, torch.Tensor], torch.Tensor]  # (index into times, z at that time) -> z with the edit imposed
+
+
+def edit_blend(
+    x0: torch.Tensor, noise: torch.Tensor, times: torch.Tensor, weights: torch.Tensor, per_position_strength: bool
+) -> Blend:
+    """The masked-editing step: z at times[index] -> z with the input's latents (`input_at`) where kept.
+
+    `weights` (B, N, 128) are repaint weights in [0, 1] (a mask, feathered: a fixed blend), or with
+    `per_position_strength` each position's strength, turned into 0/1 per time by `join_weights` against
+    the schedule positions of these times (`schedule_positions` at the largest strength).
+    """
+    positions = schedule_positions(len(times) - 1, float(weights.max())) if per_position_strength else None
+    fixed = None if per_position_strength else weights.to(torch.float32)
+
+    def apply(index: int, z: torch.Tensor) -> torch.Tensor:
+        free = join_weights(weights, float(positions[index])) if per_position_strength else fixed
+        return blend(z, input_at(x0, noise, times, index), free)
+
+    return apply
 
 
 def make_noise(seeds: Sequence[int], num_tokens: int, rand_device: str | torch.device = "cpu") -> torch.Tensor:
@@ -109,11 +158,13 @@ def denoise(
     uncond_velocity: Velocity | None = None,
     step_callback: Callable[[int, int], None] | None = None,
     progress: bool = False,
+    edit: Blend | None = None,
 ) -> torch.Tensor:
     """Euler from times[0] to times[-1]: z (B, N, 128) float32 -> the sample, float32.
 
     Step i uses guidance weight guidance_schedule[i]; a weight of 1 skips the unconditional pass
-    (its velocity would be multiplied by 0), as does `uncond_velocity=None`.
+    (its velocity would be multiplied by 0), as does `uncond_velocity=None`. With `edit` (see
+    `edit_blend`), the z reached by step i is passed through edit(i + 1, z).
     """
     from tqdm.auto import tqdm
 
@@ -129,6 +180,8 @@ def denoise(
         if w != 1.0 and uncond_velocity is not None:
             v = guide(v, uncond_velocity(z, t_batch), w)
         z = euler_step(z, v, float(t), float(t_next))
+        if edit is not None:
+            z = edit(i + 1, z)
         if step_callback is not None:
             step_callback(i, steps)
     return z

@@ -33,6 +33,16 @@ LORA_TARGETS = ("transformer", "unconditional_transformer", "both")  # "transfor
 # which way a metric value is better; "neither" for a plain statistic (pixel_std, sharpness, ...)
 METRIC_DIRECTIONS = ("higher", "lower", "neither")
 
+# --- editing (ideogram4.masks) ---------------------------------------------------------------------
+LATENT_PIXELS = 8  # one VAE latent pixel = 8 x 8 image pixels: masks act on this grid
+MASK_WHITE = 128  # a mask pixel at or above this grey level (0..255) is white: repaint it
+MASK_ASPECT_TOLERANCE = 0.01  # a mask or strength map of another size is stretched only within 1 % of the aspect
+MASK_MODES = ("1", "L", "RGB")  # RGB only when grey (R = G = B): colour has no meaning in a mask
+EDIT_KINDS = ("mask_image", "strength_map", "outpaint", "edit_elements")  # generate()'s names; one per call
+OUTPAINT_SIDES = ("left", "right", "top", "bottom")
+EDIT_MARGIN = 32  # pixels added around each element's bbox by edit_elements
+MAX_MASK_BLUR = 256  # pixels (the width of the inward feathering); far beyond any useful value
+
 # --- outputs ----------------------------------------------------------------------------------------
 PNG_CAPTION_KEY = "ideogram4:caption"  # PNG text chunk holding the exact caption an image was made from
 UNIFORM_STD_THRESHOLD = 2.0  # largest per-channel pixel std (0..255) below which an image is near-uniform

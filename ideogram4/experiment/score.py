@@ -18,6 +18,7 @@ import logging
 import sys
 from pathlib import Path
 
+from .config.edit_plan import recorded_region
 from .run.lock import folder_lock
 from .run.manifest import MANIFEST, append_manifest, latest_records, read_manifest
 from .run.records import ImageRecord, now_utc
@@ -65,8 +66,9 @@ def score_folder(folder: Path, metric_names: list[str], options: dict, force: bo
         todo = [r for r in records if force or needs_scores(r, versions)]
         futures = []  # at most `ahead` images in memory, scored in order
         for rec in tqdm(todo, desc=f"scoring {folder.name}", unit="image", disable=not todo):
+            edit = recorded_region(rec) if any(m.reads_edit for m in scorer.metrics) else None
             with Image.open(folder / rec["image"]) as im:
-                futures.append((rec, scorer.submit(rec["image"], as_rgb8(im), rec.get("caption"))))
+                futures.append((rec, scorer.submit(rec["image"], as_rgb8(im), rec.get("caption"), edit)))
             while futures and (len(futures) > ahead or rec is todo[-1]):
                 done, future = futures.pop(0)
                 append_manifest(folder, rescored(done, future.result()))

@@ -9,6 +9,9 @@ A metric module defines
     score_detailed(image, facts: CaptionFacts, options: dict) -> MetricResult
     check(options)  optional: cheap readiness check beyond the packages (weights present, ...)
     READS_CAPTION   optional, default True; False: scored without parsing the caption (a bad one is no error)
+    READS_EDIT      optional, default False; True: score_detailed(image, facts, options, edit) also gets the
+                    image's masks.EditRegion (the input and the edited pixels), None for an image made
+                    without a mask (its values are then None)
 and nothing heavy at import time: engines load on first use, once per process.
 """
 
@@ -59,6 +62,10 @@ class Metric:
         return getattr(self.module, "READS_CAPTION", True)
 
     @property
+    def reads_edit(self) -> bool:
+        return getattr(self.module, "READS_EDIT", False)
+
+    @property
     def defaults(self) -> dict[str, Any]:
         return dict(self.module.OPTIONS)
 
@@ -84,15 +91,16 @@ class Metric:
             self.module.check(resolved)
         return resolved
 
-    def score_detailed(self, image, caption, options: Mapping[str, Any] | None = None) -> MetricResult:
+    def score_detailed(self, image, caption, options: Mapping[str, Any] | None = None, edit=None) -> MetricResult:
         facts = caption_facts(caption if self.reads_caption else None)
-        result = self.module.score_detailed(as_rgb8(image), facts, self.resolve_options(options))
+        args = (as_rgb8(image), facts, self.resolve_options(options))
+        result = self.module.score_detailed(*args, edit) if self.reads_edit else self.module.score_detailed(*args)
         missing = set(self.module.KEYS) - set(result.values)
         assert not missing, f"metric {self.name} returned no value for {sorted(missing)}"
         return result
 
-    def score(self, image, caption, options: Mapping[str, Any] | None = None) -> dict[str, float | None]:
-        return self.score_detailed(image, caption, options).values
+    def score(self, image, caption, options: Mapping[str, Any] | None = None, edit=None) -> dict[str, float | None]:
+        return self.score_detailed(image, caption, options, edit).values
 
 
 def as_rgb8(image):

@@ -39,9 +39,16 @@ class Scored:
 
 
 def score_image(
-    metrics: Iterable[Metric], image, caption, options: Mapping[str, Mapping] | None = None, key: Any = None
+    metrics: Iterable[Metric],
+    image,
+    caption,
+    options: Mapping[str, Mapping] | None = None,
+    key: Any = None,
+    edit=None,
 ) -> Scored:
-    """All metrics on one image; a caption problem or a metric's failure is recorded per metric."""
+    """All metrics on one image; a caption problem or a metric's failure is recorded per metric.
+
+    `edit` (a masks.EditRegion) is what the edit metrics compare against: the input and the edited pixels."""
     scored = Scored(key=key)
     rgb = as_rgb8(image)
     try:
@@ -54,7 +61,7 @@ def score_image(
         try:
             if caption_error is not None and metric.reads_caption:
                 raise caption_error
-            result = metric.score_detailed(rgb, facts, (options or {}).get(metric.name))
+            result = metric.score_detailed(rgb, facts, (options or {}).get(metric.name), edit)
             scored.values.update(result.values)
             scored.details[metric.name] = result.details
         except Exception as e:
@@ -64,9 +71,9 @@ def score_image(
     return scored
 
 
-def _score_by_name(names: list[str], image, caption, options: Mapping[str, Mapping], key: Any) -> Scored:
+def _score_by_name(names: list[str], image, caption, options: Mapping[str, Mapping], key: Any, edit=None) -> Scored:
     """score_image by metric names: what a worker process can be sent (modules do not pickle)."""
-    return score_image([get_metric(n) for n in names], image, caption, options, key)
+    return score_image([get_metric(n) for n in names], image, caption, options, key, edit)
 
 
 class Scorer:
@@ -88,12 +95,12 @@ class Scorer:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ideogram4-metrics")
         self._futures: dict[Any, Future] = {}
 
-    def submit(self, key: Any, image, caption) -> Future:
+    def submit(self, key: Any, image, caption, edit=None) -> Future:
         """Queue one image (copied, so the caller may reuse it); the Future resolves to its Scored."""
         if key in self._futures:
             raise ValueError(f"Scorer.submit: key {key!r} was already submitted")
         names = [m.name for m in self.metrics]
-        self._futures[key] = self._pool.submit(_score_by_name, names, image.copy(), caption, self.options, key)
+        self._futures[key] = self._pool.submit(_score_by_name, names, image.copy(), caption, self.options, key, edit)
         return self._futures[key]
 
     @property

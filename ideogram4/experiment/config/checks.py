@@ -133,7 +133,8 @@ def check_sampler(s: SamplerConf, cfg: float) -> list[str]:
     return out
 
 
-def check_image_input(conf: RunConf) -> list[str]:
+def check_image_input(conf: RunConf, edit: bool = False) -> list[str]:
+    """input_image + denoising_strength; with a masked edit (`edit`) strength 1.0 is allowed (the rest is kept)."""
     strength = conf.denoising_strength
     out = finite("denoising_strength", strength)
     if out:
@@ -143,7 +144,7 @@ def check_image_input(conf: RunConf) -> list[str]:
     if conf.input_image is None and strength != 1.0:
         fix = "set input_image=path/to.png or denoising_strength=1.0"
         out.append(problem("denoising_strength", strength, "only applies with an input image", fix))
-    if conf.input_image is not None and strength == 1.0:
+    if conf.input_image is not None and strength == 1.0 and not edit:
         what = "at 1.0 the input image is replaced by noise (it would be ignored)"
         fix = "lower denoising_strength (e.g. 0.6: keep 40% of the input) or drop input_image"
         out.append(problem("denoising_strength", strength, what, fix))
@@ -242,11 +243,13 @@ def lora_conf(where: str, entry: Any) -> tuple[LoraConf | None, list[str]]:
 
 def check_sections(conf: RunConf) -> list[str]:
     """Every section check that needs nothing but the typed config."""
+    from .edit_plan import edit_kind  # imports this module
+
     return (
         check_model(conf.model)
         + check_resolution(conf.resolution, conf.model)
         + check_sampler(conf.sampler, conf.cfg)
-        + check_image_input(conf)
+        + check_image_input(conf, edit_kind(conf) is not None)
         + check_counts(conf)
         + check_prompts(conf.prompts)
         + check_tracker(conf.tracker)

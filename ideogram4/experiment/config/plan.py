@@ -20,6 +20,7 @@ from ideogram4 import spec
 
 from ..run.paths import abspath, file_sha256, file_sha256_cached, folder_fingerprints
 from .checks import ConfigError, check_device, check_sections, cuda_driver_present, lora_conf, problem
+from .edit_plan import outpaint_sides, plan_edit
 from .prompt_plan import PromptPlan, check_token_counts, plan_prompts, tokenizer_dir_for
 from .schema import ModelConf, RunConf
 
@@ -95,10 +96,27 @@ class GenPlan:
     denoising_strength: float
     sampler: str  # the preset's name, or "<name>+custom" when its fields were overridden
     loras: list[dict] = field(default_factory=list)  # name, source, sha256, scale, target, merge
+    edit: dict | None = None  # a masked edit: kind, generate()'s edit arguments, sha256 of its files
+    edit_files: dict = field(default_factory=dict)  # mask_image / strength_map -> absolute path
 
     def settings(self) -> dict:
-        skip = ("sampler", "input_image") + (() if self.loras else ("loras",))
+        """The resume key's settings: file contents by sha256, not by path."""
+        skip = ("sampler", "input_image", "edit_files") + (() if self.loras else ("loras",))
+        skip += () if self.edit else ("edit",)
         return {k: v for k, v in asdict(self).items() if k not in skip}
+
+    def recorded_settings(self) -> dict:
+        """settings() plus where the files were (manifest, PNG): a location, not part of the key."""
+        out = dict(self.settings(), input_image=self.input_image)
+        if self.edit:
+            out["edit"] = dict(self.edit, **self.edit_files)
+        return out
+
+    def edit_arguments(self) -> dict:
+        """`generate`'s edit keyword arguments (none for a run without an edit)."""
+        if not self.edit:
+            return {}
+        return {k: v for k, v in self.edit.items() if k != "kind" and not k.endswith("_sha256")} | self.edit_files
 
     def lora_specs(self) -> dict[str, dict]:
         """What Ideogram4Pipeline.sync_loras takes."""
@@ -139,6 +157,8 @@ def build_plan(cfg: DictConfig, *, check_tokens: bool = True) -> RunPlan:
     warnings += prompt_warnings
     gen, gen_problems = plan_generation(conf)
     problems += gen_problems
+    gen.edit, gen.edit_files, edit_problems = plan_edit(conf, prompts)  # with the input and each caption
+    problems += edit_problems
     if not problems and check_tokens:
         problems += check_token_counts(prompts, conf.prompts.max_tokens, tokenizer_dir_for(model.kind, model.source))
     if problems:
@@ -273,8 +293,9 @@ def plan_generation(conf: RunConf) -> tuple[GenPlan, list[str]]:
         input_image = abspath(conf.input_image)
         if os.path.isfile(input_image):
             digest = file_sha256(input_image)
+            outpaint = outpaint_sides(conf) is not None  # then the input is smaller than the output
             problems += input_image_problems(
-                conf.input_image, input_image, conf.resolution.height, conf.resolution.width
+                conf.input_image, input_image, conf.resolution.height, conf.resolution.width, outpaint
             )
         else:
             problems.append(
@@ -291,7 +312,7 @@ def plan_generation(conf: RunConf) -> tuple[GenPlan, list[str]]:
     return gen, problems
 
 
-def input_image_problems(given: str, path: str, height: int, width: int) -> list[str]:
+def input_image_problems(given: str, path: str, height: int, width: int, any_size: bool = False) -> list[str]:
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -300,7 +321,7 @@ def input_image_problems(given: str, path: str, height: int, width: int) -> list
             im.verify()
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         return [problem("input_image", given, f"is not a readable image ({e})", "give a PNG/JPEG/WebP file")]
-    if size != (width, height):
+    if size != (width, height) and not any_size:
         what = f"is {size[0]}x{size[1]} but the output is {width}x{height}"
         fix = f"resize it, or set resolution.width={size[0]} resolution.height={size[1]}"
         return [problem("input_image", given, what, fix)]

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
-from ideogram4.spec import UNIFORM_STD_THRESHOLD
+from ideogram4.spec import EDIT_MARGIN, UNIFORM_STD_THRESHOLD
 
 
 @dataclass
@@ -138,6 +138,16 @@ class LoraConf:
 
 
 @dataclass
+class OutpaintConf:
+    """Pixels added on each side of input_image (multiples of 16); all 0 = no outpainting."""
+
+    left: int = 0
+    right: int = 0
+    top: int = 0
+    bottom: int = 0
+
+
+@dataclass
 class RunConf:
     model: ModelConf = field(default_factory=ModelConf)
     sampler: SamplerConf = field(default_factory=SamplerConf)
@@ -158,6 +168,14 @@ class RunConf:
     batch_size: int = 1
     input_image: Optional[str] = None
     denoising_strength: float = 1.0
+    # masked editing of input_image (ideogram4.masks; at most one of the four; README "Editing")
+    mask_image: Optional[str] = None  # white = repaint
+    strength_map: Optional[str] = None  # grey level = per-position strength (Differential Diffusion)
+    outpaint: OutpaintConf = field(default_factory=OutpaintConf)
+    edit_elements: Optional[List[int]] = None  # caption element indexes whose bbox is repainted
+    mask_blur: float = 0.0  # pixels: the width of the inward feathering
+    paste_back: bool = False  # the input's pixels outside the mask after decoding
+    edit_margin: int = EDIT_MARGIN  # pixels around each edit_elements bbox
     progress: bool = True
     # per-image metrics (ideogram4.metrics): image_stats is cheap; ocr, palette, clip_score on demand
     metrics: List[str] = field(default_factory=lambda: ["image_stats"])

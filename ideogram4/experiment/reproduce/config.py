@@ -163,6 +163,9 @@ def pins(emb: Embedded) -> dict[str, Any]:
         "reproduce": None,
         "reproduce_strict": False,
     }
+    for key in ("mask_image", "strength_map"):  # absolute too, matched by sha256 (check_input_files)
+        if (s.get("edit") or {}).get(key):
+            out[key] = s["edit"][key]
     if model.get("kind") == "local" and model.get("source"):
         out["model.path"] = model["source"]  # absolute, where the config may hold a relative path
     for lora in s.get("loras") or []:  # absolute too (a hub LoRA keeps its repo/file form)
@@ -213,26 +216,31 @@ def compose_overrides(overrides: list[str]) -> dict[str, Any]:
         GlobalHydra.instance().clear()
 
 
-def check_input_image(emb: Embedded, given: str | None, abspath) -> None:
-    """An img2img image is only reproduced from the same input image (same sha256)."""
-    want = emb.settings.get("input_image_sha256")
-    if not want:
-        return
+def check_input_files(emb: Embedded, cfg, abspath) -> None:
+    """An img2img or masked edit is only reproduced from the same files (input, mask: same sha256)."""
+    edit = emb.settings.get("edit") or {}
+    for key, want, recorded in (
+        ("input_image", emb.settings.get("input_image_sha256"), emb.settings.get("input_image")),
+        ("mask_image", edit.get("mask_image_sha256"), edit.get("mask_image")),
+        ("strength_map", edit.get("strength_map_sha256"), edit.get("strength_map")),
+    ):
+        if want:
+            check_file(emb, key, want, recorded or "(path not recorded)", getattr(cfg, key), abspath)
+
+
+def check_file(emb: Embedded, key: str, want: str, recorded: str, given: str | None, abspath) -> None:
     from ..config.plan import file_sha256
 
-    recorded = emb.settings.get("input_image") or "(path not recorded)"
-    fix = "Fix: pass input_image=/path/to/that/image"
+    fix = f"Fix: pass {key}=/path/to/that/image"
+    made = f"{emb.path} was made from the {key.replace('_', ' ')} {recorded} (sha256 {want[:12]}...)"
     if given is None:
-        raise ReproduceError(f"{emb.path} was made from the input image {recorded} (sha256 {want[:12]}...). {fix}")
+        raise ReproduceError(f"{made}. {fix}")
     path = abspath(given)
     if not os.path.isfile(path):
-        raise ReproduceError(
-            f"{emb.path} was made from the input image {recorded} (sha256 {want[:12]}...), "
-            f"and {path} does not exist. {fix}"
-        )
+        raise ReproduceError(f"{made}, and {path} does not exist. {fix}")
     got = file_sha256(path)
     if got != want:
         raise ReproduceError(
-            f"input image {path} is not the one {emb.path.name} was made from: sha256 {got[:12]}... now, "
-            f"{want[:12]}... then ({recorded}). {fix}"
+            f"{key.replace('_', ' ')} {path} is not the one {emb.path.name} was made from: sha256 {got[:12]}... "
+            f"now, {want[:12]}... then ({recorded}). {fix}"
         )

@@ -32,7 +32,7 @@ from ..run.provenance import Comparison, compare_provenance, compare_settings, c
 from .config import (
     Embedded,
     ReproduceError,
-    check_input_image,
+    check_input_files,
     override_values,
     read_embedded,
     reproduction_config,
@@ -112,7 +112,7 @@ def reproduce(
     """Regenerate `image` from its embedded settings into `out_dir` and compare (see the module doc)."""
     emb = read_embedded(os.path.normpath(abspath(str(image))))
     cfg, ignored = reproduction_config(emb, overrides or {})
-    check_input_image(emb, cfg.input_image, abspath)
+    check_input_files(emb, cfg, abspath)
     plan = build_plan(cfg)
     out = Path(os.path.normpath(abspath(str(out_dir or Path("outputs", "reproduce", emb.path.stem)))))
     target = out / out_mod.IMAGES / out_mod.image_name(plan.prompts[0].id, plan.seeds[0])
@@ -160,7 +160,7 @@ def _planned(plan: RunPlan) -> dict:
     """The run about to happen, in the shape of the PNG's ideogram4:settings chunk."""
     model = {k: v for k, v in plan.config["model"].items() if k != "cache_dir"}
     model.update(kind=plan.model.kind, source=plan.model.source, device=plan.model.device)
-    settings = dict(plan.gen.settings(), input_image=plan.gen.input_image)
+    settings = plan.gen.recorded_settings()
     return dict(settings=settings, model=model, sampler=plan.gen.sampler, seed=plan.seeds[0],
                 rng_device=plan.gen.rand_device)  # fmt: skip
 

@@ -21,6 +21,8 @@ PROVENANCE_VERSION = 1
 _WEIGHTS_LOCATION = ("paths", "load_s", "source", "revision", "device", "dtype")
 # model keys that name a place: a different place holding the same files (fingerprints) is no difference
 _MODEL_LOCATION = ("path", "source", "resolved_source", "cache_dir")
+# where an input file was: its sha256 (recorded beside it) says whether the content differs
+_FILE_LOCATIONS = ("settings.input_image", "settings.edit.mask_image", "settings.edit.strength_map")
 _NOT_RECORDED = object()
 
 
@@ -118,7 +120,7 @@ def _collect(out: Comparison, key: str, then: Any, now: Any) -> None:
         elif b is _NOT_RECORDED:
             out.notes.append(f"{_label(path)}: {_show(a)} then, not known now")
         elif _is_location(path):
-            judge = "its sha256 says" if path == "settings.input_image" else "the weight fingerprints say"
+            judge = "its sha256 says" if path in _FILE_LOCATIONS else "the weight fingerprints say"
             out.notes.append(
                 f"{_label(path)}: {_show(a)} then, {_show(b)} now (a location; {judge} if the files differ)"
             )
@@ -142,7 +144,7 @@ def _plain(value: Any) -> Any:
 
 def _is_location(path: str) -> bool:
     head, _, leaf = path.partition(".")
-    return (head == "model" and leaf in _MODEL_LOCATION) or path == "settings.input_image"
+    return (head == "model" and leaf in _MODEL_LOCATION) or path in _FILE_LOCATIONS
 
 
 def _label(path: str) -> str:

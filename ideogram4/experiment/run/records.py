@@ -150,6 +150,9 @@ def a1111_parameters(record: ImageRecord, model_name: str) -> str:
     ]
     if s.get("input_image_sha256"):
         fields_.append(("Denoising strength", s["denoising_strength"]))
+    if edit := s.get("edit"):  # which edit, and the first 12 hex of its file's sha256 (as A1111's hashes)
+        files = [f"{k[: -len('_sha256')]} {v[:12]}" for k, v in edit.items() if k.endswith("_sha256")]
+        fields_.append(("Edit", '"' + ", ".join([edit["kind"], *files]) + '"'))
     if record.loras:  # A1111's extra-networks field: name + the first 12 hex of the tensor-data hash
         hashes = ", ".join(f"{x['name']}: {(x.get('addnet_hash') or x['sha256'])[:12]}" for x in record.loras)
         fields_.append(("Lora hashes", f'"{hashes}"'))

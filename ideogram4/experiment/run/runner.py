@@ -199,9 +199,8 @@ def generate(plan: RunPlan, ctx: JobContext, pending: list[Item], tracker, resul
             for j, it in enumerate(batch):
                 if plan.conf.output.save_latents:
                     _save_latents(output.latents[j], ctx.out_dir / it.image_rel)
-                writer.add(
-                    _make_record(plan, ctx, facts, it, output, j, wall, len(batch), loaded.pipe), output.images[j]
-                )
+                record = _make_record(plan, ctx, facts, it, output, j, wall, len(batch), loaded.pipe)
+                writer.add(record, output.images[j], output.edits[j] if output.edits else None)
     finally:
         bar.close()
         writer.close()
@@ -278,7 +277,7 @@ def _generate_batch(pipe, plan: RunPlan, batch: list[Item], input_image, bar) ->
             height=g.height, width=g.width, num_inference_steps=g.steps, guidance_schedule=list(g.guidance_schedule),
             cfg_scale=g.cfg, mu=g.mu, std=g.std, final_step=g.final_step, negative_prompt=g.negative_prompt,
             input_image=input_image, denoising_strength=g.denoising_strength, rand_device=g.rand_device,
-            output_type="pil", progress=False, step_callback=on_step,
+            output_type="pil", progress=False, step_callback=on_step, **g.edit_arguments(),
         )  # fmt: skip
     except Exception as e:
         if is_oom(e):
@@ -330,7 +329,7 @@ def _make_record(
     plan, ctx, facts: JobFacts, it: Item, output, j: int, wall: float, batch_size: int, pipe
 ) -> ImageRecord:
     hits = output.text_cache_hits
-    settings = dict(plan.gen.settings(), input_image=plan.gen.input_image)
+    settings = plan.gen.recorded_settings()
     return ImageRecord(
         image=it.image_rel, prompt_id=it.prompt.id, caption=it.prompt.caption, seed=it.seed,
         rng_device=plan.gen.rand_device, settings=settings, settings_hash=it.key, sampler=plan.gen.sampler,

@@ -28,11 +28,12 @@ class ScoredWriter:
         self.max_pending = max_pending
         self.pending: deque = deque()  # (future, record, image), in sampling order
 
-    def add(self, record: ImageRecord, image) -> None:
+    def add(self, record: ImageRecord, image, edit=None) -> None:
+        """`edit`: the image's masks.EditRegion for the edit metrics (None: not a masked edit)."""
         if self.scorer is None:
             self.write(record, image)
             return
-        self.pending.append((self.scorer.submit(record.image, image, record.caption), record, image))
+        self.pending.append((self.scorer.submit(record.image, image, record.caption, edit), record, image))
         while self.pending and (self.pending[0][0].done() or len(self.pending) > self.max_pending):
             self._write_oldest()
 

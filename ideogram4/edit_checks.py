@@ -1,0 +1,102 @@
+"""Argument checks for masked editing (`generate`'s mask_image, strength_map, outpaint, edit_elements,
+mask_blur, paste_back, edit_margin): one clear error each, before any model runs.
+
+Part of the core check layer (`ideogram4.checks` calls these); the masks themselves (mode, size policy,
+all black, bboxes) are read and checked by `ideogram4.masks`, the only place that opens them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .checks import check_flag, check_int, check_number, open_images
+from .spec import EDIT_KINDS, EDIT_MARGIN, MAX_ASPECT, MAX_MASK_BLUR, MAX_SIDE, MIN_SIDE, OUTPAINT_SIDES, TOKEN_PIXELS
+
+
+def check_edit_args(kw: dict, height: int, width: int):
+    """The edit arguments of `generate` -> masks.EditArgs, or None for no edit; no file is read here."""
+    from .masks import EditArgs
+
+    blur = check_number("mask_blur", kw["mask_blur"], 8)
+    if not 0 <= blur <= MAX_MASK_BLUR:
+        raise ValueError(
+            f"mask_blur={blur} is outside 0..{MAX_MASK_BLUR} (pixels, the width of the inward feathering): e.g. mask_blur=8"
+        )
+    paste = check_flag("paste_back", kw["paste_back"])
+    margin = check_int("edit_margin", kw["edit_margin"], 0, MAX_SIDE, EDIT_MARGIN)
+    given = [name for name in EDIT_KINDS if kw[name] is not None]
+    if not given:
+        for name, value in (("mask_blur", blur), ("paste_back", paste)):
+            if value:
+                raise ValueError(
+                    f"{name}={kw[name]!r} applies to a masked edit: pass mask_image, outpaint or edit_elements "
+                    f"(with input_image), or leave {name} at its default"
+                )
+        return None
+    if len(given) > 1:
+        raise ValueError(f"{given[0]} and {given[1]} are both given: an edit has one region: pass only one of them")
+    kind = given[0]
+    if kw["input_image"] is None:
+        raise ValueError(f"{kind} edits an image but input_image is None: pass input_image=the image to edit")
+    if kind == "strength_map" and blur:
+        raise ValueError(f"mask_blur={blur} does not apply to strength_map (already grey): blur the map itself")
+    source = {"outpaint": lambda v: check_outpaint(v, height, width), "edit_elements": check_elements}.get(
+        kind, lambda v: v
+    )(kw[kind])
+    if kind == "strength_map" and isinstance(source, (list, tuple)):
+        raise TypeError("strength_map is a list: pass one map for the whole call (its strengths set the schedule)")
+    return EditArgs(kind, source, blur, paste, margin)
+
+
+def check_outpaint(value: Any, height: int, width: int) -> dict[str, int]:
+    """{side: pixels} for every side (a sequence is read as left, right, top, bottom); canvas = height x width."""
+    if isinstance(value, (list, tuple)) and len(value) == len(OUTPAINT_SIDES):
+        value = dict(zip(OUTPAINT_SIDES, value))
+    if not isinstance(value, Mapping) or any(k not in OUTPAINT_SIDES for k in value):
+        sides = ", ".join(OUTPAINT_SIDES)
+        raise TypeError(f"outpaint={value!r}: pass pixels per side, e.g. outpaint={{'right': 128}} (sides: {sides})")
+    sides = {side: check_int(f"outpaint[{side!r}]", value.get(side, 0), 0, MAX_SIDE, 128) for side in OUTPAINT_SIDES}
+    for side, pixels in sides.items():
+        if pixels % TOKEN_PIXELS:
+            near = max(TOKEN_PIXELS, round(pixels / TOKEN_PIXELS) * TOKEN_PIXELS)
+            raise ValueError(f"outpaint[{side!r}]={pixels} is not a multiple of {TOKEN_PIXELS}: use {near}")
+    if not any(sides.values()):
+        raise ValueError(f"outpaint={value!r} adds no pixels: give at least one side, e.g. outpaint={{'right': 128}}")
+    aspect = max(height, width) / min(height, width)
+    if not (MIN_SIDE <= height <= MAX_SIDE and MIN_SIDE <= width <= MAX_SIDE) or aspect > MAX_ASPECT:
+        raise ValueError(
+            f"outpaint makes a {width}x{height} (WxH) canvas: each side must be {MIN_SIDE}..{MAX_SIDE} and the "
+            f"aspect at most {MAX_ASPECT:g}:1 (what the model was trained for): outpaint fewer pixels"
+        )
+    return sides
+
+
+def check_elements(value: Any) -> list[int]:
+    if not isinstance(value, (list, tuple)) or not value:
+        raise TypeError(f"edit_elements={value!r}: pass a non-empty list of element indexes, e.g. edit_elements=[3]")
+    return [check_int(f"edit_elements[{i}]", v, 0, 10**6, 3) for i, v in enumerate(value)]
+
+
+def open_edit(edit, input_image: Any, captions: list[str], height: int, width: int, strength: float, names=None):
+    """The masks.EditPlan of a call: opens the input (outpaint: the canvas minus the margins) and the edit
+    region. `names` label the captions in messages (default prompts[i])."""
+    from .masks import prepare_edit
+
+    batch = len(captions)
+    if edit.kind != "outpaint":
+        inputs = open_images(input_image, batch, height, width)
+    else:
+        inputs = open_images(input_image, batch, None, None)
+        sides = edit.source
+        grow = (sides["left"] + sides["right"], sides["top"] + sides["bottom"])
+        for image in inputs:
+            w, h = image.size
+            if (w + grow[0], h + grow[1]) != (width, height):
+                raise ValueError(
+                    f"outpaint={sides} grows the {w}x{h} (WxH) input_image to {w + grow[0]}x{h + grow[1]}, but the "
+                    f"output is {width}x{height}: pass width={w + grow[0]}, height={h + grow[1]}"
+                )
+    if isinstance(edit.source, (list, tuple)) and edit.kind == "mask_image" and len(edit.source) not in (1, batch):
+        raise ValueError(f"mask_image has {len(edit.source)} masks for {batch} prompts: give one per prompt, or one")
+    return prepare_edit(edit, inputs, captions, height, width, strength, names)
