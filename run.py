@@ -8,15 +8,14 @@ Configuration lives in conf/ (see README); outputs in outputs/.
 """
 
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from ideogram4.experiment import register_configs
-from ideogram4.experiment.config.schema import lora_overrides
 
 register_configs()
-sys.argv = lora_overrides(sys.argv)
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
@@ -26,7 +25,23 @@ def main(cfg: DictConfig) -> None:
     run_job(cfg)
 
 
+def check_command_line() -> None:
+    """Unknown keys and group options: one line, exit 2, before Hydra composes (and before any weights)."""
+    from ideogram4.experiment.config.checks import ConfigError
+    from ideogram4.experiment.config.overrides import check_overrides, overrides_from_argv
+    from ideogram4.experiment.run.entry import EXIT_CONFIG
+
+    overrides = overrides_from_argv(sys.argv[1:])
+    try:
+        if overrides:
+            check_overrides(overrides, Path(__file__).resolve().parent / "conf")
+    except ConfigError as e:
+        print(f"Config: {e.problems[0]}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
+
+
 if __name__ == "__main__":
+    check_command_line()
     try:
         main()
     except KeyboardInterrupt:  # between jobs (inside a job, run_job says the same and exits 130)

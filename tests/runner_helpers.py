@@ -71,10 +71,8 @@ def compose(overrides: list[str], return_hydra_config: bool = False):
     from hydra.core.global_hydra import GlobalHydra
 
     from ideogram4.experiment import register_configs
-    from ideogram4.experiment.config.schema import lora_overrides
 
     register_configs()
-    overrides = lora_overrides(overrides)  # as run.py does
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return hydra_compose(config_name="config", overrides=overrides, return_hydra_config=return_hydra_config)

@@ -1,4 +1,4 @@
-"""Issue 10 in the runner: a `lora` mapping, scale sweeps on one loaded base, LoRAs in every record."""
+"""LoRA in the runner: a typed `lora` list, scale sweeps on one loaded base, LoRAs in every record."""
 
 from __future__ import annotations
 
@@ -33,12 +33,13 @@ def lora_file(tiny_original, tmp_path_factory):
 
 def test_bad_lora_settings_are_config_errors(tmp_path):
     cases = [
-        (["+lora.style.path=/nonexistent/style.safetensors"], "lora.style.path"),
-        ([f"+lora.style.path={tmp_path}/x.safetensors"], "no such file"),
-        (["+lora.style.path=a/b/c.safetensors", "lora.style.target=both_ways"], "lora.style.target"),
-        (["+lora.style.path=a/b/c.safetensors", "lora.style.scale=nan"], "lora.style.scale"),
-        (["+lora.style.path=a/b/c.safetensors", "lora.style.scael=1"], "lora.style.scael"),
-        (["+lora.style.scale=1"], "lora.style.path"),
+        (["lora=[{path:/nonexistent/style.safetensors}]"], "lora.0.path"),
+        ([f"lora=[{{path:{tmp_path}/x.safetensors}}]"], "no such file"),
+        (["lora=[{path:a/b/c.safetensors,target:both_ways}]"], "lora.0.target"),
+        (["lora=[{path:a/b/c.safetensors}]", "lora.0.scale=nan"], "lora.0.scale"),
+        (["lora=[{scale:1}]"], r"lora\[0\].path|lora.0.path"),
+        (["lora=[{path:a/b/c.safetensors},{path:x/y/c.safetensors}]"], "lora.1.name = 'c': names two LoRAs"),
+        (["lora=[{path:a/b/c.safetensors,name:'no way'}]"], "lora.0.name"),
     ]
     for overrides, field in cases:
         with pytest.raises(ConfigError, match=field):
@@ -51,7 +52,7 @@ def test_scale_sweep_reuses_the_base_and_records_each_lora(tmp_path, tiny_root, 
     runs = {}
     for scale in (0.0, 1.0):
         for cfg in (3, 7):
-            res = run_inprocess([*FAST, f"+lora.style.path={lora_file}", f"lora.style.scale={scale}", f"cfg={cfg}"],
+            res = run_inprocess([*FAST, f"lora=[{{path:{lora_file},scale:{scale}}}]", f"cfg={cfg}"],
                                 tmp_path / f"{scale}-{cfg}", tiny_root)  # fmt: skip
             runs[(scale, cfg)] = res.made[0]
     loads = {r["pipeline"]["load_id"] for r in runs.values()}
@@ -83,8 +84,8 @@ def test_cli_sweep_over_lora_scale_and_cfg_loads_base_weights_once(tmp_path, run
     args = [
         "-m",
         *FAST,
-        f"+lora.style.path={lora_file}",
-        "lora.style.scale=0,0.5,1",
+        f"lora=[{{path:{lora_file}}}]",
+        "lora.0.scale=0,0.5,1",
         "cfg=4,7",
         f"hydra.sweep.dir={sweep}",
     ]

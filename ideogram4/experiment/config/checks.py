@@ -206,14 +206,15 @@ def check_metrics(conf: RunConf) -> list[str]:
 
 def check_loras(conf: RunConf) -> list[str]:
     out = []
-    for name, entry in conf.lora.items():
-        where = f"lora.{name}"
+    names = [lora_name(lora) for lora in conf.lora]
+    for i, (name, lora) in enumerate(zip(names, conf.lora)):
+        where = f"lora.{i}"
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-            out.append(problem(where, name, "is not a usable LoRA name", "use letters, digits, '_', '-' or '.'"))
-        lora, entry_problems = lora_conf(where, entry)
-        out += entry_problems
-        if lora is None:
-            continue
+            out.append(
+                problem(f"{where}.name", name, "is not a usable LoRA name", "use letters, digits, '_', '-' or '.'")
+            )
+        if names.count(name) > 1:
+            out.append(problem(f"{where}.name", name, "names two LoRAs", f"give one its own name: {where}.name=other"))
         out += finite(f"{where}.scale", lora.scale)
         out += one_of(f"{where}.target", lora.target, spec.LORA_TARGETS, "is not a LoRA target")
         path = lora.path
@@ -224,21 +225,9 @@ def check_loras(conf: RunConf) -> list[str]:
     return out
 
 
-def lora_conf(where: str, entry: Any) -> tuple[LoraConf | None, list[str]]:
-    """A `lora.<name>` entry as a LoraConf; unknown or missing fields are problems."""
-    known = list(LoraConf.__dataclass_fields__)
-    if not isinstance(entry, dict):
-        return None, [problem(where, entry, "must be a mapping of LoRA settings", f"set {where}.path=file.safetensors")]
-    unknown = [k for k in entry if k not in known]
-    if unknown:
-        return None, [
-            problem(f"{where}.{unknown[0]}", entry[unknown[0]], "is not a LoRA setting", f"use {', '.join(known)}")
-        ]
-    if not isinstance(entry.get("path"), str) or not entry["path"]:
-        return None, [
-            problem(f"{where}.path", entry.get("path"), "is required", f"pass +{where}.path=style.safetensors")
-        ]
-    return LoraConf(**entry), []
+def lora_name(lora: LoraConf) -> str:
+    """What records call a LoRA: its `name`, else the file's stem."""
+    return lora.name or os.path.basename(lora.path.rstrip("/")).removesuffix(".safetensors")
 
 
 def check_sections(conf: RunConf) -> list[str]:

@@ -19,7 +19,7 @@ from omegaconf.errors import MissingMandatoryValue, ValidationError
 from ideogram4 import spec
 
 from ..run.paths import abspath, file_sha256, file_sha256_cached, folder_fingerprints
-from .checks import ConfigError, check_device, check_sections, cuda_driver_present, lora_conf, problem
+from .checks import ConfigError, check_device, check_sections, cuda_driver_present, lora_name, problem
 from .edit_plan import outpaint_sides, plan_edit
 from .prompt_plan import PromptPlan, check_token_counts, plan_prompts, tokenizer_dir_for
 from .schema import ModelConf, RunConf
@@ -331,14 +331,11 @@ def input_image_problems(given: str, path: str, height: int, width: int, any_siz
 def plan_loras(conf: RunConf) -> list[dict]:
     """Each LoRA with its file's identity (sha256 for a local file; repo/file/revision on the hub)."""
     out = []
-    for name in sorted(conf.lora):
-        lora, problems = lora_conf(f"lora.{name}", conf.lora[name])
-        if problems:
-            continue  # check_loras reported it
+    for lora in conf.lora:
         local = os.path.isfile(abspath(lora.path))
         source = abspath(lora.path) if local else lora.path
         out.append({
-            "name": name, "source": source, "sha256": file_sha256_cached(source) if local else None,
+            "name": lora_name(lora), "source": source, "sha256": file_sha256_cached(source) if local else None,
             "scale": float(lora.scale), "target": lora.target, "merge": lora.merge,
             "weight_name": lora.weight_name, "revision": lora.revision,
         })  # fmt: skip

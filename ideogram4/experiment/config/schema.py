@@ -11,7 +11,6 @@ seconds.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -127,9 +126,10 @@ class OutputConf:
 
 @dataclass
 class LoraConf:
-    """One LoRA: `python run.py +lora.style.path=style.safetensors lora.style.scale=0.8`."""
+    """One LoRA: `python run.py 'lora=[{path:style.safetensors,scale:0.8}]'`."""
 
     path: str = MISSING  # a local .safetensors file, or "owner/repo/file.safetensors" on the hub
+    name: Optional[str] = None  # how records name it; null: the file's stem (names must differ)
     scale: float = 1.0
     target: str = "transformer"  # transformer (as diffusers) | unconditional_transformer | both
     merge: bool = False  # fold into bf16/fp32 weights (faster steps; not on fp8/nf4 weights)
@@ -181,10 +181,11 @@ class RunConf:
     metrics: List[str] = field(default_factory=lambda: ["image_stats"])
     # per-metric options, e.g. metric_options.ocr.margin=30 or metric_options.clip_score.model=/path
     metric_options: Dict[str, Any] = field(default_factory=dict)
-    # LoRAs by name -> LoraConf fields (checked in plan.py); a sweep over their scales reuses the
-    # loaded base weights and the read files. Any[] because OmegaConf cannot add a typed entry from
-    # the command line; `lora.<name>.<field>=...` is accepted without "+" (see lora_overrides).
-    lora: Dict[str, Any] = field(default_factory=dict)
+    # LoRAs, in load order: `lora=[{path:a.safetensors,scale:0.8}]`, swept as `lora.0.scale=0,0.5,1`
+    # (the loaded base weights and the read files are reused). A typed list because it is the form
+    # OmegaConf validates when added from the command line: a new key in a Dict[str, LoraConf] cannot
+    # be created by a dotted override, and a config group would need `+lora@lora.NAME=entry` per LoRA.
+    lora: List[LoraConf] = field(default_factory=list)
     # the sweep summary's baseline setting (e.g. "cfg=3"); null: the first setting in sort order
     summary_baseline: Optional[str] = None
     # deterministic GPU kernels (ideogram4.determinism): repeatable bits on the same stack, some speed cost
@@ -193,15 +194,6 @@ class RunConf:
     reproduce: Optional[str] = None
     # with `reproduce`: refuse to sample when anything recorded (versions, weights, GPU, ...) differs
     reproduce_strict: bool = False
-
-
-_LORA_FIELD = re.compile(r"^lora\.[^.=]+\.[^=]+=")
-
-
-def lora_overrides(argv: list[str]) -> list[str]:
-    """`lora.style.scale=0.5` -> `++lora.style.scale=0.5`: a LoRA's entry is created by its first
-    override, so every `lora.<name>.<field>` override adds-or-sets (as written in the README)."""
-    return [f"++{a}" if _LORA_FIELD.match(a) else a for a in argv]
 
 
 _REGISTERED = False

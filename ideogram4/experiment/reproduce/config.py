@@ -168,8 +168,8 @@ def pins(emb: Embedded) -> dict[str, Any]:
             out[key] = s["edit"][key]
     if model.get("kind") == "local" and model.get("source"):
         out["model.path"] = model["source"]  # absolute, where the config may hold a relative path
-    for lora in s.get("loras") or []:  # absolute too (a hub LoRA keeps its repo/file form)
-        out[f"lora.{lora['name']}.path"] = lora["source"]
+    fields = ("name", "scale", "target", "merge", "weight_name", "revision")  # the path: absolute, as recorded
+    out["lora"] = [{"path": x["source"], **{k: x.get(k) for k in fields}} for x in s.get("loras") or []]
     if rec.get("upsampled_from"):
         out["prompts.upsample"] = False  # the recorded caption is used verbatim: no second upsampling
     return out
