@@ -94,7 +94,7 @@ def group_options(conf_dir: Path) -> dict[str, list[str]]:
     out: dict[str, set[str]] = {}
     for folder in sorted(p for p in Path(conf_dir).iterdir() if p.is_dir() and p.name != "hydra"):
         out.setdefault(folder.name, set()).update(f.stem for f in folder.glob("*.yaml"))
-    for group in [k for k, v in store.repo.items() if isinstance(v, dict)]:
+    for group in [k for k, v in store.repo.items() if isinstance(v, dict) and k != "hydra"]:
         out.setdefault(group, set()).update(Path(name).stem for name in store.list(group))
     return {k: sorted(v) for k, v in out.items()}
 
