@@ -34,7 +34,8 @@ def _strip_comment(line: str) -> str:
 def documented_commands(text: str, fenced: bool = True) -> list[str]:
     """`python run.py ...` from bash blocks and inline code spans (fenced) or from every line,
     comments removed; placeholders (`...`) are not commands."""
-    lines = [x for block in FENCE.findall(text) for x in block.splitlines()] if fenced else text.splitlines()
+    blocks = [block.replace("\\\n", " ") for block in FENCE.findall(text)]  # continuation lines joined
+    lines = [x for block in blocks for x in block.splitlines()] if fenced else text.splitlines()
     found = [x[x.index("python run.py") :] for x in lines if "python run.py" in x]
     found += INLINE.findall(text) if fenced else []
     return [_strip_comment(x) for x in found if "..." not in x]
