@@ -3,10 +3,23 @@ from pathlib import Path
 
 import pytest
 
-# Never reach the network from tests: the hub is off, W&B is offline unless a test says otherwise.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("WANDB_MODE", "offline")
-os.environ.setdefault("WANDB_SILENT", "true")
+# The caller's shell must not change what a test sees: variables pointing at the user's W&B, Hugging
+# Face or cache folders, credentials or Hydra's error mode are dropped before any module reads them
+# (some are read at import). Then: never the network (hub off, W&B offline), no ~/.netrc credentials.
+_CALLER_PREFIXES = ("WANDB_", "HF_", "HUGGING_FACE_", "HUGGINGFACE_", "TRANSFORMERS_", "IDEOGRAM4_", "HYDRA_")
+for _key in [k for k in os.environ if k.startswith(_CALLER_PREFIXES)]:
+    del os.environ[_key]
+os.environ.update(HF_HUB_OFFLINE="1", WANDB_MODE="offline", WANDB_SILENT="true", NETRC=os.devnull + "-no-netrc")
+
+
+@pytest.fixture(autouse=True)
+def _restore_environment():
+    """Each test starts from the same environment: what a test or the code under test sets (W&B's
+    staging folders, determinism's cuBLAS setting) is undone after it."""
+    before = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(before)
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,8 @@ login prompt fails the test instead of hanging it), in-process composition and r
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -83,3 +85,25 @@ def run_inprocess(overrides: list[str], out_dir: Path, tiny_root: str):
 
     cfg = compose([*overrides, f"model.cache_dir={tiny_root}"])
     return run(cfg, out_dir=out_dir)
+
+
+# --- commands written in the docs (README.md, `python run.py --help`) ---
+
+FENCE = re.compile(r"```bash\n(.*?)```", re.S)
+INLINE = re.compile(r"`(python run\.py [^`]*)`")
+
+
+def _strip_comment(line: str) -> str:
+    lexer = shlex.shlex(line, posix=True, punctuation_chars=False)
+    lexer.whitespace_split, lexer.commenters = True, "#"
+    return shlex.join(lexer)
+
+
+def documented_commands(text: str, fenced: bool = True) -> list[str]:
+    """`python run.py ...` from bash blocks and inline code spans (fenced) or from every line,
+    comments removed; placeholders (`...`) are not commands."""
+    blocks = [block.replace("\\\n", " ") for block in FENCE.findall(text)]  # continuation lines joined
+    lines = [x for block in blocks for x in block.splitlines()] if fenced else text.splitlines()
+    found = [x[x.index("python run.py") :] for x in lines if "python run.py" in x]
+    found += INLINE.findall(text) if fenced else []
+    return [_strip_comment(x) for x in found if "..." not in x]

@@ -9,12 +9,9 @@ import subprocess
 import sys
 
 import pytest
-from runner_helpers import CONF, REPO, compose
+from runner_helpers import CONF, REPO, compose, documented_commands
 
 from ideogram4.experiment.config.overrides import check_overrides, group_options, overrides_from_argv
-
-FENCE = re.compile(r"```bash\n(.*?)```", re.S)
-INLINE = re.compile(r"`(python run\.py [^`]*)`")
 
 
 def _help_text() -> str:
@@ -23,22 +20,6 @@ def _help_text() -> str:
     )
     assert res.returncode == 0, res.stderr
     return res.stdout
-
-
-def _strip_comment(line: str) -> str:
-    lexer = shlex.shlex(line, posix=True, punctuation_chars=False)
-    lexer.whitespace_split, lexer.commenters = True, "#"
-    return shlex.join(lexer)
-
-
-def documented_commands(text: str, fenced: bool = True) -> list[str]:
-    """`python run.py ...` from bash blocks and inline code spans (fenced) or from every line,
-    comments removed; placeholders (`...`) are not commands."""
-    blocks = [block.replace("\\\n", " ") for block in FENCE.findall(text)]  # continuation lines joined
-    lines = [x for block in blocks for x in block.splitlines()] if fenced else text.splitlines()
-    found = [x[x.index("python run.py") :] for x in lines if "python run.py" in x]
-    found += INLINE.findall(text) if fenced else []
-    return [_strip_comment(x) for x in found if "..." not in x]
 
 
 def first_job(overrides: list[str]) -> list[str]:

@@ -194,8 +194,48 @@ def test_registry_names_and_clear_errors(monkeypatch):
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "rapidfuzz" else real(name, *a))
-    with pytest.raises(MetricError, match="needs the package 'rapidfuzz': pip install 'rapidfuzz>=3'"):
+    with pytest.raises(MetricError, match=r"needs the package 'rapidfuzz': pip install -e '\.\[metrics\]' \(or pip"):
         check_metrics(["ocr"])
+
+
+def test_metrics_help_lists_every_metric_with_direction_and_extra(capsys):
+    with pytest.raises(SystemExit):
+        cli_main(["--help"])
+    text = capsys.readouterr().out
+    for name in metric_names():
+        metric = get_metric(name)
+        (line,) = [x for x in text.splitlines() if x.strip().startswith(name + " ")]
+        outside_base = [r for r in metric.module.PACKAGES.values() if _requirement_name(r) not in _base_requirements()]
+        assert metric.summary in line and ("needs [metrics]" in line) == bool(outside_base)
+        for key, direction in metric.keys.items():
+            assert f"{key} ({direction or 'no direction'})" in line
+
+
+def _requirement_name(requirement: str) -> str:
+    import re
+
+    return re.split(r"[<>=!~\[ ;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def _base_requirements() -> set[str]:
+    from pathlib import Path
+
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    return {_requirement_name(r) for r in project["dependencies"]}
+
+
+def test_image_stats_sharpness_is_scikit_images_laplacian():
+    skimage_filters = pytest.importorskip("skimage.filters")  # in [test]: the oracle for our numpy stencil
+    import numpy as np
+    from PIL import Image
+
+    from ideogram4.metrics.image_stats import PACKAGES, sharpness
+
+    pixels = np.random.default_rng(0).integers(0, 256, (37, 53), dtype=np.uint8)
+    expected = skimage_filters.laplace(pixels.astype(np.float64), ksize=3).var()
+    assert sharpness(Image.fromarray(pixels)) == pytest.approx(expected, rel=1e-12) and PACKAGES == {}
 
 
 def test_a_new_metric_is_one_file(tmp_path, monkeypatch):

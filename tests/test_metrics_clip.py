@@ -76,3 +76,26 @@ def test_missing_weights_fail_at_check_with_the_fix(empty_hub_cache, tmp_path):
     (tmp_path / "half" / "config.json").write_text("{}")
     with pytest.raises(MetricError, match="lacks model.safetensors or .* pytorch_model.bin"):
         clip.check({"model": str(tmp_path / "half")})
+
+
+def test_unreachable_hub_fails_at_once_without_the_retry_loop(empty_hub_cache, monkeypatch):
+    """Hub not switched off but not reachable (a closed loopback port): the check says so in one
+    connection attempt; the hub client's download (which retries for ~20 s) is never called."""
+    import socket
+    import time
+
+    from huggingface_hub import constants
+
+    with socket.socket() as s:  # a port with nobody listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda *a, **k: pytest.fail("downloaded despite no hub"))
+    start = time.monotonic()
+    with pytest.raises(MetricError, match="hub cannot be reached; on a connected machine run `hf download"):
+        get_metric("clip_score").check({})
+    assert time.monotonic() - start < 5

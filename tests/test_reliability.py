@@ -8,13 +8,12 @@ from __future__ import annotations
 import errno
 import json
 import os
-import re
 import shlex
 from pathlib import Path
 
 import pytest
 from PIL import Image
-from runner_helpers import REPO, TINY, compose, read_manifest, run_cli, run_inprocess
+from runner_helpers import REPO, TINY, compose, documented_commands, read_manifest, run_cli, run_inprocess
 
 from ideogram4.experiment.config.checks import ConfigError
 from ideogram4.experiment.config.plan import build_plan
@@ -164,10 +163,7 @@ def test_prompt_text_is_never_interpolated(text):
 
 
 def _readme_run_commands() -> list[str]:
-    text = (REPO / "README.md").read_text()
-    blocks = re.findall(r"```bash\n(.*?)```", text, re.S)
-    lines = [ln.split("  #")[0].strip() for b in blocks for ln in b.splitlines()]
-    return [ln for ln in lines if ln.startswith("python run.py")]
+    return documented_commands((REPO / "README.md").read_text(encoding="utf-8"))
 
 
 def test_readme_commands_parse_as_written():

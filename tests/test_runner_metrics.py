@@ -35,7 +35,7 @@ def test_metrics_land_in_manifest_and_png(tmp_path, tiny_root):
     assert sign["metrics"]["palette_delta_e"] is None
 
 
-def test_score_cli_adds_a_metric_without_rewriting_lines(tmp_path, tiny_root):
+def test_score_cli_adds_a_metric_without_rewriting_lines(tmp_path, tiny_root, capsys):
     from ideogram4.experiment.score import main
 
     out = tmp_path / "job"
@@ -48,6 +48,11 @@ def test_score_cli_adds_a_metric_without_rewriting_lines(tmp_path, tiny_root):
     assert all({"palette_delta_e", "pixel_std"} <= set(r["metrics"]) and r["rescored_at"] for r in latest.values())
     assert main([str(out), "--metrics", "palette"]) == 0  # already scored at this version: nothing appended
     assert (out / "manifest.jsonl").read_text() == after
+    # options: the same METRIC.NAME=VALUE form as `python -m ideogram4.metrics` (and +metric_options.* in run.py)
+    with pytest.raises(SystemExit):
+        main([str(out), "--metrics", "palette", "--option", "palette.colours=8"])
+    assert "no option 'colours'" in capsys.readouterr().err
+    assert main([str(out), "--metrics", "palette", "--option", "palette.colors=8", "--force"]) == 0
 
 
 @pytest.mark.slow

@@ -14,6 +14,10 @@ from hydra_plugins.ideogram4_sweeper.sweeper import check_and_keep, keep_compose
 
 class OptunaSweeper(Sweeper):
     def __init__(self, **settings: Any) -> None:
+        import importlib.util
+
+        if importlib.util.find_spec("optuna") is None:
+            raise ImportError("hydra/sweeper=optuna needs Optuna, in the [search] extra: pip install -e '.[search]'")
         from ._search import SearchSettings
 
         plain = {k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for k, v in settings.items()}

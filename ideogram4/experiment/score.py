@@ -1,7 +1,7 @@
 """Score the images of an existing run or sweep (e.g. with a metric added later).
 
     python -m ideogram4.experiment.score outputs/sweeps/NAME --metrics ocr,palette
-    python -m ideogram4.experiment.score outputs/runs/DATE/TIME --metrics clip_score --options '{"clip_score": {"model": "/models/clip"}}'
+    python -m ideogram4.experiment.score outputs/runs/DATE/TIME --metrics clip_score --option clip_score.model=/models/clip
 
 Existing manifest lines are never rewritten: each newly scored image gets one more line (its record
 with the new values merged in, `rescored_at` set); the last line per image is the current one. Images
@@ -13,7 +13,6 @@ its sweep-level W&B tables logged again.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -79,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ideogram4.experiment.score", description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", help="a run/job folder (with manifest.jsonl) or a sweep folder")
     parser.add_argument("--metrics", required=True, help="comma-separated metric names, e.g. ocr,palette")
-    parser.add_argument("--options", default="{}", help='per-metric options as JSON, e.g. \'{"ocr": {"margin": 30}}\'')
+    parser.add_argument(
+        "--option", action="append", default=[], metavar="METRIC.NAME=VALUE", help="a metric option (repeatable)"
+    )
     parser.add_argument("--force", action="store_true", help="score images that already have these metrics")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -87,12 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     if not folder.is_dir() or not job_folders(folder):
         parser.error(f"{args.folder!r} holds no manifest.jsonl (nor do its subfolders): give a run or sweep folder")
     try:
-        options = json.loads(args.options)
         from ideogram4.metrics import MetricError, check_metrics
+        from ideogram4.metrics.registry import parse_options
 
+        options = parse_options(args.option)
         check_metrics(args.metrics.split(","), options)
-    except (ValueError, MetricError) as e:  # MetricError is a ValueError; JSON errors too
-        parser.error(f"--metrics/--options: {e}")
+    except (ValueError, MetricError) as e:  # MetricError is a ValueError
+        parser.error(f"--metrics/--option: {e}")
     total = sum(score_folder(f, args.metrics.split(","), options, args.force) for f in job_folders(folder))
     log.info("Scored %d image(s) in %s", total, folder)
     if job_folders(folder) != [folder]:

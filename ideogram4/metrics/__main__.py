@@ -15,12 +15,17 @@ from pathlib import Path
 
 from ..spec import PNG_CAPTION_KEY
 from .caption import caption_facts
-from .registry import MetricError, check_metrics
+from .registry import MetricError, check_metrics, metric_lines, parse_options
 from .scorer import score_image
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m ideogram4.metrics", description=__doc__.split("\n\n")[1])
+    parser = argparse.ArgumentParser(
+        prog="python -m ideogram4.metrics",
+        description=__doc__.split("\n\n")[1],
+        epilog="metrics:\n" + "\n".join(metric_lines()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("images", nargs="+", metavar="IMAGE")
     parser.add_argument("--caption", help="caption file: a JSON structured caption or a plain-text prompt")
     parser.add_argument("--metrics", default="ocr,palette", help="comma-separated metric names (default: %(default)s)")
@@ -29,21 +34,6 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--details", action="store_true", help="add per-element details and metric versions")
     return parser.parse_args(argv)
-
-
-def _options(pairs: list[str]) -> dict[str, dict]:
-    options: dict[str, dict] = {}
-    for pair in pairs:
-        name, sep, raw = pair.partition("=")
-        metric, dot, key = name.partition(".")
-        if not (sep and dot and metric and key):
-            raise MetricError(f"--option {pair!r} must look like METRIC.NAME=VALUE (e.g. ocr.margin=30)")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw  # a bare string such as a model id or a path
-        options.setdefault(metric, {})[key] = value
-    return options
 
 
 def _png_caption(path: Path) -> str | None:
@@ -56,7 +46,7 @@ def _png_caption(path: Path) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     try:
-        options = _options(args.option)
+        options = parse_options(args.option)
         metrics = check_metrics([n.strip() for n in args.metrics.split(",") if n.strip()], options)
         missing = [p for p in [*args.images, *([args.caption] if args.caption else [])] if not Path(p).is_file()]
         if missing:

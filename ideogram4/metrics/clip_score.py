@@ -77,8 +77,29 @@ def check(options: dict) -> None:
             f"metric 'clip_score' option 'model': {source!r} is not in the Hugging Face cache (missing "
             f"{', '.join(missing)}) and the hub is offline (HF_HUB_OFFLINE); {_fix(source)}"
         )
+    if missing and not _hub_reachable():
+        raise MetricError(
+            f"metric 'clip_score' option 'model': {source!r} is not in the Hugging Face cache (missing "
+            f"{', '.join(missing)}) and the hub cannot be reached; {_fix(source)}"
+        )
     if missing:
         _reach(source)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick connection to the hub's host: without it the hub client retries for ~20 s before failing."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def _reach(source: str) -> None:

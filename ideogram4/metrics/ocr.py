@@ -28,6 +28,7 @@ NAME = "ocr"
 VERSION = "1"
 KEYS = {"ocr_word_accuracy": "higher", "ocr_ned": "higher", "ocr_exact_match": "higher"}
 PACKAGES = {"rapidocr": "rapidocr>=3", "onnxruntime": "onnxruntime>=1.17", "rapidfuzz": "rapidfuzz>=3"}
+EXTRA = "metrics"  # the install extra that brings PACKAGES
 WEIGHTS = "PP-OCR text detection + recognition ONNX models bundled in the rapidocr wheel"
 OPTIONS = {"margin": 20.0, "threads": 1, "min_confidence": 0.5}
 DETECT_MAX_SIDE = 1024  # detection input is downscaled to this; never upscaled (small crops stay cheap)

@@ -22,6 +22,7 @@ NAME = "palette"
 VERSION = "1"
 KEYS = {"palette_delta_e": "lower", "palette_delta_e_elements": "lower"}
 PACKAGES = {"skimage": "scikit-image>=0.22"}
+EXTRA = "metrics"  # the install extra that brings PACKAGES
 WEIGHTS = "none"
 OPTIONS = {"colors": 16, "min_share": 0.005}
 THUMBNAIL = 512  # large enough to keep thin strokes (text) their own colour; 4x fewer pixels at 1024^2

@@ -4,6 +4,7 @@ A metric module defines
     NAME, VERSION   the name users select; VERSION changes whenever its values change meaning
     KEYS            value name -> its direction: "higher" or "lower" is better, or "neither" (spec.METRIC_DIRECTIONS)
     PACKAGES        import name -> pip requirement, checked before anything is scored
+    EXTRA           optional: the project's install extra that brings PACKAGES (none: the base install)
     WEIGHTS         where its model weights come from, in words
     OPTIONS         option name -> default; given options must use these names and types
     score_detailed(image, facts: CaptionFacts, options: dict) -> MetricResult
@@ -20,6 +21,7 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import json
 import pkgutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -58,6 +60,15 @@ class Metric:
         return dict(self.module.KEYS)
 
     @property
+    def summary(self) -> str:
+        """What it measures: the first line of the module's docstring."""
+        return (self.module.__doc__ or "").strip().splitlines()[0]
+
+    @property
+    def extra(self) -> str | None:
+        return getattr(self.module, "EXTRA", None)
+
+    @property
     def reads_caption(self) -> bool:
         return getattr(self.module, "READS_CAPTION", True)
 
@@ -84,8 +95,9 @@ class Metric:
         resolved = self.resolve_options(options)
         for module_name, requirement in self.module.PACKAGES.items():
             if importlib.util.find_spec(module_name) is None:
+                how = f"pip install -e '.[{self.extra}]' (or pip install '{requirement}')" if self.extra else None
                 raise MetricError(
-                    f"metric {self.name!r} needs the package {module_name!r}: pip install '{requirement}'"
+                    f"metric {self.name!r} needs the package {module_name!r}: {how or f'pip install {requirement!r}'}"
                 )
         if hasattr(self.module, "check"):
             self.module.check(resolved)
@@ -183,6 +195,35 @@ def check_metrics(names: Iterable[str], options: Mapping[str, Mapping[str, Any]]
     for metric in metrics:
         metric.check((options or {}).get(metric.name))
     return metrics
+
+
+def parse_options(pairs: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """`METRIC.NAME=VALUE` pairs -> {metric: {name: value}}; VALUE is JSON when it parses (30, true,
+    [1,2]), else the bare string (a model id, a path). The runner's `+metric_options.METRIC.NAME=VALUE`
+    is the same form under its config key."""
+    options: dict[str, dict[str, Any]] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        metric, dot, key = name.partition(".")
+        if not (sep and dot and metric and key):
+            raise MetricError(f"--option {pair!r} must look like METRIC.NAME=VALUE (e.g. ocr.margin=30)")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        options.setdefault(metric, {})[key] = value
+    return options
+
+
+def metric_lines() -> list[str]:
+    """One line per metric: name, what it measures, its values with their better direction, the extra it needs."""
+    lines = []
+    for m in _registry().values():
+        values = ", ".join(f"{k} ({d})" for k, d in m.keys.items())
+        needs = f"needs [{m.extra}]" if m.extra else "base install"
+        options = ", ".join(f"{k}={v}" for k, v in m.defaults.items()) or "none"
+        lines.append(f"  {m.name:<12} {m.summary} Values: {values}. Options: {options}; {needs}.")
+    return lines
 
 
 def value_directions() -> dict[str, str]:

@@ -9,6 +9,8 @@ pyplot), so it renders with Agg and never switches the backend of the process th
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import math
 from pathlib import Path
 
@@ -74,7 +76,12 @@ def _panel(ax, metric: str, direction: str, x_key: str | None, settings, cis) ->
 
 
 def plot_summary(path: Path, swept, settings, directions: dict[str, str], cis, title: str) -> Path | None:
-    """Draw and save summary.png; None when no metric has a value."""
+    """Draw and save summary.png; None when no metric has a value (or matplotlib is not installed)."""
+    if importlib.util.find_spec("matplotlib") is None:
+        logging.getLogger("ideogram4.experiment").warning(
+            "summary.png not drawn: plotting needs matplotlib, in the [metrics] extra: pip install -e '.[metrics]'"
+        )
+        return None
     from matplotlib.figure import Figure
 
     plotted = [m for m in directions if any(ci[m].n for ci in cis)]
