@@ -16,9 +16,11 @@ All three built with the same `seed` hold the same values (fp8: their quantised 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -30,6 +32,8 @@ from .models.transformer import Ideogram4Config, Ideogram4Transformer
 from .models.vae import LATENT_SCALE, LATENT_SHIFT
 from .prompts import bundled_tokenizer_dir, load_tokenizer
 from .spec import CHECKPOINT_LAYOUTS
+
+log = logging.getLogger("ideogram4.tiny")
 
 LAYOUTS = CHECKPOINT_LAYOUTS
 TEXT_WIDTH = 32
@@ -248,8 +252,12 @@ def ensure_tiny_checkpoint(cache_dir: str | Path | None = None, layout: str = "o
         return str(target)
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=root))
+    # the first run's only long silent step otherwise (~15 s on 2 cores): say what is happening
+    log.info("Building the tiny random model (first use only; ~15 s on 2 CPU cores) into %s ...", target)
+    start = time.perf_counter()
     try:
         build_tiny_checkpoint(tmp, layout=layout, seed=seed)
+        log.info("Built the tiny model in %.1f s; later runs reuse it", time.perf_counter() - start)
         try:
             tmp.rename(target)
         except OSError:  # another process finished first
