@@ -19,6 +19,7 @@ NAME = "edit"
 VERSION = "1"
 KEYS = {"kept_psnr": "higher", "kept_ssim": "higher", "edited_change": "neither"}
 PACKAGES = {"skimage": "scikit-image>=0.22"}
+EXTRA = "metrics"  # the install extra that brings PACKAGES
 WEIGHTS = "none"
 OPTIONS: dict = {}
 READS_CAPTION = False

@@ -29,6 +29,7 @@ KEYS = {
     "edited_palette_delta_e_elements": "lower",
 }
 PACKAGES = {**ocr.PACKAGES, **palette.PACKAGES}
+EXTRA = ocr.EXTRA
 WEIGHTS = ocr.WEIGHTS
 OPTIONS = {**ocr.OPTIONS, **palette.OPTIONS}
 READS_EDIT = True
