@@ -12,6 +12,14 @@ for _key in [k for k in os.environ if k.startswith(_CALLER_PREFIXES)]:
 os.environ.update(HF_HUB_OFFLINE="1", WANDB_MODE="offline", WANDB_SILENT="true", NETRC=os.devnull + "-no-netrc")
 
 
+def pytest_collection_modifyitems(items):
+    """Every test that runs `python run.py` in a subprocess (it takes the `runner_env` fixture) is slow:
+    `pytest -m "not slow"` is the quick lane for development; CI (.ci/run) runs everything."""
+    for item in items:
+        if "runner_env" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def _restore_environment():
     """Each test starts from the same environment: what a test or the code under test sets (W&B's
