@@ -16,8 +16,9 @@ import re
 from typing import Any
 
 from ideogram4 import spec
+from ideogram4.sources import parse_source
 
-from ..run.paths import abspath
+from ..run.paths import original_cwd
 from .schema import LoraConf, ModelConf, OutputConf, PromptsConf, ResolutionConf, RunConf, SamplerConf, TrackerConf
 
 TRACKER_MODES = ("auto", "online", "offline", "disabled")
@@ -217,8 +218,8 @@ def check_loras(conf: RunConf) -> list[str]:
         out += finite(f"{where}.scale", lora.scale)
         out += one_of(f"{where}.target", lora.target, spec.LORA_TARGETS, "is not a LoRA target")
         path = lora.path
-        local = path.startswith((".", "/", "~")) or (path.endswith(".safetensors") and path.count("/") < 2)
-        if local and not os.path.isfile(abspath(path)):
+        source = parse_source(path, base=original_cwd())
+        if source.is_local and not source.path.is_file():
             fix = "give an existing .safetensors file (relative to where you ran) or owner/repo/file.safetensors"
             out.append(problem(f"{where}.path", path, "no such file", fix))
     return out

@@ -17,8 +17,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, ValidationError
 
 from ideogram4 import spec
+from ideogram4.sources import HUB_FILE, parse_source
 
-from ..run.paths import abspath, file_sha256, file_sha256_cached, folder_fingerprints
+from ..run.paths import abspath, file_sha256, file_sha256_cached, folder_fingerprints, original_cwd
 from .checks import ConfigError, check_device, check_sections, cuda_driver_present, lora_conf, problem
 from .edit_plan import outpaint_sides, plan_edit
 from .prompt_plan import PromptPlan, check_token_counts, plan_prompts, tokenizer_dir_for
@@ -225,26 +226,20 @@ def resolve_model_source(m: ModelConf) -> tuple[str, str, list[str]]:
     """(kind, source, problems): "tiny", a local folder (absolute) or a hub repo id."""
     if m.source == "tiny":
         return "tiny", "tiny", []
-    if m.path is not None or m.source == "local":
-        if m.path is None:
-            fix = "pass model=local model.path=/path/to/folder (official layout: transformer/, text_encoder/, vae/, tokenizer/)"
-            return "local", "", [problem("model.path", None, "is required for model=local", fix)]
-        full = abspath(m.path)
-        if not os.path.isdir(full):
-            fix = "point model.path at a folder with transformer/, text_encoder/, vae/ and tokenizer/"
-            return "local", full, [problem("model.path", m.path, f"is not a folder ({full})", fix)]
-        return "local", full, []
-    if m.source.startswith((".", "/", "~")) or os.path.isdir(abspath(m.source)):
-        full = abspath(m.source)
-        if not os.path.isdir(full):
-            fix = "give an existing folder or a hub repo id like ideogram-ai/ideogram-4-fp8"
-            return (
-                "local",
-                full,
-                [problem("model.source", m.source, f"looks like a path but is not a folder ({full})", fix)],
-            )
-        return "local", full, []
-    return "hub", m.source, []
+    if m.path is None and m.source == "local":
+        fix = "pass model=local model.path=/path/to/folder (official layout: transformer/, text_encoder/, vae/, tokenizer/)"
+        return "local", "", [problem("model.path", None, "is required for model=local", fix)]
+    key, given = ("model.path", m.path) if m.path is not None else ("model.source", m.source)
+    where = parse_source(given, base=original_cwd())
+    if m.path is None and not where.is_local:
+        if where.kind == HUB_FILE:
+            fix = f"give the repo id ({where.repo_id}) or a local folder"
+            return "hub", given, [problem(key, given, "names a file inside a hub repo", fix)]
+        return "hub", where.repo_id, []
+    if not where.path.is_dir():
+        fix = "point it at a folder with transformer/, text_encoder/, vae/ and tokenizer/, or give a hub repo id"
+        return "local", str(where.path), [problem(key, given, f"is not a folder ({where.path})", fix)]
+    return "local", str(where.path), []
 
 
 def plan_seeds(seed: Any, per_prompt: int) -> tuple[list[int], list[str], list[str]]:
@@ -335,8 +330,9 @@ def plan_loras(conf: RunConf) -> list[dict]:
         lora, problems = lora_conf(f"lora.{name}", conf.lora[name])
         if problems:
             continue  # check_loras reported it
-        local = os.path.isfile(abspath(lora.path))
-        source = abspath(lora.path) if local else lora.path
+        where = parse_source(lora.path, base=original_cwd())
+        local = where.is_local and where.path.is_file()  # a missing file: check_loras reported it
+        source = str(where) if where.is_local else lora.path
         out.append({
             "name": name, "source": source, "sha256": file_sha256_cached(source) if local else None,
             "scale": float(lora.scale), "target": lora.target, "merge": lora.merge,
