@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -17,10 +16,11 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, ValidationError
 
 from ideogram4 import spec
+from ideogram4.checks import ArgumentError, check_device, draw_seed
 from ideogram4.sources import HUB_FILE, parse_source
 
 from ..run.paths import abspath, file_sha256, file_sha256_cached, folder_fingerprints, original_cwd
-from .checks import ConfigError, check_device, check_sections, cuda_driver_present, lora_conf, problem
+from .checks import ConfigError, check_sections, core_problem, lora_conf, problem
 from .edit_plan import outpaint_sides, plan_edit
 from .prompt_plan import PromptPlan, check_token_counts, plan_prompts, tokenizer_dir_for
 from .schema import ModelConf, RunConf
@@ -163,7 +163,7 @@ def build_plan(cfg: DictConfig, *, check_tokens: bool = True) -> RunPlan:
     if not problems and check_tokens:
         problems += check_token_counts(prompts, conf.prompts.max_tokens, tokenizer_dir_for(model.kind, model.source))
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(problems, warnings)
     config = asdict(conf)
     return RunPlan(conf=conf, model=model, gen=gen, prompts=prompts, seeds=seeds, config=config, warnings=warnings)
 
@@ -216,9 +216,10 @@ def plan_model(conf: RunConf) -> tuple[ModelPlan, list[str]]:
     kind, source, problems = resolve_model_source(m)
     device_field = "device" if conf.device else "model.device"
     device = conf.device or m.device
-    problems += check_device(device_field, device)
-    if device == "auto":
-        device = "cuda" if cuda_driver_present() else "cpu"
+    try:
+        device = check_device("device", device, auto=True)
+    except ArgumentError as e:
+        problems.append(core_problem(e, device_field))
     return ModelPlan(conf=m, kind=kind, source=source, device=device), problems
 
 
@@ -246,7 +247,7 @@ def plan_seeds(seed: Any, per_prompt: int) -> tuple[list[int], list[str], list[s
     """(seeds, problems, warnings): an int gives seed, seed+1, ...; a list gives each; null is random."""
     per_prompt = max(per_prompt, 1)
     if seed is None:
-        seeds = [random.SystemRandom().randrange(2**31) for _ in range(per_prompt)]
+        seeds = [draw_seed() for _ in range(per_prompt)]
         return seeds, [], [f"seed = null: using random seeds {seeds} (recorded in the manifest)"]
     ok_int = isinstance(seed, int) and not isinstance(seed, bool)
     ok_list = isinstance(seed, list) and all(isinstance(s, int) and not isinstance(s, bool) for s in seed)

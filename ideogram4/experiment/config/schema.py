@@ -87,7 +87,7 @@ class PromptsConf:
     items: List[PromptItem] = field(default_factory=list)
     # a user's own prompt file (.jsonl, .json, .yaml, .yml); replaces `items`
     file: Optional[str] = None
-    # schema problems in structured captions: warnings by default, errors when strict
+    # caption findings (as `captions check` reports them): warnings by default, its errors stop the run when strict
     strict: bool = False
     negative_prompt: str = ""
     max_tokens: int = 2048

@@ -13,9 +13,10 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from ideogram4.checks import ArgumentError, check_device
 from ideogram4.errors import CheckpointError
 
-from ..config.checks import ConfigError, problem
+from ..config.checks import ConfigError, core_problem
 from ..config.plan import ModelPlan
 
 log = logging.getLogger("ideogram4.experiment")
@@ -68,24 +69,6 @@ def memory_advice(e: BaseException) -> str:
     return "the GPU ran out of memory. Settings that need less: " + "; ".join(keys)
 
 
-def check_device(device: str) -> None:
-    if not device.startswith("cuda"):
-        return
-    import torch
-
-    if not torch.cuda.is_available():
-        raise ConfigError(
-            [
-                problem(
-                    "device",
-                    device,
-                    "torch sees no CUDA GPU",
-                    "run on a GPU machine, or try the runner on CPU with `model=tiny device=cpu`",
-                )
-            ]
-        )
-
-
 def get_pipeline(model: ModelPlan) -> tuple[LoadedPipeline, bool]:
     """The pipeline for `model`, loading it unless the cached one has the same config.
 
@@ -105,8 +88,12 @@ def get_pipeline(model: ModelPlan) -> tuple[LoadedPipeline, bool]:
     if _CURRENT is not None:
         log.info("Model config changed: releasing the previous pipeline (load %s)", _CURRENT.load_id)
         release()
-    check_device(model.device)
     import torch
+
+    try:  # validation saw the driver; torch may still see no GPU (a CPU build, a broken driver)
+        check_device("device", model.device)
+    except ArgumentError as e:
+        raise ConfigError([core_problem(e)]) from None
 
     from ideogram4 import Ideogram4Pipeline
 
