@@ -25,7 +25,7 @@ from .lora import LoraMixin
 from .masks import latent_tokens, paste_back
 from .models.transformer import build_layout
 from .models.vae import from_pil, to_uint8
-from .spec import EDIT_MARGIN
+from .spec import DEFAULT_STEPS, EDIT_MARGIN
 from .text import TextCache, check_token_counts, encode_caption, pack_text
 
 log = logging.getLogger(__name__)
@@ -279,7 +279,7 @@ class Ideogram4Pipeline(LoraMixin, UpsampleMixin):
         *,
         height: int = 1024,
         width: int = 1024,
-        num_inference_steps: int = 48,
+        num_inference_steps: int = DEFAULT_STEPS,
         guidance_schedule: list[float] | None = None,
         cfg_scale: float = 7.0,
         mu: float = 0.0,
@@ -336,7 +336,7 @@ class Ideogram4Pipeline(LoraMixin, UpsampleMixin):
         paste_back: bool = False,
         edit_margin: int = EDIT_MARGIN,
         rand_device: str = "cpu",
-        num_inference_steps: int = 50,
+        num_inference_steps: int = DEFAULT_STEPS,
         guidance_schedule: list[float] | None = None,
         mu: float = 0.0,
         std: float = 1.5,

@@ -18,7 +18,7 @@ from .registry import MetricError, MetricResult
 NAME = "clip_score"
 VERSION = "1"
 KEYS = {"clip_score": "higher"}
-PACKAGES = {"torch": "torch", "transformers": "transformers>=4.40"}
+PACKAGES = {"torch": "torch", "transformers": "transformers>=5.0"}
 WEIGHTS = "a CLIP model: Hugging Face repo id or local folder (option 'model')"
 OPTIONS = {"model": "openai/clip-vit-large-patch14", "device": "cpu"}
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")

@@ -20,7 +20,6 @@ from ideogram4.sources import parse_source
 from ..run.paths import original_cwd
 from .schema import LoraConf, ModelConf, OutputConf, PromptsConf, ResolutionConf, RunConf, SamplerConf, TrackerConf
 
-TRACKER_MODES = ("auto", "online", "offline", "disabled")
 TRACKERS = ("wandb", "none")
 
 # The one table from the core's argument names (`ideogram4.checks`, the Python API) to config keys.
@@ -197,7 +196,7 @@ def check_prompts(p: PromptsConf) -> list[str]:
 
 def check_tracker(t: TrackerConf) -> list[str]:
     out = one_of("tracker.name", t.name, TRACKERS, "is not a tracker")
-    out += one_of("tracker.mode", t.mode, TRACKER_MODES, "is not a W&B mode")
+    out += one_of("tracker.mode", t.mode, spec.TRACKER_MODES, "is not a W&B mode")
     if not (math.isfinite(t.init_timeout) and t.init_timeout > 0):
         out.append(problem("tracker.init_timeout", t.init_timeout, "must be a positive number of seconds", "use 60"))
     return out
@@ -206,7 +205,9 @@ def check_tracker(t: TrackerConf) -> list[str]:
 def check_output(o: OutputConf) -> list[str]:
     out = finite("output.uniform_std_threshold", o.uniform_std_threshold)
     if o.grid_cell_size < 16:
-        out.append(problem("output.grid_cell_size", o.grid_cell_size, "is too small to see", "use 256"))
+        out.append(
+            problem("output.grid_cell_size", o.grid_cell_size, "is too small to see", f"use {spec.GRID_CELL_SIZE}")
+        )
     return out
 
 

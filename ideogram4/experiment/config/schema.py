@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
-from ideogram4.spec import EDIT_MARGIN, UNIFORM_STD_THRESHOLD
+from ideogram4.spec import EDIT_MARGIN, GRID_CELL_SIZE, MAX_SIDE, MIN_SIDE, UNIFORM_STD_THRESHOLD
 
 
 @dataclass
@@ -46,8 +46,8 @@ class ModelConf:
     layout: str = "original"
     cache_dir: Optional[str] = None
     # resolution limits this model accepts (the real model: 256..2048)
-    min_side: int = 256
-    max_side: int = 2048
+    min_side: int = MIN_SIDE
+    max_side: int = MAX_SIDE
 
 
 @dataclass
@@ -120,7 +120,7 @@ class OutputConf:
     save_latents: bool = False
     # flag images whose pixel standard deviation (0..255) is below this as near-uniform
     uniform_std_threshold: float = UNIFORM_STD_THRESHOLD
-    grid_cell_size: int = 256
+    grid_cell_size: int = GRID_CELL_SIZE
     # also save <image>__layout.png: the image with the caption's boxes drawn over it
     layout_overlay: bool = False
 

@@ -11,16 +11,18 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from ideogram4.spec import PNG_CAPTION_KEY
+from ideogram4.spec import (
+    PNG_CAPTION_KEY,
+    PNG_CONFIG_KEY,
+    PNG_PARAMETERS_KEY,
+    PNG_PROVENANCE_KEY,
+    PNG_SETTINGS_KEY,
+)
 
 from .provenance import png_provenance
 
 SCHEMA_VERSION = 2
 
-PNG_CONFIG_KEY = "ideogram4:config"
-PNG_SETTINGS_KEY = "ideogram4:settings"
-# versions, revision, GPU, weight fingerprints, determinism (ideogram4.experiment.run.provenance)
-PNG_PROVENANCE_KEY = "ideogram4:provenance"
 # the subset of a record embedded in the PNG (the full record is the manifest line)
 PNG_SETTINGS_FIELDS = (
     "prompt_id", "seed", "rng_device", "settings", "settings_hash", "sampler", "model", "flags", "metrics", "metric_versions",
@@ -85,7 +87,7 @@ class ImageRecord:
         data = self.to_dict()
         blob = {k: data[k] for k in PNG_SETTINGS_FIELDS}
         return {
-            "parameters": a1111_parameters(self, model_name),
+            PNG_PARAMETERS_KEY: a1111_parameters(self, model_name),
             PNG_CAPTION_KEY: self.caption,
             PNG_SETTINGS_KEY: json.dumps(blob, ensure_ascii=False, allow_nan=False, default=str),
             PNG_CONFIG_KEY: config_json,

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from ideogram4.spec import TRACKER_MODES
+
 from ..config.schema import TrackerConf
 
 log = logging.getLogger("ideogram4.experiment")
@@ -39,7 +41,7 @@ def resolve_mode(tracker: TrackerConf) -> str:
     env = (os.environ.get("WANDB_MODE") or "").lower()
     if env == "dryrun":
         env = "offline"
-    if mode == "auto" and env in ("online", "offline", "disabled"):
+    if mode == "auto" and env in TRACKER_MODES[1:]:
         mode = env
     if os.environ.get("WANDB_DISABLED", "").lower() in ("true", "1") and mode != "disabled":
         mode = "disabled"
