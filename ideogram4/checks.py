@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .errors import ArgumentError, NoGpu
 from .prompts import serialize_caption
 from .spec import (
     COMPILE_MODES,
@@ -39,18 +40,6 @@ if TYPE_CHECKING:
     import torch
 
 _DEVICE_RE = re.compile(r"(cpu|cuda|auto|mps)(:\d+)?")
-
-
-class ArgumentError(ValueError):
-    """A bad value, its parts kept: `name` (the API argument), `value`, `what` is wrong, `fix`."""
-
-    def __init__(self, name: str, value: Any, what: str, fix: str):
-        self.name, self.value, self.what, self.fix = name, value, what, fix
-        super().__init__(f"{name}={value!r} {what}: {fix}")
-
-
-class NoGpu(ArgumentError, RuntimeError):
-    """CUDA asked for on a machine without a usable CUDA GPU."""
 
 
 # --- single values ------------------------------------------------------------------------------

@@ -17,6 +17,22 @@ class CheckpointError(RuntimeError):
     """A weights problem the user can fix: the message says what and how."""
 
 
+class ArgumentError(ValueError):
+    """A bad value, its parts kept: `name` (the API argument), `value`, `what` is wrong, `fix`."""
+
+    def __init__(self, name: str, value: Any, what: str, fix: str):
+        self.name, self.value, self.what, self.fix = name, value, what, fix
+        super().__init__(f"{name}={value!r} {what}: {fix}")
+
+
+class NoGpu(ArgumentError, RuntimeError):
+    """CUDA asked for on a machine without a usable CUDA GPU."""
+
+
+class UpsampleError(RuntimeError):
+    """Prompt upsampling cannot run or gave no valid caption: the message says why and what to do."""
+
+
 class PromptFileError(ValueError):
     """A prompt or caption file that cannot be read; one line, `file:line:col: what is wrong`.
 

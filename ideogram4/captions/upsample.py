@@ -22,6 +22,7 @@ import uuid
 from collections import OrderedDict
 from pathlib import Path
 
+from ..errors import UpsampleError
 from ..sources import HUB_REPO, hub_folder, parse_source
 from .schema import parse_caption, serialize_caption
 from .verify import validate_caption
@@ -30,10 +31,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HEAD = "diffusers/qwen3-vl-8b-instruct-lm-head"
 HEAD_PATTERNS = ["*.safetensors", "*.json"]
-
-
-class UpsampleError(RuntimeError):
-    """Upsampling cannot run or gave no valid caption: the message says why and what to do."""
 
 
 def constrained_decoding_available() -> bool:

@@ -14,7 +14,7 @@ import re
 from typing import Any
 
 from ideogram4 import spec
-from ideogram4.checks import ArgumentError, NoGpu
+from ideogram4.errors import ArgumentError, NoGpu
 from ideogram4.sources import parse_source
 
 from ..run.paths import original_cwd

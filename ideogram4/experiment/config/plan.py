@@ -151,9 +151,12 @@ def build_plan(cfg: DictConfig, *, check_tokens: bool = True) -> RunPlan:
     seeds, seed_problems, warnings = plan_seeds(conf.seed, conf.images_per_prompt)
     problems += seed_problems
     prompts, prompt_problems, prompt_warnings = plan_prompts(
-        conf.prompt, conf.prompts.file, abspath(conf.prompts.file) if conf.prompts.file else None,
-        [asdict(i) for i in conf.prompts.items], conf.prompts.strict,
-    )  # fmt: skip
+        conf.prompt,
+        conf.prompts.file,
+        abspath(conf.prompts.file) if conf.prompts.file else None,
+        [asdict(i) for i in conf.prompts.items],
+        conf.prompts.strict,
+    )
     problems += prompt_problems
     warnings += prompt_warnings
     gen, gen_problems = plan_generation(conf)
@@ -271,8 +274,10 @@ def plan_seeds(seed: Any, per_prompt: int) -> tuple[list[int], list[str], list[s
     warnings = []
     if len(seeds) < len(wanted):
         dupes = sorted({s for s in wanted if wanted.count(s) > 1})
-        warnings.append(f"seed: {dupes} asked for more than once (seed={seed}, images_per_prompt={per_prompt}); "
-                        f"making {len(seeds)} image(s) per prompt, not {len(wanted)}")  # fmt: skip
+        warnings.append(
+            f"seed: {dupes} asked for more than once (seed={seed}, images_per_prompt={per_prompt}); "
+            f"making {len(seeds)} image(s) per prompt, not {len(wanted)}"
+        )
     return seeds, problems, warnings
 
 
@@ -300,11 +305,23 @@ def plan_generation(conf: RunConf) -> tuple[GenPlan, list[str]]:
     negative = conf.negative_prompt if conf.negative_prompt is not None else conf.prompts.negative_prompt
     loras = plan_loras(conf)
     gen = GenPlan(
-        height=conf.resolution.height, width=conf.resolution.width, steps=s.steps, cfg=float(conf.cfg),
-        guidance_schedule=schedule, mu=float(s.mu), std=float(s.std), final_step=s.final_step, solver=s.solver,
-        rand_device=s.rand_device, negative_prompt=_serialized(negative), input_image=input_image,
-        input_image_sha256=digest, denoising_strength=float(conf.denoising_strength), sampler=sampler_label(s), loras=loras,
-    )  # fmt: skip
+        height=conf.resolution.height,
+        width=conf.resolution.width,
+        steps=s.steps,
+        cfg=float(conf.cfg),
+        guidance_schedule=schedule,
+        mu=float(s.mu),
+        std=float(s.std),
+        final_step=s.final_step,
+        solver=s.solver,
+        rand_device=s.rand_device,
+        negative_prompt=_serialized(negative),
+        input_image=input_image,
+        input_image_sha256=digest,
+        denoising_strength=float(conf.denoising_strength),
+        sampler=sampler_label(s),
+        loras=loras,
+    )
     return gen, problems
 
 
@@ -334,11 +351,18 @@ def plan_loras(conf: RunConf) -> list[dict]:
         where = parse_source(lora.path, base=original_cwd())
         local = where.is_local and where.path.is_file()  # a missing file: check_loras reported it
         source = str(where) if where.is_local else lora.path
-        out.append({
-            "name": name, "source": source, "sha256": file_sha256_cached(source) if local else None,
-            "scale": float(lora.scale), "target": lora.target, "merge": lora.merge,
-            "weight_name": lora.weight_name, "revision": lora.revision,
-        })  # fmt: skip
+        out.append(
+            {
+                "name": name,
+                "source": source,
+                "sha256": file_sha256_cached(source) if local else None,
+                "scale": float(lora.scale),
+                "target": lora.target,
+                "merge": lora.merge,
+                "weight_name": lora.weight_name,
+                "revision": lora.revision,
+            }
+        )
     return out
 
 
@@ -351,6 +375,10 @@ def _serialized(negative: Any) -> str:
 def sampler_label(s) -> str:
     """The preset name when the fields are the preset's, else "<name>+custom": record what ran."""
     p = spec.PRESETS.get(s.name)
-    same = p is not None and s.guidance_schedule is None and (s.steps, s.polish_steps, s.polish_cfg, s.mu, s.std, s.final_step) == (
-        p.steps, p.polish_steps, p.polish_cfg, p.mu, p.std, p.final_step)  # fmt: skip
+    same = (
+        p is not None
+        and s.guidance_schedule is None
+        and (s.steps, s.polish_steps, s.polish_cfg, s.mu, s.std, s.final_step)
+        == (p.steps, p.polish_steps, p.polish_cfg, p.mu, p.std, p.final_step)
+    )
     return s.name if same else f"{s.name}+custom"

@@ -90,9 +90,13 @@ def log_sweep(tracker_conf: TrackerConf | None, sweep_dir: Path, made, summary) 
     if made is not None:
         config.update(swept_keys=made[1].swept_keys, columns=made[1].columns)
     tracker = make_tracker(
-        tracker_conf, name=f"{sweep_dir.name}/comparison", group=sweep_group(str(sweep_dir)), config=config,
-        out_dir=sweep_dir, job_type="comparison",
-    )  # fmt: skip
+        tracker_conf,
+        name=f"{sweep_dir.name}/comparison",
+        group=sweep_group(str(sweep_dir)),
+        config=config,
+        out_dir=sweep_dir,
+        job_type="comparison",
+    )
     if not tracker.enabled:
         return
     try:

@@ -25,14 +25,37 @@ SCHEMA_VERSION = 2
 
 # the subset of a record embedded in the PNG (the full record is the manifest line)
 PNG_SETTINGS_FIELDS = (
-    "prompt_id", "seed", "rng_device", "settings", "settings_hash", "sampler", "model", "flags", "metrics", "metric_versions",
+    "prompt_id",
+    "seed",
+    "rng_device",
+    "settings",
+    "settings_hash",
+    "sampler",
+    "model",
+    "flags",
+    "metrics",
+    "metric_versions",
     "loras",
-)  # fmt: skip
+)
 
 TABLE_COLUMNS = [
-    "image", "prompt_id", "seed", "cfg", "steps", "sampler", "width", "height", "guidance_schedule",
-    "mu", "std", "final_step", "near_uniform", "settings_hash", "caption", "loras",
-]  # fmt: skip
+    "image",
+    "prompt_id",
+    "seed",
+    "cfg",
+    "steps",
+    "sampler",
+    "width",
+    "height",
+    "guidance_schedule",
+    "mu",
+    "std",
+    "final_step",
+    "near_uniform",
+    "settings_hash",
+    "caption",
+    "loras",
+]
 
 
 def now_utc() -> str:
@@ -97,11 +120,23 @@ class ImageRecord:
     def table_row(self, image: Any, metric_keys: list[str] = ()) -> list[Any]:
         s = self.settings
         return [
-            image, self.prompt_id, self.seed, s.get("cfg"), s.get("steps"), self.sampler, s.get("width"),
-            s.get("height"), schedule_text(s.get("guidance_schedule") or []), s.get("mu"), s.get("std"),
-            s.get("final_step"), self.flags.get("near_uniform"), self.settings_hash, self.caption,
+            image,
+            self.prompt_id,
+            self.seed,
+            s.get("cfg"),
+            s.get("steps"),
+            self.sampler,
+            s.get("width"),
+            s.get("height"),
+            schedule_text(s.get("guidance_schedule") or []),
+            s.get("mu"),
+            s.get("std"),
+            s.get("final_step"),
+            self.flags.get("near_uniform"),
+            self.settings_hash,
+            self.caption,
             ", ".join(f"{x['name']}:{x['scale']}" for x in self.loras),
-        ] + [self.metrics.get(k) for k in metric_keys]  # fmt: skip
+        ] + [self.metrics.get(k) for k in metric_keys]
 
     def with_scores(self, scored) -> ImageRecord:
         """The same record with a metrics.Scored result filled in."""
