@@ -2,21 +2,26 @@
 
 Each bad value raises TypeError (wrong kind of thing) or ValueError (right kind, bad value) whose
 message names the argument, the value and a fix. The option names and limits come from `spec`.
+Rules the runner applies too raise `ArgumentError`, which keeps the parts (argument name, value, what
+is wrong, fix) so the runner can name its own config key instead of the argument (one table,
+`experiment/config/checks.API_TO_CONFIG`). Importing this module loads no torch: the runner's
+validation calls the same rules.
 """
 
 from __future__ import annotations
 
+import glob
 import math
 import numbers
 import os
 import random
+import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from .checkpoints import ModelConfig
+from .errors import ArgumentError, NoGpu
 from .prompts import serialize_caption
 from .spec import (
     COMPILE_MODES,
@@ -30,6 +35,12 @@ from .spec import (
     RAND_DEVICES,
     TOKEN_PIXELS,
 )
+
+if TYPE_CHECKING:
+    import torch
+
+_DEVICE_RE = re.compile(r"(cpu|cuda|auto|mps)(:\d+)?")
+
 
 # --- single values ------------------------------------------------------------------------------
 
@@ -66,10 +77,15 @@ def check_int(name: str, value: Any, low: int, high: int, example: int) -> int:
     return int(value)
 
 
+def draw_seed() -> int:
+    """A seed for `seed=None`: the one place seeds are drawn (from the OS, whatever `random.seed` says)."""
+    return random.SystemRandom().randrange(2**31)
+
+
 def check_seed(name: str, value: Any) -> int:
     """A seed in 0..MAX_SEED; None draws one (recorded in the output)."""
     if value is None:
-        return random.randrange(2**31)
+        return draw_seed()
     if isinstance(value, numbers.Integral) and not isinstance(value, bool) and not 0 <= value <= MAX_SEED:
         raise ValueError(f"{name}={value} is outside 0..2**63-1 (a signed 64-bit generator seed): e.g. {name}=42")
     return check_int(name, value, 0, MAX_SEED, 42)
@@ -88,19 +104,34 @@ def check_side(name: str, value: Any) -> int:
     return int(value)
 
 
-def check_device(name: str, device: Any, choices: tuple[str, ...] = ("cpu", "cuda")) -> str:
-    """'cpu', 'cuda' or 'cuda:N' (a torch.device too); CUDA only where torch sees a GPU."""
-    try:
-        kind = torch.device(device).type
-    except (RuntimeError, TypeError) as e:
-        raise ValueError(f"{name}={device!r} is not a device: use one of {', '.join(map(repr, choices))}") from e
+def cuda_visible() -> bool:
+    """Whether a CUDA GPU can be used: torch's answer once torch is loaded; before that a driver check
+    that imports nothing (config validation runs in well under a second, before torch loads)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    if "torch" in sys.modules:
+        return sys.modules["torch"].cuda.is_available()
+    return os.path.exists("/proc/driver/nvidia/version") or bool(glob.glob("/dev/nvidia[0-9]*"))
+
+
+def check_device(name: str, device: Any, choices: tuple[str, ...] = ("cpu", "cuda"), *, auto: bool = False) -> str:
+    """'cpu', 'cuda' or 'cuda:N' (a torch.device too; 'auto' where `auto`, resolved here); CUDA only where
+    a GPU is visible. The one device rule, for the API and the runner."""
+    text = str(device) if type(device).__name__ == "device" else device
+    match = _DEVICE_RE.fullmatch(text) if isinstance(text, str) else None
+    allowed = ", ".join(map(repr, choices + (("auto",) if auto else ())))
+    if match is None:
+        raise ArgumentError(name, device, "is not a device", f"use one of {allowed} (or 'cuda:N')")
+    kind = match.group(1)
+    if kind == "mps":
+        raise ArgumentError(name, device, "is an Apple GPU, not supported (no fp8/bf16 kernels)", "use 'cpu' or 'cuda'")
+    if kind == "auto" and auto:
+        return "cuda" if cuda_visible() else "cpu"
     if kind not in choices:
-        raise ValueError(f"{name}={device!r}: use one of {', '.join(map(repr, choices))}")
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(
-            f"{name}={str(device)!r} but this machine has no CUDA GPU: use {name}='cpu' (e.g. the tiny model on CPU)"
-        )
-    return str(device)
+        raise ArgumentError(name, device, "is not an option here", f"use one of {allowed}")
+    if kind == "cuda" and not cuda_visible():
+        raise NoGpu(name, text, "but this machine has no CUDA GPU", f"use {name}='cpu' (e.g. the tiny model on CPU)")
+    return text
 
 
 # --- from_pretrained ----------------------------------------------------------------------------
@@ -122,6 +153,8 @@ class LoadOptions:
 
 
 def check_source(source: Any, model_configs: Any, tokenizer_config: Any, revision: Any, tokenizer_source: Any):
+    from .checkpoints import ModelConfig
+
     if (source is None) == (model_configs is None):
         raise ValueError(
             "pass a source (folder or repo id) or model_configs=[ModelConfig(...), ...]: exactly one of the two"
@@ -143,6 +176,8 @@ def check_source(source: Any, model_configs: Any, tokenizer_config: Any, revisio
 def check_load_options(
     torch_dtype: Any, device: Any, fp8_mode: Any, compile_blocks: Any, compile_mode: Any, **flags: Any
 ) -> LoadOptions:
+    import torch
+
     from .models.quant import fp8_matmul_supported
 
     if isinstance(torch_dtype, str) and torch_dtype in DTYPES:
@@ -250,6 +285,8 @@ def check_schedule(steps: Any, guidance_schedule: Any, cfg_scale: Any) -> list[f
 
 
 def check_latents(latents: Any, shape: tuple[int, int, int]) -> torch.Tensor | None:
+    import torch
+
     if latents is None:
         return None
     if not isinstance(latents, torch.Tensor) or not latents.is_floating_point():

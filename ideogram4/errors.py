@@ -17,6 +17,36 @@ class CheckpointError(RuntimeError):
     """A weights problem the user can fix: the message says what and how."""
 
 
+class ArgumentError(ValueError):
+    """A bad value, its parts kept: `name` (the API argument), `value`, `what` is wrong, `fix`."""
+
+    def __init__(self, name: str, value: Any, what: str, fix: str):
+        self.name, self.value, self.what, self.fix = name, value, what, fix
+        super().__init__(f"{name}={value!r} {what}: {fix}")
+
+
+class NoGpu(ArgumentError, RuntimeError):
+    """CUDA asked for on a machine without a usable CUDA GPU."""
+
+
+class UpsampleError(RuntimeError):
+    """Prompt upsampling cannot run or gave no valid caption: the message says why and what to do."""
+
+
+class PromptFileError(ValueError):
+    """A prompt or caption file that cannot be read; one line, `file:line:col: what is wrong`.
+
+    `exit_code` 2: the file cannot be opened at all; 1: it opens but does not parse."""
+
+    def __init__(self, file: str, message: str, line: int | None = None, col: int | None = None, exit_code: int = 1):
+        super().__init__(message)
+        self.file, self.message, self.line, self.col, self.exit_code = file, message, line, col, exit_code
+
+    def __str__(self) -> str:
+        where = ":".join(str(x) for x in (self.file, self.line, self.col) if x is not None)
+        return f"{where}: {self.message}"
+
+
 @dataclass(frozen=True)
 class MemoryTip:
     """One way to need less GPU memory.

@@ -25,7 +25,7 @@ from .lora import LoraMixin
 from .masks import latent_tokens, paste_back
 from .models.transformer import build_layout
 from .models.vae import from_pil, to_uint8
-from .spec import EDIT_MARGIN
+from .spec import DEFAULT_STEPS, EDIT_MARGIN
 from .text import TextCache, check_token_counts, encode_caption, pack_text
 
 log = logging.getLogger(__name__)
@@ -100,16 +100,8 @@ class Ideogram4Pipeline(LoraMixin, UpsampleMixin):
 
         Without an `unconditional_transformer` (not listed, or `load_unconditional=False`), the
         conditional network also serves the unconditional branch (DiffSynth's fallback; not the
-        official method), and the pipeline logs that it does.
-
-        Memory modes (for 24 GB cards): `offload_text_encoder` keeps the text encoder on the CPU and
-        moves it to the GPU only to encode a prompt not yet in the cache; `offload_transformers` keeps
-        both DiTs on the CPU and moves each to the GPU for its pass (slow: PCIe-bound, ~0.4 s per step
-        for fp8 at 25 GB/s); `vae_tiling` decodes 2048^2 in tiles. `compile_blocks` compiles each
-        transformer block (regional torch.compile: one compiled block reused 34 times); a string
-        names the torch.compile backend. `compile_mode` picks an inductor mode (spec.COMPILE_MODES);
-        "reduce-overhead" replays CUDA graphs, with text padded to multiples of 64 tokens so that
-        few shapes are recorded. Every option is checked before any file is read.
+        official method), and the pipeline logs that it does. The memory modes and `compile_*` are
+        described in `ideogram4.loading`. Every option is checked before any file is read.
         """
         check_source(source, model_configs, tokenizer_config, revision, tokenizer_source)
         opts = check_load_options(
@@ -136,18 +128,15 @@ class Ideogram4Pipeline(LoraMixin, UpsampleMixin):
         info = loading.build_info(source, model_configs, revision, paths, parts, opts)
         info["load_s"] = round(time.perf_counter() - t0, 3)
         log.info("loaded Ideogram 4 (%s, %s, %s) in %.1f s", info["format"], info["dtype"], opts.device, info["load_s"])
+        modules = (parts.transformer, parts.text_encoder, parts.vae, parts.tokenizer, parts.unconditional_transformer)
+        offload = dict(offload_text_encoder=opts.offload_text_encoder, offload_transformers=opts.offload_transformers)
         return cls(
-            parts.transformer,
-            parts.text_encoder,
-            parts.vae,
-            parts.tokenizer,
-            parts.unconditional_transformer,
+            *modules,
             device=opts.device,
             dtype=opts.torch_dtype,
             info=info,
-            offload_text_encoder=opts.offload_text_encoder,
-            offload_transformers=opts.offload_transformers,
             text_bucket=loading.text_bucket(opts),
+            **offload,
         )
 
     def describe(self) -> dict:
@@ -279,7 +268,7 @@ class Ideogram4Pipeline(LoraMixin, UpsampleMixin):
         *,
         height: int = 1024,
         width: int = 1024,
-        num_inference_steps: int = 48,
+        num_inference_steps: int = DEFAULT_STEPS,
         guidance_schedule: list[float] | None = None,
         cfg_scale: float = 7.0,
         mu: float = 0.0,
@@ -336,7 +325,7 @@ class Ideogram4Pipeline(LoraMixin, UpsampleMixin):
         paste_back: bool = False,
         edit_margin: int = EDIT_MARGIN,
         rand_device: str = "cpu",
-        num_inference_steps: int = 50,
+        num_inference_steps: int = DEFAULT_STEPS,
         guidance_schedule: list[float] | None = None,
         mu: float = 0.0,
         std: float = 1.5,
@@ -352,38 +341,14 @@ class Ideogram4Pipeline(LoraMixin, UpsampleMixin):
         unconditional transformer. `guidance_schedule` (chronological, one weight per step) overrides
         the constant `cfg_scale`. `output_type="latent"` returns the (B, N, 128) tokens.
         """
+        options = {k: v for k, v in locals().items() if k not in ("self", "prompt", "seed")}  # generate()'s names
         batch = isinstance(prompt, list)
         prompts = prompt if batch else [prompt]
         if isinstance(seed, list):
             seeds = [check_seed(f"seed[{i}]", s) for i, s in enumerate(seed)]
         else:  # one seed for every prompt; None: each image draws its own
             seeds = [check_seed("seed", seed) if seed is not None else None] * len(prompts)
-        out = self.generate(
-            prompts,
-            seeds,
-            height=height,
-            width=width,
-            num_inference_steps=num_inference_steps,
-            guidance_schedule=guidance_schedule,
-            cfg_scale=cfg_scale,
-            mu=mu,
-            std=std,
-            final_step=final_step,
-            negative_prompt=negative_prompt,
-            input_image=input_image,
-            denoising_strength=denoising_strength,
-            mask_image=mask_image,
-            strength_map=strength_map,
-            outpaint=outpaint,
-            edit_elements=edit_elements,
-            mask_blur=mask_blur,
-            paste_back=paste_back,
-            edit_margin=edit_margin,
-            rand_device=rand_device,
-            latents=latents,
-            output_type=output_type,
-            progress=progress,
-        )
+        out = self.generate(prompts, seeds, **options)
         if output_type == "latent":
             return out.latents
         return out.images if batch else out.images[0]

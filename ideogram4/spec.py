@@ -13,7 +13,10 @@ from dataclasses import dataclass
 # --- sizes ------------------------------------------------------------------------------------------
 TOKEN_PIXELS = 16  # one DiT token = 2 x 2 latent pixels = 16 x 16 image pixels
 LATENT_CHANNELS = 128  # per token: 32 VAE channels x 2 x 2
+DEFAULT_STEPS = 50  # `pipe(...)` and `generate(...)` without num_inference_steps: DiffSynth's default (seed page)
 MIN_SIDE, MAX_SIDE = 256, 2048  # the resolutions the released model was trained for
+GRID_CELL_SIZE = 256  # a comparison grid's cell side in pixels (runner output, `experiment.grid --cell`)
+TRACKER_MODES = ("auto", "online", "offline", "disabled")  # W&B: auto = online with credentials, else offline
 MAX_ASPECT = 6.0
 MAX_TEXT_TOKENS = 2048  # the model's text context, chat template included
 MAX_STEPS = 1000  # far beyond any useful schedule; caps memory for a mistyped 10^9
@@ -44,7 +47,14 @@ EDIT_MARGIN = 32  # pixels added around each element's bbox by edit_elements
 MAX_MASK_BLUR = 256  # pixels (the width of the inward feathering); far beyond any useful value
 
 # --- outputs ----------------------------------------------------------------------------------------
-PNG_CAPTION_KEY = "ideogram4:caption"  # PNG text chunk holding the exact caption an image was made from
+# PNG text chunks: the exact caption an image was made from; the job's full resolved config (JSON);
+# the manifest record's settings subset (JSON); versions, revision, GPU, weight fingerprints,
+# determinism (experiment.run.provenance); the A1111-style summary that image viewers show
+PNG_CAPTION_KEY = "ideogram4:caption"
+PNG_CONFIG_KEY = "ideogram4:config"
+PNG_SETTINGS_KEY = "ideogram4:settings"
+PNG_PROVENANCE_KEY = "ideogram4:provenance"
+PNG_PARAMETERS_KEY = "parameters"
 UNIFORM_STD_THRESHOLD = 2.0  # largest per-channel pixel std (0..255) below which an image is near-uniform
 
 # --- schedule ---------------------------------------------------------------------------------------

@@ -199,20 +199,7 @@ def build_tiny_checkpoint(
         save_file(sd, str(folder / component / "diffusion_pytorch_model.safetensors"))
         _write_json(folder / component / "config.json", config_json)
 
-    te_config = tiny_text_encoder_config()
-    te_sd = _text_encoder_state_dict(te_config, seed + 2)
-    te_dict = te_config.to_dict()
-    te_dict["architectures"] = ["Qwen3VLModel"]
-    if layout == "fp8":
-        te_sd = _fp8(
-            te_sd,
-            lambda k, v: v.ndim == 2 and k.endswith(".weight") and "embed_tokens" not in k and "pos_embed" not in k,
-        )
-        te_dict["ideogram_fp8_weight_only"] = True
-    (folder / "text_encoder").mkdir(exist_ok=True)
-    save_file(te_sd, str(folder / "text_encoder" / "model.safetensors"))
-    _write_json(folder / "text_encoder" / "config.json", te_dict)
-
+    _write_text_encoder(folder / "text_encoder", layout, seed + 2)
     _vae(seed + 3).save_pretrained(str(folder / "vae"))
     load_tokenizer(bundled_tokenizer_dir()).save_pretrained(str(folder / "tokenizer"))
 
@@ -235,6 +222,22 @@ def build_tiny_checkpoint(
             },
         )
     return folder
+
+
+def _write_text_encoder(folder: Path, layout: str, seed: int) -> None:
+    te_config = tiny_text_encoder_config()
+    te_sd = _text_encoder_state_dict(te_config, seed)
+    te_dict = te_config.to_dict()
+    te_dict["architectures"] = ["Qwen3VLModel"]
+    if layout == "fp8":
+        te_sd = _fp8(
+            te_sd,
+            lambda k, v: v.ndim == 2 and k.endswith(".weight") and "embed_tokens" not in k and "pos_embed" not in k,
+        )
+        te_dict["ideogram_fp8_weight_only"] = True
+    folder.mkdir(exist_ok=True)
+    save_file(te_sd, str(folder / "model.safetensors"))
+    _write_json(folder / "config.json", te_dict)
 
 
 def default_cache_dir() -> Path:

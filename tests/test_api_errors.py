@@ -39,7 +39,7 @@ def no_loading(monkeypatch):
         ),
         (dict(torch_dtype=torch.float64), ValueError, r"torch_dtype=torch\.float64: use one of torch\.bfloat16"),
         (dict(device="tpu"), ValueError, r"device='tpu' is not a device: use one of 'cpu', 'cuda'"),
-        (dict(device="meta"), ValueError, r"device='meta': use one of 'cpu', 'cuda'"),
+        (dict(device="meta"), ValueError, r"device='meta' is not a device: use one of 'cpu', 'cuda'"),
         (dict(offload_text_encoder="yes"), TypeError, r"offload_text_encoder='yes' is a str: pass True or False"),
         (dict(vae_tiling=1), TypeError, r"vae_tiling=1 is a int: pass True or False"),
         (dict(load_unconditional=None), TypeError, r"load_unconditional=None"),

@@ -163,7 +163,7 @@ def test_prompt_set_rules_duplicate_and_missing_ids(tmp_path, capsys):
     assert f"{f}:4: [2] id: error: missing" in out
 
 
-def test_yaml_prompt_set_findings_name_the_item_line(tmp_path, capsys):
+def test_yaml_prompt_set_findings_name_the_value_line(tmp_path, capsys):
     f = tmp_path / "set.yaml"
     f.write_text(
         "name: mine\nitems:\n- id: ok\n  prompt: a cat\n- id: bad\n  prompt:\n    high_level_description: x\n"
@@ -171,7 +171,7 @@ def test_yaml_prompt_set_findings_name_the_item_line(tmp_path, capsys):
         "      - {type: obj, bbox: [900, 0, 100, 500], desc: z}\n"
     )
     assert main(["check", str(f)]) == 1
-    assert f"{f}:5: [bad] {EL0}.bbox: error: [900, 0, 100, 500] has ymin > ymax" in capsys.readouterr().out
+    assert f"{f}:11: [bad] {EL0}.bbox: error: [900, 0, 100, 500] has ymin > ymax" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from PIL import Image
 
 from ideogram4.captions.__main__ import main
 from ideogram4.captions.draw import draw_layout, render_preview, wandb_boxes
-from ideogram4.captions.sources import load_entries
+from ideogram4.captions.prompt_files import load_entries
 
 REPO = Path(__file__).resolve().parents[1]
 SEED_SET = REPO / "conf" / "prompts" / "seed_example.yaml"  # the seed page's Formula 1 caption

@@ -447,7 +447,7 @@ def test_hub_sources_go_through_hf_hub_download(monkeypatch, ours, shapes, tmp_p
         raise LocalEntryNotFoundError("offline")
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
-    with pytest.raises(LoraError, match="not in the hub cache"):
+    with pytest.raises(LoraError, match="not in the local cache"):
         ours.load_lora("owner/repo/x.safetensors")
 
 

@@ -317,8 +317,11 @@ def write_best(study, settings: SearchSettings, params, fixed, sweep_dir: Path) 
         doc["tied"] = tied
         log.warning(
             "%d trials tie for the best value %s (trials %s): %s names the first, not a winner",
-            len(tied), study.best_value, ", ".join(map(str, tied)), BEST_YAML,
-        )  # fmt: skip
+            len(tied),
+            study.best_value,
+            ", ".join(map(str, tied)),
+            BEST_YAML,
+        )
     tmp = sweep_dir / f".{BEST_YAML}.tmp"
     tmp.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
     tmp.replace(sweep_dir / BEST_YAML)

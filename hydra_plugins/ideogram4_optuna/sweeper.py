@@ -9,8 +9,6 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from hydra_plugins.ideogram4_sweeper.sweeper import check_and_keep, keep_composed_configs
-
 
 class OptunaSweeper(Sweeper):
     def __init__(self, **settings: Any) -> None:
@@ -30,15 +28,11 @@ class OptunaSweeper(Sweeper):
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins
 
-        hydra_context = keep_composed_configs(hydra_context)  # a trial's check composes it for its launch
         self.hydra_context = hydra_context
         self.config = config
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
-
-    def validate_batch_is_legal(self, batch) -> None:
-        check_and_keep(self, batch)
 
     def sweep(self, arguments: list[str]) -> Any:
         from ._search import run_search

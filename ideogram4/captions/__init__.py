@@ -2,7 +2,7 @@
 
 - `schema`: key order, limits, parsing, the exact compact string the text encoder reads.
 - `verify`: the official caption verifier's rules, each finding with a JSON path and a fix.
-- `sources`: caption files and prompt sets (JSON, JSONL, YAML) with file/line locations.
+- `prompt_files`: the one prompt-file reader (JSON, JSONL, YAML) and its findings, with file/line locations.
 - `draw`: a caption's layout drawn over an image or a blank canvas, and as W&B boxes.
 - `upsample`: a plain prompt turned into a caption by Qwen3-VL plus its LM head (needs torch).
 

@@ -16,64 +16,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
 
+from ..errors import PromptFileError
 from ..spec import DTYPES, MAX_TEXT_TOKENS
+from .prompt_files import PromptEntry, file_findings, load_entries, select
 from .schema import pretty_caption, serialize_caption
-from .sources import PromptEntry, SourceError, load_entries, select
-from .verify import CaptionIssue, validate_caption
-
-# BPE never yields more tokens than UTF-8 bytes and the chat template adds fewer than this many, so a
-# caption shorter than (limit - slack) bytes needs no tokenizer to know that it fits.
-TEMPLATE_TOKEN_SLACK = 32
-
-
-@dataclass(frozen=True)
-class Finding:
-    entry: PromptEntry
-    issue: CaptionIssue
-
-    def render(self, strict: bool) -> str:
-        severity = "error" if strict else self.issue.severity
-        head = f"{self.entry.where}: [{self.entry.id}] {self.issue.path}: {severity}: {self.issue.message}"
-        return head + (f"\n    fix: {self.issue.fix}" if self.issue.fix else "")
-
-
-def entry_issues(entry: PromptEntry, tokenizer_dir: str | None = None, limit: int = MAX_TEXT_TOKENS) -> list:
-    """Every finding for one prompt: its form, the caption schema, the token limit."""
-    prompt = entry.prompt
-    if not isinstance(prompt, (str, dict)):
-        return [CaptionIssue("prompt", f"{prompt!r} is neither text nor a caption object", "give prose or a caption")]
-    if isinstance(prompt, str) and not prompt.strip():
-        return [CaptionIssue("prompt", "is empty", "write a prompt")]
-    issues = validate_caption(prompt)
-    if any(i.path == "prompt" and "does not parse" in i.message for i in issues):
-        return issues
-    text = serialize_caption(prompt)
-    if len(text.encode("utf-8")) + TEMPLATE_TOKEN_SLACK > limit:
-        from ..prompts import count_tokens_fast
-
-        n = count_tokens_fast(text, tokenizer_dir)
-        if n > limit:
-            fix = f"shorten it by {n - limit} tokens (e.g. fewer or shorter elements[].desc)"
-            issues.append(CaptionIssue("prompt", f"is {n} tokens after the chat template; the limit is {limit}", fix))
-    return issues
-
-
-def set_issues(entries: list[PromptEntry]) -> list[Finding]:
-    """Prompt-set rules: every entry has an id, and no id is used twice in a file."""
-    findings, seen = [], {}
-    for e in entries:
-        if not e.has_id and len(entries) > 1:
-            findings.append(
-                Finding(e, CaptionIssue("id", "missing", 'give every entry an id, e.g. {"id": "cat", ...}'))
-            )
-        elif e.id in seen:
-            first = seen[e.id]
-            fix = "give every prompt its own id"
-            findings.append(Finding(e, CaptionIssue("id", f"{e.id!r} is also used at {first.where}", fix)))
-        seen.setdefault(e.id, e)
-    return findings
 
 
 def cmd_check(args) -> int:
@@ -81,17 +28,14 @@ def cmd_check(args) -> int:
     for file in args.files:
         try:
             entries = load_entries(file)
-        except SourceError as e:
+        except PromptFileError as e:
             print(e)
             rc, unread = max(rc, e.exit_code), unread + 1
             continue
-        findings = set_issues(entries)
-        for entry in entries:
-            findings += [Finding(entry, i) for i in entry_issues(entry, args.tokenizer, args.max_tokens)]
         n_prompts += len(entries)
-        for f in findings:
+        for f in file_findings(entries, args.tokenizer, args.max_tokens):
             print(f.render(args.strict))
-            counts["error" if args.strict else f.issue.severity] += 1
+            counts[f.severity(args.strict)] += 1
     if counts["error"]:
         rc = max(rc, 1)
     summary = f"{n_prompts} prompt(s) in {len(args.files) - unread} file(s): {counts['error']} error(s), {counts['warning']} warning(s)"
@@ -110,11 +54,11 @@ def _one(args) -> PromptEntry:
 def cmd_format(args) -> int:
     entry = _one(args)
     if not isinstance(entry.prompt, (str, dict)):
-        raise SourceError(args.file, f"[{entry.id}] the prompt is neither text nor a caption object")
+        raise PromptFileError(args.file, f"[{entry.id}] the prompt is neither text nor a caption object")
     try:
         print(pretty_caption(entry.prompt) if args.pretty else serialize_caption(entry.prompt))
     except ValueError as e:
-        raise SourceError(entry.where, f"[{entry.id}] {e}") from None
+        raise PromptFileError(entry.where, f"[{entry.id}] {e}") from None
     return 0
 
 
@@ -156,7 +100,7 @@ def cmd_preview(args) -> int:
         try:
             picture = Image.open(args.image)
         except OSError as e:
-            raise SourceError(args.image, f"cannot be opened as an image ({e})", exit_code=2) from None
+            raise PromptFileError(args.image, f"cannot be opened as an image ({e})", exit_code=2) from None
         out = draw_layout(picture, entry.prompt)
     else:
         out = render_preview(entry.prompt, *args.size)
@@ -214,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = with_tokenizer(
         with_file(sub.add_parser("check", help="every caption verifier rule", description=check_help), many=True)
     )
-    check.add_argument("--strict", action="store_true", help="warnings are errors too (as prompts.strict=true)")
+    check.add_argument("--strict", action="store_true", help="warnings are errors too")
     check.set_defaults(run=cmd_check)
     fmt = with_file(sub.add_parser("format", help="the exact string the text encoder reads"))
     fmt.add_argument("--pretty", action="store_true", help="indented JSON in the official key order, for editing")
@@ -245,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except SourceError as e:
+    except PromptFileError as e:
         print(e, file=sys.stderr)
         return e.exit_code
     except OSError as e:  # e.g. the output PNG's folder does not exist

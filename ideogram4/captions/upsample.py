@@ -18,11 +18,12 @@ import contextlib
 import json
 import logging
 import math
-import os
 import uuid
 from collections import OrderedDict
 from pathlib import Path
 
+from ..errors import UpsampleError
+from ..sources import HUB_REPO, hub_folder, parse_source
 from .schema import parse_caption, serialize_caption
 from .verify import validate_caption
 
@@ -30,14 +31,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HEAD = "diffusers/qwen3-vl-8b-instruct-lm-head"
 HEAD_PATTERNS = ["*.safetensors", "*.json"]
-
-
-class UpsampleError(RuntimeError):
-    """Upsampling cannot run or gave no valid caption: the message says why and what to do."""
-
-
-def _is_path(source: str) -> bool:
-    return os.path.exists(os.path.expanduser(source)) or source.startswith((".", "/", "~"))
 
 
 def constrained_decoding_available() -> bool:
@@ -54,8 +47,9 @@ def check_upsample_available(head: str | None = None, *, revision: str | None = 
     Returns where the head is (a local path, or the repo id still to download); raises UpsampleError.
     """
     head = head or DEFAULT_HEAD
-    if _is_path(head):
-        p = Path(os.path.expanduser(head))
+    where = parse_source(head)
+    if where.kind != HUB_REPO:
+        p = where.path or Path(head)
         if (p.is_file() and p.suffix == ".safetensors") or (p.is_dir() and any(p.glob("*.safetensors"))):
             return str(p)
         raise UpsampleError(
@@ -86,9 +80,7 @@ def head_files(head: str | None = None, revision: str | None = None) -> list[Pat
     if where.is_file():
         return [where]
     if not where.is_dir():
-        from ..checkpoints import hub_download
-
-        where = hub_download(str(where), HEAD_PATTERNS, revision)
+        where = hub_folder(str(where), HEAD_PATTERNS, revision, UpsampleError)
     return sorted(where.glob("*.safetensors"))
 
 
@@ -352,14 +344,11 @@ class CaptionWriter(UpsampleMixin):
         """The text encoder and tokenizer of an Ideogram 4 checkpoint folder or repo id (nothing else is read)."""
         import torch
 
-        from ..checkpoints import hub_download, is_local, load_text_encoder
+        from ..checkpoints import load_text_encoder
         from ..prompts import bundled_tokenizer_dir, load_tokenizer
 
-        root = (
-            Path(os.path.expanduser(source))
-            if is_local(source)
-            else hub_download(source, ["text_encoder/*", "tokenizer/*"], revision)
-        )
+        where = parse_source(source)
+        root = where.path if where.is_local else hub_folder(where.repo_id, ["text_encoder/*", "tokenizer/*"], revision)
         if not (root / "text_encoder").is_dir():
             raise UpsampleError(
                 f"{source} has no text_encoder/ folder: give an Ideogram 4 checkpoint folder or repo id"

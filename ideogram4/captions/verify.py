@@ -7,8 +7,8 @@ Severity follows what the official verifier and our serialisation make of a find
   other than what it was trained on.
 - "warning": what the official verifier only warns about, or what `serialize_caption` repairs:
   unknown keys, keys out of the official order, `\\uXXXX` escapes, a zero-area bbox.
-The runner reports every finding as a warning unless `prompts.strict` is set, which makes them all
-errors; `python -m ideogram4.captions check` fails on errors and, with `--strict`, on warnings too.
+`python -m ideogram4.captions check` fails on errors and, with `--strict`, on warnings too; the runner
+with `prompts.strict=true` stops on the same errors, and without it only warns (see `prompt_files`).
 """
 
 from __future__ import annotations

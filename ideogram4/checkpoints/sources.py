@@ -8,11 +8,11 @@ layout, or `ModelConfig`s naming single files or folders. Nothing here reads a t
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CheckpointError
+from ..sources import HUB_FILE, hub_folder, parse_source
 
 log = logging.getLogger(__name__)
 
@@ -44,60 +44,30 @@ class ModelConfig:
         )
 
 
-def is_local(source: str) -> bool:
-    return os.path.isdir(os.path.expanduser(source)) or source.startswith((".", "/", "~"))
-
-
-def hub_download(repo_id: str, patterns: list[str], revision: str | None = None) -> Path:
-    """Only the named files/folders of a repo, through huggingface_hub's cache; clear errors for the usual failures."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=patterns, revision=revision))
-    except GatedRepoError as e:
-        raise CheckpointError(
-            f"{repo_id} is gated: accept its licence on the Hugging Face page, then log in "
-            "(`hf auth login`) or set HF_TOKEN, and run again"
-        ) from e
-    except RepositoryNotFoundError as e:
-        raise CheckpointError(
-            f"{repo_id} was not found, or it is gated/private and no token was sent: check the name, then "
-            "`hf auth login` or set HF_TOKEN"
-        ) from e
-    except RevisionNotFoundError as e:
-        raise CheckpointError(f"{repo_id} has no revision {revision!r}: pin an existing branch, tag or commit") from e
-    except LocalEntryNotFoundError as e:
-        raise CheckpointError(
-            f"{repo_id} ({', '.join(patterns)}) is not in the local cache and the hub cannot be reached "
-            "(offline or HF_HUB_OFFLINE=1): download it on a machine with network access "
-            f"(`hf download {repo_id}`) and copy the cache, or pass a local folder as the source"
-        ) from e
-
-
 def resolve_source(
     source: str, revision: str | None = None, tokenizer_source: str | None = None, load_unconditional: bool = True
 ) -> dict[str, Path]:
     """A folder or repo id -> {component: local folder}. Raises CheckpointError naming what is missing."""
     wanted = [c for c in COMPONENTS if load_unconditional or c != "unconditional_transformer"]
-    if is_local(source):
-        root = Path(os.path.expanduser(source))
+    where = parse_source(source)
+    if where.kind == HUB_FILE:
+        raise CheckpointError(
+            f"model source {source!r} names a file inside a hub repo: give the repo id ({where.repo_id}) "
+            "or a local folder"
+        )
+    if where.is_local:
+        root = where.path
         if not root.is_dir():
             raise CheckpointError(
                 f"model folder {root} does not exist: check the source path (a folder with transformer/, text_encoder/, vae/, tokenizer/)"
             )
     else:
-        root = hub_download(source, [f"{c}/*" for c in wanted], revision)
+        root = hub_folder(where.repo_id, [f"{c}/*" for c in wanted], revision)
     found = {c: root / c for c in wanted if (root / c).is_dir()}
     if "tokenizer" not in found:
         if tokenizer_source:
             found["tokenizer"] = resolve_tokenizer(tokenizer_source, revision=None)
-        elif not is_local(source):
+        elif not where.is_local:
             log.info("%s has no tokenizer/; using %s's, as DiffSynth-Studio does", source, DEFAULT_TOKENIZER_REPO)
             found["tokenizer"] = resolve_tokenizer(DEFAULT_TOKENIZER_REPO)
     missing = [c for c in REQUIRED if c not in found]
@@ -111,10 +81,10 @@ def resolve_source(
 
 
 def resolve_tokenizer(source: str, revision: str | None = None) -> Path:
-    if is_local(source):
-        p = Path(os.path.expanduser(source))
-        return p / "tokenizer" if (p / "tokenizer").is_dir() else p
-    return hub_download(source, ["tokenizer/*"], revision) / "tokenizer"
+    where = parse_source(source)
+    if where.is_local:
+        return where.path / "tokenizer" if (where.path / "tokenizer").is_dir() else where.path
+    return hub_folder(where.repo_id, ["tokenizer/*"], revision) / "tokenizer"
 
 
 def resolve_model_configs(model_configs: list[ModelConfig], tokenizer_config: ModelConfig | None) -> dict[str, Path]:
@@ -123,12 +93,12 @@ def resolve_model_configs(model_configs: list[ModelConfig], tokenizer_config: Mo
     for mc in list(model_configs) + ([tokenizer_config] if tokenizer_config else []):
         component = mc.component
         if mc.path:
-            p = Path(os.path.expanduser(mc.path))
-            if not p.exists():
+            p = parse_source(mc.path).path
+            if p is None or not p.exists():
                 raise CheckpointError(f"ModelConfig(path={mc.path!r}) does not exist")
             found[component] = p  # a named file is used as named; a folder is searched (weight_files)
         elif mc.model_id:
-            found[component] = hub_download(mc.model_id, [f"{component}/*"], mc.revision) / component
+            found[component] = hub_folder(mc.model_id, [f"{component}/*"], mc.revision) / component
         else:
             raise CheckpointError("a ModelConfig needs model_id + origin_file_pattern, or path")
     missing = [c for c in REQUIRED if c not in found]

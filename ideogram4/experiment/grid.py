@@ -13,6 +13,8 @@ import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ideogram4.spec import GRID_CELL_SIZE
+
 from .run import outputs as out_mod
 
 log = logging.getLogger("ideogram4.experiment")
@@ -179,7 +181,7 @@ def build_grid(jobs: list[JobFolder]) -> Grid:
     return Grid(rows=rows, columns=columns, swept_keys=swept, cells=cells)
 
 
-def render_grid(grid: Grid, cell: int = 256):
+def render_grid(grid: Grid, cell: int = GRID_CELL_SIZE):
     """A labelled PNG: column headers on top, row labels on the left, a grey box for a missing cell."""
     from PIL import Image, ImageDraw, ImageFont
 
@@ -223,7 +225,7 @@ def render_grid(grid: Grid, cell: int = 256):
 
 
 def make_sweep_grid(
-    sweep_dir: str | Path, cell: int = 256, jobs: list[JobFolder] | None = None
+    sweep_dir: str | Path, cell: int = GRID_CELL_SIZE, jobs: list[JobFolder] | None = None
 ) -> tuple[Path, Grid] | None:
     """Build, render and save the sweep's grid; returns (png path, grid) or None if no job made images.
     ``jobs``: the sweep's job folders when the caller already collected them (its warnings said once)."""
@@ -256,14 +258,14 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m ideogram4.experiment.grid", description=main.__doc__)
     parser.add_argument("sweep_dir")
-    parser.add_argument("--cell", type=int, default=256, help="cell size in pixels (16 or more)")
+    parser.add_argument("--cell", type=int, default=GRID_CELL_SIZE, help="cell size in pixels (16 or more)")
     args = parser.parse_args(argv)
     if not Path(args.sweep_dir).is_dir():
         parser.error(
             f"sweep_dir {args.sweep_dir!r} is not a folder: give a sweep folder such as outputs/sweeps/DATE/TIME"
         )
     if args.cell < 16:
-        parser.error(f"--cell {args.cell}: give a cell size of at least 16 pixels (e.g. --cell 256)")
+        parser.error(f"--cell {args.cell}: give a cell size of at least 16 pixels (e.g. --cell {GRID_CELL_SIZE})")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     made = make_sweep_grid(args.sweep_dir, cell=args.cell)
     return 0 if made else 1

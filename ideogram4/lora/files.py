@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +20,8 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError
+from ..sources import HUB_FILE, HUB_REPO, WEIGHT_SUFFIXES, hub_file, parse_source
 
-FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 # Names trainers give the single LoRA file of a folder or repo, most specific first.
 DEFAULT_WEIGHT_NAMES = ("pytorch_lora_weights.safetensors", "adapter_model.safetensors")
 _CACHE_SIZE = 4
@@ -62,28 +61,25 @@ def resolve_lora_path(source, weight_name: str | None = None, revision: str | No
             return resolve_lora_path(source.path, weight_name)
         if not (source.model_id and source.origin_file_pattern):
             raise LoraError("a LoRA ModelConfig needs path=... or model_id=... with origin_file_pattern=...")
-        return hub_file(source.model_id, source.origin_file_pattern, source.revision or revision)
-    text = os.path.expanduser(str(source))
-    path = Path(text)
-    if path.is_dir():
-        return _file_in_folder(path, weight_name)
-    if path.is_file():
-        return path
-    parts = text.strip("/").split("/")
-    looks_local = text.startswith((".", "/", "~")) or os.sep != "/" and os.sep in text
-    if looks_local or len(parts) < 2 or len(parts) == 2 and text.endswith(FILE_SUFFIXES):
-        raise LoraError(
-            f"LoRA source {text!r} does not exist: pass an existing file or folder, or a hub file "
-            "('owner/repo/file.safetensors')"
-        )
-    if len(parts) == 2:
+        return hub_file(source.model_id, source.origin_file_pattern, source.revision or revision, LoraError)
+    where = parse_source(source)
+    if where.kind == HUB_FILE:
+        return hub_file(where.repo_id, where.filename, revision, LoraError)
+    if where.kind == HUB_REPO:
         if not weight_name:
             raise LoraError(
-                f"LoRA source {text!r} looks like a hub repo: name the file, e.g. "
-                f"load_lora({text!r}, weight_name='lora.safetensors') or load_lora('{text}/lora.safetensors')"
+                f"LoRA source {where.text!r} looks like a hub repo: name the file, e.g. "
+                f"load_lora({where.text!r}, weight_name='lora.safetensors') or load_lora('{where.text}/lora.safetensors')"
             )
-        return hub_file(text, weight_name, revision)
-    return hub_file("/".join(parts[:2]), "/".join(parts[2:]), revision)
+        return hub_file(where.repo_id, weight_name, revision, LoraError)
+    if where.path.is_dir():
+        return _file_in_folder(where.path, weight_name)
+    if not where.path.is_file():
+        raise LoraError(
+            f"LoRA source {where.text!r} does not exist: pass an existing file or folder, or a hub file "
+            "('owner/repo/file.safetensors')"
+        )
+    return where.path
 
 
 def _file_in_folder(folder: Path, weight_name: str | None) -> Path:
@@ -95,39 +91,11 @@ def _file_in_folder(folder: Path, weight_name: str | None) -> Path:
     for name in DEFAULT_WEIGHT_NAMES:
         if (folder / name).is_file():
             return folder / name
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(FILE_SUFFIXES))
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
     if len(files) != 1:
         found = ", ".join(p.name for p in files) or "no weight files"
         raise LoraError(f"LoRA folder {folder} holds {found}: pick one with weight_name='<file>'")
     return files[0]
-
-
-def hub_file(repo_id: str, filename: str, revision: str | None = None) -> Path:
-    """One file of a hub repo through huggingface_hub's cache, with the usual failures explained."""
-    import huggingface_hub
-    from huggingface_hub import errors
-
-    # Most specific first: gated is a kind of not-found, local-cache-miss a kind of missing file.
-    explanations = (
-        (errors.GatedRepoError, "the repo is gated; accept its terms on the hub and log in (hf auth login)"),
-        (
-            errors.RepositoryNotFoundError,
-            "no such repo (nor such a local file), or it is private and no token was sent (hf auth login)",
-        ),
-        (errors.RevisionNotFoundError, "no such revision; pin an existing branch, tag or commit"),
-        (
-            errors.LocalEntryNotFoundError,
-            "not in the hub cache and the hub cannot be reached (offline or HF_HUB_OFFLINE=1): download it "
-            "where there is network, or pass a local path",
-        ),
-        (errors.EntryNotFoundError, "the repo has no such file; check the file name (weight_name=...)"),
-    )
-    what = f"{repo_id}/{filename}" + (f" at revision {revision!r}" if revision else "")
-    try:
-        return Path(huggingface_hub.hf_hub_download(repo_id, filename, revision=revision))
-    except tuple(kind for kind, _ in explanations) as e:
-        why = next(text for kind, text in explanations if isinstance(e, kind))
-        raise LoraError(f"LoRA {what}: {why}") from e
 
 
 # --- reading -------------------------------------------------------------------------------------
@@ -153,8 +121,8 @@ def read_lora(source, weight_name: str | None = None, revision: str | None = Non
 
 
 def _read_file(path: Path) -> LoraFile:
-    if not path.name.endswith(FILE_SUFFIXES):
-        raise LoraError(f"{path}: not a LoRA weights file (expected one of {', '.join(FILE_SUFFIXES)})")
+    if not path.name.endswith(WEIGHT_SUFFIXES):
+        raise LoraError(f"{path}: not a LoRA weights file (expected one of {', '.join(WEIGHT_SUFFIXES)})")
     sha256, addnet = file_hashes(path)
     try:
         if path.name.endswith(".safetensors"):

@@ -144,33 +144,12 @@ class LoraMixin:
         modules = self._check_placement(weights, nets, merge)
         self._attach_all(name, weights, nets, modules, scale, merge)
         _refresh_compiled(nets)
-        layers = len(weights.layers)
-        self._lora_registry[name] = _Loaded(
-            LoraInfo(
-                name,
-                file.path,
-                file.sha256,
-                scale,
-                target,
-                weights.layout,
-                weights.rank,
-                merge,
-                layers,
-                file.addnet_hash,
-            ),
-            [m for per_net in modules for m in per_net],
-        )
+        shape = dict(layout=weights.layout, rank=weights.rank, merged=merge, layers=len(weights.layers))
+        info = LoraInfo(name, file.path, file.sha256, scale, target, addnet_hash=file.addnet_hash, **shape)
+        self._lora_registry[name] = _Loaded(info, [m for per_net in modules for m in per_net])
         if verbose:
-            log.info(
-                "LoRA %r (%s, rank %d, %d Linears) loaded into %s at scale %g (%s)",
-                name,
-                weights.layout,
-                weights.rank,
-                layers,
-                target,
-                scale,
-                "merged" if merge else "runtime path",
-            )
+            detail = (name, info.layout, info.rank, info.layers, target, scale, "merged" if merge else "runtime path")
+            log.info("LoRA %r (%s, rank %d, %d Linears) loaded into %s at scale %g (%s)", *detail)
         return name
 
     def set_lora_scale(self, name: str, scale: float) -> None:

@@ -10,29 +10,21 @@ online) or a local folder holding a saved CLIPModel + CLIPProcessor.
 from __future__ import annotations
 
 import functools
-import os
 import threading
-from pathlib import Path
 
+from ..sources import HUB_REPO, hub_offline, parse_source
 from .registry import MetricError, MetricResult
 
 NAME = "clip_score"
 VERSION = "1"
 KEYS = {"clip_score": "higher"}
-PACKAGES = {"torch": "torch", "transformers": "transformers>=4.40"}
+PACKAGES = {"torch": "torch", "transformers": "transformers>=5.0"}
 WEIGHTS = "a CLIP model: Hugging Face repo id or local folder (option 'model')"
 OPTIONS = {"model": "openai/clip-vit-large-patch14", "device": "cpu"}
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 
 _load_lock = threading.Lock()
-
-
-def _offline() -> bool:
-    from huggingface_hub import constants
-
-    flag = os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
-    return bool(constants.HF_HUB_OFFLINE) or flag
 
 
 def _fix(source: str) -> str:
@@ -61,18 +53,19 @@ def _cached(source: str) -> list[str]:
 
 def check(options: dict) -> None:
     source = options["model"]
-    folder = Path(source).expanduser()
-    if folder.is_dir():
+    where = parse_source(source)
+    folder = where.path
+    if where.is_local and folder.is_dir():
         missing = [] if (folder / "config.json").is_file() else ["config.json"]
         for group in (WEIGHT_FILES, PROCESSOR_FILES):
             missing += [] if any((folder / f).is_file() for f in group) else [" or ".join(group)]
         if missing:
             raise MetricError(f"metric 'clip_score' option 'model': folder {source} lacks {', '.join(missing)}")
         return
-    if source.startswith((".", "/", "~")) or source.count("/") > 1:
+    if where.kind != HUB_REPO:
         raise MetricError(f"metric 'clip_score' option 'model': folder {source} does not exist")
     missing = _cached(source)
-    if missing and _offline():
+    if missing and hub_offline():
         raise MetricError(
             f"metric 'clip_score' option 'model': {source!r} is not in the Hugging Face cache (missing "
             f"{', '.join(missing)}) and the hub is offline (HF_HUB_OFFLINE); {_fix(source)}"
@@ -119,7 +112,9 @@ def _reach(source: str) -> None:
 def _load_for(source: str, device: str):
     from transformers import CLIPModel, CLIPProcessor
 
-    local_only = _offline() or Path(source).expanduser().is_dir()
+    where = parse_source(source)
+    local_only = hub_offline() or where.is_local
+    source = str(where)
     model = CLIPModel.from_pretrained(source, local_files_only=local_only).eval().to(device)
     processor = CLIPProcessor.from_pretrained(source, local_files_only=local_only)
     return model, processor

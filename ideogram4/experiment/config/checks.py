@@ -8,7 +8,6 @@ validation accepts nothing the pipeline would refuse later. No torch, no transfo
 
 from __future__ import annotations
 
-import glob
 import json
 import math
 import os
@@ -16,22 +15,41 @@ import re
 from typing import Any
 
 from ideogram4 import spec
+from ideogram4.errors import ArgumentError, NoGpu
+from ideogram4.sources import parse_source
 
-from ..run.paths import abspath
+from ..run.paths import original_cwd
 from .schema import LoraConf, ModelConf, OutputConf, PromptsConf, ResolutionConf, RunConf, SamplerConf, TrackerConf
 
-TRACKER_MODES = ("auto", "online", "offline", "disabled")
 TRACKERS = ("wandb", "none")
-_DEVICE_RE = re.compile(r"cpu|auto|cuda(:\d+)?")
+
+# The one table from the core's argument names (`ideogram4.checks`, the Python API) to config keys.
+API_TO_CONFIG = {
+    "height": "resolution.height",
+    "width": "resolution.width",
+    "num_inference_steps": "sampler.steps",
+    "cfg_scale": "cfg",
+    "guidance_schedule": "sampler.guidance_schedule",
+    "mu": "sampler.mu",
+    "std": "sampler.std",
+    "final_step": "sampler.final_step",
+    "rand_device": "sampler.rand_device",
+    "seeds": "seed",
+    "torch_dtype": "model.dtype",
+    "fp8_mode": "model.fp8_mode",
+    "compile_mode": "model.compile_mode",
+    "device": "device",
+}
 
 
 class ConfigError(ValueError):
     """One or more problems in the run configuration, each naming the field, the value and the fix."""
 
-    def __init__(self, problems: list[str]):
-        self.problems = list(problems)
+    def __init__(self, problems: list[str], warnings: list[str] = ()):
+        self.problems, self.warnings = list(problems), list(warnings)
         lines = "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(f"{len(self.problems)} problem(s) in the run configuration:\n{lines}")
+        also = "".join(f"\n  warning: {w}" for w in self.warnings)
+        super().__init__(f"{len(self.problems)} problem(s) in the run configuration:\n{lines}{also}")
 
 
 def problem(field_name: str, value: Any, what: str, fix: str) -> str:
@@ -53,11 +71,22 @@ def finite(field_name: str, value: Any) -> list[str]:
     return [problem(field_name, value, "must be a finite number", f"give a number such as {field_name}=7")]
 
 
-def cuda_driver_present() -> bool:
-    """Cheap check (no torch import) that this machine could have a CUDA GPU at all."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
-        return False
-    return os.path.exists("/proc/driver/nvidia/version") or bool(glob.glob("/dev/nvidia[0-9]*"))
+def core_problems(check, *args, **kwargs) -> list[str]:
+    """Run one of the core's rules (`ideogram4.checks`); its ArgumentError as a problem in config keys."""
+    try:
+        check(*args, **kwargs)
+    except ArgumentError as e:
+        return [core_problem(e)]
+    return []
+
+
+def core_problem(e: ArgumentError, field_name: str | None = None) -> str:
+    """The core's finding in this runner's words: its argument named by its config key."""
+    key = field_name or API_TO_CONFIG.get(e.name, e.name)
+    fix = e.fix.replace(f"{e.name}=", f"{key}=")
+    if isinstance(e, NoGpu):
+        fix = "run on a GPU machine, or try the runner on CPU with `model=tiny device=cpu`"
+    return problem(key, e.value, e.what, fix)
 
 
 # --- per section ------------------------------------------------------------------------------------
@@ -73,17 +102,6 @@ def check_model(m: ModelConf) -> list[str]:
     if not 16 <= m.min_side <= m.max_side:
         out.append(problem("model.min_side", m.min_side, f"must be in 16..model.max_side ({m.max_side})", "use 256"))
     return out
-
-
-def check_device(field_name: str, device: Any) -> list[str]:
-    if device == "mps":
-        return [problem(field_name, device, "Apple GPUs are not supported (no fp8/bf16 kernels)", "use cpu or cuda")]
-    if not isinstance(device, str) or not _DEVICE_RE.fullmatch(device):
-        return [problem(field_name, device, "is not a device", "use cpu, cuda, cuda:N or auto")]
-    if device.startswith("cuda") and not cuda_driver_present():
-        fix = "run on a GPU machine, or try the runner on CPU with `model=tiny device=cpu`"
-        return [problem(field_name, device, "no CUDA GPU is visible on this machine", fix)]
-    return []
 
 
 def check_resolution(r: ResolutionConf, m: ModelConf) -> list[str]:
@@ -179,7 +197,7 @@ def check_prompts(p: PromptsConf) -> list[str]:
 
 def check_tracker(t: TrackerConf) -> list[str]:
     out = one_of("tracker.name", t.name, TRACKERS, "is not a tracker")
-    out += one_of("tracker.mode", t.mode, TRACKER_MODES, "is not a W&B mode")
+    out += one_of("tracker.mode", t.mode, spec.TRACKER_MODES, "is not a W&B mode")
     if not (math.isfinite(t.init_timeout) and t.init_timeout > 0):
         out.append(problem("tracker.init_timeout", t.init_timeout, "must be a positive number of seconds", "use 60"))
     return out
@@ -188,7 +206,9 @@ def check_tracker(t: TrackerConf) -> list[str]:
 def check_output(o: OutputConf) -> list[str]:
     out = finite("output.uniform_std_threshold", o.uniform_std_threshold)
     if o.grid_cell_size < 16:
-        out.append(problem("output.grid_cell_size", o.grid_cell_size, "is too small to see", "use 256"))
+        out.append(
+            problem("output.grid_cell_size", o.grid_cell_size, "is too small to see", f"use {spec.GRID_CELL_SIZE}")
+        )
     return out
 
 
@@ -218,8 +238,8 @@ def check_loras(conf: RunConf) -> list[str]:
         out += finite(f"{where}.scale", lora.scale)
         out += one_of(f"{where}.target", lora.target, spec.LORA_TARGETS, "is not a LoRA target")
         path = lora.path
-        local = path.startswith((".", "/", "~")) or (path.endswith(".safetensors") and path.count("/") < 2)
-        if local and not os.path.isfile(abspath(path)):
+        source = parse_source(path, base=original_cwd())
+        if source.is_local and not source.path.is_file():
             fix = "give an existing .safetensors file (relative to where you ran) or owner/repo/file.safetensors"
             out.append(problem(f"{where}.path", path, "no such file", fix))
     return out

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -17,9 +16,11 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, ValidationError
 
 from ideogram4 import spec
+from ideogram4.checks import ArgumentError, check_device, draw_seed
+from ideogram4.sources import HUB_FILE, parse_source
 
-from ..run.paths import abspath, file_sha256, file_sha256_cached, folder_fingerprints
-from .checks import ConfigError, check_device, check_sections, cuda_driver_present, lora_name, problem
+from ..run.paths import abspath, file_sha256, file_sha256_cached, folder_fingerprints, original_cwd
+from .checks import ConfigError, check_sections, core_problem, lora_name, problem
 from .edit_plan import outpaint_sides, plan_edit
 from .prompt_plan import PromptPlan, check_token_counts, plan_prompts, tokenizer_dir_for
 from .schema import ModelConf, RunConf
@@ -150,9 +151,12 @@ def build_plan(cfg: DictConfig, *, check_tokens: bool = True) -> RunPlan:
     seeds, seed_problems, warnings = plan_seeds(conf.seed, conf.images_per_prompt)
     problems += seed_problems
     prompts, prompt_problems, prompt_warnings = plan_prompts(
-        conf.prompt, conf.prompts.file, abspath(conf.prompts.file) if conf.prompts.file else None,
-        [asdict(i) for i in conf.prompts.items], conf.prompts.strict,
-    )  # fmt: skip
+        conf.prompt,
+        conf.prompts.file,
+        abspath(conf.prompts.file) if conf.prompts.file else None,
+        [asdict(i) for i in conf.prompts.items],
+        conf.prompts.strict,
+    )
     problems += prompt_problems
     warnings += prompt_warnings
     gen, gen_problems = plan_generation(conf)
@@ -162,7 +166,7 @@ def build_plan(cfg: DictConfig, *, check_tokens: bool = True) -> RunPlan:
     if not problems and check_tokens:
         problems += check_token_counts(prompts, conf.prompts.max_tokens, tokenizer_dir_for(model.kind, model.source))
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(problems, warnings)
     config = asdict(conf)
     return RunPlan(conf=conf, model=model, gen=gen, prompts=prompts, seeds=seeds, config=config, warnings=warnings)
 
@@ -215,9 +219,10 @@ def plan_model(conf: RunConf) -> tuple[ModelPlan, list[str]]:
     kind, source, problems = resolve_model_source(m)
     device_field = "device" if conf.device else "model.device"
     device = conf.device or m.device
-    problems += check_device(device_field, device)
-    if device == "auto":
-        device = "cuda" if cuda_driver_present() else "cpu"
+    try:
+        device = check_device("device", device, auto=True)
+    except ArgumentError as e:
+        problems.append(core_problem(e, device_field))
     return ModelPlan(conf=m, kind=kind, source=source, device=device), problems
 
 
@@ -225,33 +230,27 @@ def resolve_model_source(m: ModelConf) -> tuple[str, str, list[str]]:
     """(kind, source, problems): "tiny", a local folder (absolute) or a hub repo id."""
     if m.source == "tiny":
         return "tiny", "tiny", []
-    if m.path is not None or m.source == "local":
-        if m.path is None:
-            fix = "pass model=local model.path=/path/to/folder (official layout: transformer/, text_encoder/, vae/, tokenizer/)"
-            return "local", "", [problem("model.path", None, "is required for model=local", fix)]
-        full = abspath(m.path)
-        if not os.path.isdir(full):
-            fix = "point model.path at a folder with transformer/, text_encoder/, vae/ and tokenizer/"
-            return "local", full, [problem("model.path", m.path, f"is not a folder ({full})", fix)]
-        return "local", full, []
-    if m.source.startswith((".", "/", "~")) or os.path.isdir(abspath(m.source)):
-        full = abspath(m.source)
-        if not os.path.isdir(full):
-            fix = "give an existing folder or a hub repo id like ideogram-ai/ideogram-4-fp8"
-            return (
-                "local",
-                full,
-                [problem("model.source", m.source, f"looks like a path but is not a folder ({full})", fix)],
-            )
-        return "local", full, []
-    return "hub", m.source, []
+    if m.path is None and m.source == "local":
+        fix = "pass model=local model.path=/path/to/folder (official layout: transformer/, text_encoder/, vae/, tokenizer/)"
+        return "local", "", [problem("model.path", None, "is required for model=local", fix)]
+    key, given = ("model.path", m.path) if m.path is not None else ("model.source", m.source)
+    where = parse_source(given, base=original_cwd())
+    if m.path is None and not where.is_local:
+        if where.kind == HUB_FILE:
+            fix = f"give the repo id ({where.repo_id}) or a local folder"
+            return "hub", given, [problem(key, given, "names a file inside a hub repo", fix)]
+        return "hub", where.repo_id, []
+    if not where.path.is_dir():
+        fix = "point it at a folder with transformer/, text_encoder/, vae/ and tokenizer/, or give a hub repo id"
+        return "local", str(where.path), [problem(key, given, f"is not a folder ({where.path})", fix)]
+    return "local", str(where.path), []
 
 
 def plan_seeds(seed: Any, per_prompt: int) -> tuple[list[int], list[str], list[str]]:
     """(seeds, problems, warnings): an int gives seed, seed+1, ...; a list gives each; null is random."""
     per_prompt = max(per_prompt, 1)
     if seed is None:
-        seeds = [random.SystemRandom().randrange(2**31) for _ in range(per_prompt)]
+        seeds = [draw_seed() for _ in range(per_prompt)]
         return seeds, [], [f"seed = null: using random seeds {seeds} (recorded in the manifest)"]
     ok_int = isinstance(seed, int) and not isinstance(seed, bool)
     ok_list = isinstance(seed, list) and all(isinstance(s, int) and not isinstance(s, bool) for s in seed)
@@ -275,8 +274,10 @@ def plan_seeds(seed: Any, per_prompt: int) -> tuple[list[int], list[str], list[s
     warnings = []
     if len(seeds) < len(wanted):
         dupes = sorted({s for s in wanted if wanted.count(s) > 1})
-        warnings.append(f"seed: {dupes} asked for more than once (seed={seed}, images_per_prompt={per_prompt}); "
-                        f"making {len(seeds)} image(s) per prompt, not {len(wanted)}")  # fmt: skip
+        warnings.append(
+            f"seed: {dupes} asked for more than once (seed={seed}, images_per_prompt={per_prompt}); "
+            f"making {len(seeds)} image(s) per prompt, not {len(wanted)}"
+        )
     return seeds, problems, warnings
 
 
@@ -304,11 +305,23 @@ def plan_generation(conf: RunConf) -> tuple[GenPlan, list[str]]:
     negative = conf.negative_prompt if conf.negative_prompt is not None else conf.prompts.negative_prompt
     loras = plan_loras(conf)
     gen = GenPlan(
-        height=conf.resolution.height, width=conf.resolution.width, steps=s.steps, cfg=float(conf.cfg),
-        guidance_schedule=schedule, mu=float(s.mu), std=float(s.std), final_step=s.final_step, solver=s.solver,
-        rand_device=s.rand_device, negative_prompt=_serialized(negative), input_image=input_image,
-        input_image_sha256=digest, denoising_strength=float(conf.denoising_strength), sampler=sampler_label(s), loras=loras,
-    )  # fmt: skip
+        height=conf.resolution.height,
+        width=conf.resolution.width,
+        steps=s.steps,
+        cfg=float(conf.cfg),
+        guidance_schedule=schedule,
+        mu=float(s.mu),
+        std=float(s.std),
+        final_step=s.final_step,
+        solver=s.solver,
+        rand_device=s.rand_device,
+        negative_prompt=_serialized(negative),
+        input_image=input_image,
+        input_image_sha256=digest,
+        denoising_strength=float(conf.denoising_strength),
+        sampler=sampler_label(s),
+        loras=loras,
+    )
     return gen, problems
 
 
@@ -332,13 +345,21 @@ def plan_loras(conf: RunConf) -> list[dict]:
     """Each LoRA with its file's identity (sha256 for a local file; repo/file/revision on the hub)."""
     out = []
     for lora in conf.lora:
-        local = os.path.isfile(abspath(lora.path))
-        source = abspath(lora.path) if local else lora.path
-        out.append({
-            "name": lora_name(lora), "source": source, "sha256": file_sha256_cached(source) if local else None,
-            "scale": float(lora.scale), "target": lora.target, "merge": lora.merge,
-            "weight_name": lora.weight_name, "revision": lora.revision,
-        })  # fmt: skip
+        where = parse_source(lora.path, base=original_cwd())
+        local = where.is_local and where.path.is_file()  # a missing file: check_loras reported it
+        source = str(where) if where.is_local else lora.path
+        out.append(
+            {
+                "name": lora_name(lora),
+                "source": source,
+                "sha256": file_sha256_cached(source) if local else None,
+                "scale": float(lora.scale),
+                "target": lora.target,
+                "merge": lora.merge,
+                "weight_name": lora.weight_name,
+                "revision": lora.revision,
+            }
+        )
     return out
 
 
@@ -351,6 +372,10 @@ def _serialized(negative: Any) -> str:
 def sampler_label(s) -> str:
     """The preset name when the fields are the preset's, else "<name>+custom": record what ran."""
     p = spec.PRESETS.get(s.name)
-    same = p is not None and s.guidance_schedule is None and (s.steps, s.polish_steps, s.polish_cfg, s.mu, s.std, s.final_step) == (
-        p.steps, p.polish_steps, p.polish_cfg, p.mu, p.std, p.final_step)  # fmt: skip
+    same = (
+        p is not None
+        and s.guidance_schedule is None
+        and (s.steps, s.polish_steps, s.polish_cfg, s.mu, s.std, s.final_step)
+        == (p.steps, p.polish_steps, p.polish_cfg, p.mu, p.std, p.final_step)
+    )
     return s.name if same else f"{s.name}+custom"

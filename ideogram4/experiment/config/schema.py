@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
-from ideogram4.spec import EDIT_MARGIN, UNIFORM_STD_THRESHOLD
+from ideogram4.spec import EDIT_MARGIN, GRID_CELL_SIZE, MAX_SIDE, MIN_SIDE, UNIFORM_STD_THRESHOLD
 
 
 @dataclass
@@ -45,8 +45,8 @@ class ModelConf:
     layout: str = "original"
     cache_dir: Optional[str] = None
     # resolution limits this model accepts (the real model: 256..2048)
-    min_side: int = 256
-    max_side: int = 2048
+    min_side: int = MIN_SIDE
+    max_side: int = MAX_SIDE
 
 
 @dataclass
@@ -86,7 +86,7 @@ class PromptsConf:
     items: List[PromptItem] = field(default_factory=list)
     # a user's own prompt file (.jsonl, .json, .yaml, .yml); replaces `items`
     file: Optional[str] = None
-    # schema problems in structured captions: warnings by default, errors when strict
+    # caption findings (as `captions check` reports them): warnings by default, its errors stop the run when strict
     strict: bool = False
     negative_prompt: str = ""
     max_tokens: int = 2048
@@ -119,7 +119,7 @@ class OutputConf:
     save_latents: bool = False
     # flag images whose pixel standard deviation (0..255) is below this as near-uniform
     uniform_std_threshold: float = UNIFORM_STD_THRESHOLD
-    grid_cell_size: int = 256
+    grid_cell_size: int = GRID_CELL_SIZE
     # also save <image>__layout.png: the image with the caption's boxes drawn over it
     layout_overlay: bool = False
 

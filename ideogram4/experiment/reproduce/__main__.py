@@ -21,8 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="config overrides on top of the PNG's, e.g. device=cpu")
     args = parser.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    return guarded(lambda: reproduce(args.image, args.out, strict=args.strict,
-                                     overrides=compose_overrides(args.overrides)))  # fmt: skip
+    return guarded(
+        lambda: reproduce(args.image, args.out, strict=args.strict, overrides=compose_overrides(args.overrides))
+    )
 
 
 if __name__ == "__main__":

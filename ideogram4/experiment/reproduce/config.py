@@ -18,10 +18,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ideogram4.spec import PNG_CAPTION_KEY
+from ideogram4.spec import PNG_CAPTION_KEY, PNG_CONFIG_KEY, PNG_PROVENANCE_KEY, PNG_SETTINGS_KEY
 
 from ..config.schema import RunConf, register_configs
-from ..run.records import PNG_CONFIG_KEY, PNG_PROVENANCE_KEY, PNG_SETTINGS_KEY
 
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
 # keys of the reproduce command itself, never carried into the regenerated run

@@ -61,8 +61,10 @@ class PixelDiff:
         if self.identical:
             return f"Identical: all {self.total} pixels match the original, bit for bit"
         share = 100.0 * self.differing / self.total
-        return (f"Different: max |difference| {self.max_abs} of 255, mean {self.mean_abs:.4f}; "
-                f"{self.differing} of {self.total} pixels ({share:.2f}%) differ")  # fmt: skip
+        return (
+            f"Different: max |difference| {self.max_abs} of 255, mean {self.mean_abs:.4f}; "
+            f"{self.differing} of {self.total} pixels ({share:.2f}%) differ"
+        )
 
 
 @dataclass
@@ -80,12 +82,20 @@ def compare_pixels(then, now) -> PixelDiff:
 
     size_then, size_now = (then.shape[1], then.shape[0]), (now.shape[1], now.shape[0])
     if then.shape != now.shape:
-        return PixelDiff(False, 255, None, then.shape[0] * then.shape[1], then.shape[0] * then.shape[1],
-                         size_then, size_now)  # fmt: skip
+        return PixelDiff(
+            False, 255, None, then.shape[0] * then.shape[1], then.shape[0] * then.shape[1], size_then, size_now
+        )
     diff = np.abs(then.astype(np.int16) - now.astype(np.int16))
     differing = int(diff.any(axis=-1).sum())
-    return PixelDiff(differing == 0, int(diff.max()), float(diff.mean()), differing, diff.shape[0] * diff.shape[1],
-                     size_then, size_now)  # fmt: skip
+    return PixelDiff(
+        differing == 0,
+        int(diff.max()),
+        float(diff.mean()),
+        differing,
+        diff.shape[0] * diff.shape[1],
+        size_then,
+        size_now,
+    )
 
 
 def difference_image(then, now):
@@ -121,8 +131,10 @@ def reproduce(
     out_mod.check_writable(out / out_mod.IMAGES)
     from ..run.runner import determinism_for
 
-    echo(f"Reproducing {emb.path} ({plan.prompts[0].id}, seed {plan.seeds[0]}, {plan.gen.width}x{plan.gen.height}, "
-         f"{plan.gen.steps} steps, model {plan.model.name} on {plan.model.device}) into {out}")  # fmt: skip
+    echo(
+        f"Reproducing {emb.path} ({plan.prompts[0].id}, seed {plan.seeds[0]}, {plan.gen.width}x{plan.gen.height}, "
+        f"{plan.gen.steps} steps, model {plan.model.name} on {plan.model.device}) into {out}"
+    )
     with folder_lock(out), determinism_for(plan):
         return _regenerate(emb, plan, out, target, strict, Comparison(differences=ignored), echo)
 
@@ -161,8 +173,9 @@ def _planned(plan: RunPlan) -> dict:
     model = {k: v for k, v in plan.config["model"].items() if k != "cache_dir"}
     model.update(kind=plan.model.kind, source=plan.model.source, device=plan.model.device)
     settings = plan.gen.recorded_settings()
-    return dict(settings=settings, model=model, sampler=plan.gen.sampler, seed=plan.seeds[0],
-                rng_device=plan.gen.rand_device)  # fmt: skip
+    return dict(
+        settings=settings, model=model, sampler=plan.gen.sampler, seed=plan.seeds[0], rng_device=plan.gen.rand_device
+    )
 
 
 def _report(stage: str, found: Comparison, strict: bool, echo) -> Outcome | None:
@@ -206,8 +219,10 @@ def _compare_and_report(emb: Embedded, target: Path, out: Path, found: Compariso
         out_mod.save_png_atomic(diff, outcome.diff_image, {"Description": f"|original - regenerated| x {gain:.1f}"})
         echo(f"Difference image (|original - regenerated| x {gain:.1f}): {outcome.diff_image}")
         if not found.differences:
-            echo("Nothing recorded differs: the cause is outside what the PNG records (e.g. GPU kernels that "
-                 "vary run to run; deterministic=true makes them repeatable)")  # fmt: skip
+            echo(
+                "Nothing recorded differs: the cause is outside what the PNG records (e.g. GPU kernels that "
+                "vary run to run; deterministic=true makes them repeatable)"
+            )
     _write_report(out, emb, outcome)
     return outcome
 
@@ -253,5 +268,8 @@ def run_from_hydra(cfg) -> int:
 
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     out_dir = HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else None
-    return guarded(lambda: reproduce(cfg.reproduce, out_dir, strict=cfg.reproduce_strict,
-                                     overrides=override_values(cfg, overrides)))  # fmt: skip
+    return guarded(
+        lambda: reproduce(
+            cfg.reproduce, out_dir, strict=cfg.reproduce_strict, overrides=override_values(cfg, overrides)
+        )
+    )

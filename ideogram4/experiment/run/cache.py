@@ -13,9 +13,10 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from ideogram4.checks import ArgumentError, check_device
 from ideogram4.errors import CheckpointError
 
-from ..config.checks import ConfigError, problem
+from ..config.checks import ConfigError, core_problem
 from ..config.plan import ModelPlan
 
 log = logging.getLogger("ideogram4.experiment")
@@ -68,24 +69,6 @@ def memory_advice(e: BaseException) -> str:
     return "the GPU ran out of memory. Settings that need less: " + "; ".join(keys)
 
 
-def check_device(device: str) -> None:
-    if not device.startswith("cuda"):
-        return
-    import torch
-
-    if not torch.cuda.is_available():
-        raise ConfigError(
-            [
-                problem(
-                    "device",
-                    device,
-                    "torch sees no CUDA GPU",
-                    "run on a GPU machine, or try the runner on CPU with `model=tiny device=cpu`",
-                )
-            ]
-        )
-
-
 def get_pipeline(model: ModelPlan) -> tuple[LoadedPipeline, bool]:
     """The pipeline for `model`, loading it unless the cached one has the same config.
 
@@ -94,19 +77,42 @@ def get_pipeline(model: ModelPlan) -> tuple[LoadedPipeline, bool]:
     key = model.cache_key()
     if _CURRENT is not None and _CURRENT.key == key:
         _CURRENT.uses += 1
-        log.info(
-            "Reusing the loaded pipeline (%s, load %s, loaded %.1f s, job %d in this process)",
-            model.name,
-            _CURRENT.load_id,
-            _CURRENT.load_s,
-            _CURRENT.uses,
-        )
+        reuse = (model.name, _CURRENT.load_id, _CURRENT.load_s, _CURRENT.uses)
+        log.info("Reusing the loaded pipeline (%s, load %s, loaded %.1f s, job %d in this process)", *reuse)
         return _CURRENT, True
     if _CURRENT is not None:
         log.info("Model config changed: releasing the previous pipeline (load %s)", _CURRENT.load_id)
         release()
-    check_device(model.device)
+    pipe, source, dt = _load(model)
+    LOADS_IN_PROCESS += 1
+    # The loaded stack is ~500k long-lived objects: a full GC pass over them costs ~0.3 s and hits a
+    # sweep job every few jobs. Freeze them out of the collector's view until the pipeline is released.
+    gc.freeze()
+    try:
+        describe = dict(pipe.describe())
+    except Exception as e:  # pragma: no cover - defensive
+        describe = {"error": f"describe() failed: {e}"}
+    _CURRENT = LoadedPipeline(
+        pipe=pipe,
+        key=key,
+        load_id=f"{os.getpid()}-{uuid.uuid4().hex[:8]}",
+        load_s=dt,
+        source_path=str(source),
+        describe=describe,
+        uses=1,
+    )
+    log.info("Loaded pipeline %s in %.1f s (load %s)", model.name, dt, _CURRENT.load_id)
+    return _CURRENT, False
+
+
+def _load(model: ModelPlan):
+    """(pipeline, the folder it was read from, seconds from_pretrained took), with one-line errors."""
     import torch
+
+    try:  # validation saw the driver; torch may still see no GPU (a CPU build, a broken driver)
+        check_device("device", model.device)
+    except ArgumentError as e:
+        raise ConfigError([core_problem(e)]) from None
 
     from ideogram4 import Ideogram4Pipeline
 
@@ -131,26 +137,7 @@ def get_pipeline(model: ModelPlan) -> tuple[LoadedPipeline, bool]:
         if is_oom(e):
             raise RuntimeError(f"Loading {model.name} failed: {memory_advice(e)}") from e
         raise
-    dt = time.perf_counter() - t0
-    LOADS_IN_PROCESS += 1
-    # The loaded stack is ~500k long-lived objects: a full GC pass over them costs ~0.3 s and hits a
-    # sweep job every few jobs. Freeze them out of the collector's view until the pipeline is released.
-    gc.freeze()
-    try:
-        describe = dict(pipe.describe())
-    except Exception as e:  # pragma: no cover - defensive
-        describe = {"error": f"describe() failed: {e}"}
-    _CURRENT = LoadedPipeline(
-        pipe=pipe,
-        key=key,
-        load_id=f"{os.getpid()}-{uuid.uuid4().hex[:8]}",
-        load_s=dt,
-        source_path=str(source),
-        describe=describe,
-        uses=1,
-    )
-    log.info("Loaded pipeline %s in %.1f s (load %s)", model.name, dt, _CURRENT.load_id)
-    return _CURRENT, False
+    return pipe, source, time.perf_counter() - t0
 
 
 def release() -> None:

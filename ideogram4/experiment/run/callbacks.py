@@ -14,6 +14,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from ideogram4.spec import GRID_CELL_SIZE
+
 from ..config.schema import TrackerConf
 
 log = logging.getLogger("ideogram4.experiment")
@@ -39,7 +41,7 @@ class ComparisonGridCallback(Callback):
     def _grid(self, config: DictConfig, sweep_dir: Path, jobs):
         from ..grid import make_sweep_grid
 
-        cell = self.cell_size or int(OmegaConf.select(config, "output.grid_cell_size", default=256))
+        cell = self.cell_size or int(OmegaConf.select(config, "output.grid_cell_size", default=GRID_CELL_SIZE))
         return make_sweep_grid(sweep_dir, cell=cell, jobs=jobs)
 
     def _summary(self, config: DictConfig, sweep_dir: Path, jobs):
@@ -88,9 +90,13 @@ def log_sweep(tracker_conf: TrackerConf | None, sweep_dir: Path, made, summary) 
     if made is not None:
         config.update(swept_keys=made[1].swept_keys, columns=made[1].columns)
     tracker = make_tracker(
-        tracker_conf, name=f"{sweep_dir.name}/comparison", group=sweep_group(str(sweep_dir)), config=config,
-        out_dir=sweep_dir, job_type="comparison",
-    )  # fmt: skip
+        tracker_conf,
+        name=f"{sweep_dir.name}/comparison",
+        group=sweep_group(str(sweep_dir)),
+        config=config,
+        out_dir=sweep_dir,
+        job_type="comparison",
+    )
     if not tracker.enabled:
         return
     try:

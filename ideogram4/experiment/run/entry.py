@@ -15,7 +15,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from ideogram4.errors import CheckpointError
+from ideogram4.errors import CheckpointError, GpuOutOfMemory, UpsampleError, is_out_of_memory
 
 from ..config.checks import ConfigError
 from .lock import FolderInUse
@@ -36,7 +36,7 @@ def classify(e: BaseException) -> tuple[int, str] | None:
         return EXIT_WEIGHTS, f"Weights: {e}"
     if isinstance(e, (OutputWriteError, FolderInUse)):
         return EXIT_OUTPUT, f"Output: {e}"
-    if type(e).__name__ in ("GpuOutOfMemory", "UpsampleError") or "out of memory" in str(e).lower():
+    if isinstance(e, (GpuOutOfMemory, UpsampleError)) or is_out_of_memory(e):
         return EXIT_RUNTIME, str(e).splitlines()[0]
     return None
 

@@ -11,26 +11,51 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from ideogram4.spec import PNG_CAPTION_KEY
+from ideogram4.spec import (
+    PNG_CAPTION_KEY,
+    PNG_CONFIG_KEY,
+    PNG_PARAMETERS_KEY,
+    PNG_PROVENANCE_KEY,
+    PNG_SETTINGS_KEY,
+)
 
 from .provenance import png_provenance
 
 SCHEMA_VERSION = 2
 
-PNG_CONFIG_KEY = "ideogram4:config"
-PNG_SETTINGS_KEY = "ideogram4:settings"
-# versions, revision, GPU, weight fingerprints, determinism (ideogram4.experiment.run.provenance)
-PNG_PROVENANCE_KEY = "ideogram4:provenance"
 # the subset of a record embedded in the PNG (the full record is the manifest line)
 PNG_SETTINGS_FIELDS = (
-    "prompt_id", "seed", "rng_device", "settings", "settings_hash", "sampler", "model", "flags", "metrics", "metric_versions",
+    "prompt_id",
+    "seed",
+    "rng_device",
+    "settings",
+    "settings_hash",
+    "sampler",
+    "model",
+    "flags",
+    "metrics",
+    "metric_versions",
     "loras",
-)  # fmt: skip
+)
 
 TABLE_COLUMNS = [
-    "image", "prompt_id", "seed", "cfg", "steps", "sampler", "width", "height", "guidance_schedule",
-    "mu", "std", "final_step", "near_uniform", "settings_hash", "caption", "loras",
-]  # fmt: skip
+    "image",
+    "prompt_id",
+    "seed",
+    "cfg",
+    "steps",
+    "sampler",
+    "width",
+    "height",
+    "guidance_schedule",
+    "mu",
+    "std",
+    "final_step",
+    "near_uniform",
+    "settings_hash",
+    "caption",
+    "loras",
+]
 
 
 def now_utc() -> str:
@@ -85,7 +110,7 @@ class ImageRecord:
         data = self.to_dict()
         blob = {k: data[k] for k in PNG_SETTINGS_FIELDS}
         return {
-            "parameters": a1111_parameters(self, model_name),
+            PNG_PARAMETERS_KEY: a1111_parameters(self, model_name),
             PNG_CAPTION_KEY: self.caption,
             PNG_SETTINGS_KEY: json.dumps(blob, ensure_ascii=False, allow_nan=False, default=str),
             PNG_CONFIG_KEY: config_json,
@@ -95,11 +120,23 @@ class ImageRecord:
     def table_row(self, image: Any, metric_keys: list[str] = ()) -> list[Any]:
         s = self.settings
         return [
-            image, self.prompt_id, self.seed, s.get("cfg"), s.get("steps"), self.sampler, s.get("width"),
-            s.get("height"), schedule_text(s.get("guidance_schedule") or []), s.get("mu"), s.get("std"),
-            s.get("final_step"), self.flags.get("near_uniform"), self.settings_hash, self.caption,
+            image,
+            self.prompt_id,
+            self.seed,
+            s.get("cfg"),
+            s.get("steps"),
+            self.sampler,
+            s.get("width"),
+            s.get("height"),
+            schedule_text(s.get("guidance_schedule") or []),
+            s.get("mu"),
+            s.get("std"),
+            s.get("final_step"),
+            self.flags.get("near_uniform"),
+            self.settings_hash,
+            self.caption,
             ", ".join(f"{x['name']}:{x['scale']}" for x in self.loras),
-        ] + [self.metrics.get(k) for k in metric_keys]  # fmt: skip
+        ] + [self.metrics.get(k) for k in metric_keys]
 
     def with_scores(self, scored) -> ImageRecord:
         """The same record with a metrics.Scored result filled in."""

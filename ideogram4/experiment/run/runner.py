@@ -7,7 +7,6 @@ batches, write each image with its manifest line, log.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -20,6 +19,7 @@ from omegaconf import DictConfig
 from ..config.plan import RunPlan, build_plan
 from ..config.prompt_plan import PromptPlan
 from . import outputs as out_mod
+from .job_facts import job_facts, make_record
 from .jobs import JobContext, job_context
 from .lock import folder_lock
 from .records import ImageRecord
@@ -66,8 +66,14 @@ def _run_job(plan: RunPlan, ctx: JobContext, t_start: float) -> JobResult:
     g = plan.gen
     log.info(
         "Config valid (%.2f s): %d prompt(s) x %d seed(s), %dx%d, %d steps, model %s",
-        time.perf_counter() - t_start, len(plan.prompts), len(plan.seeds), g.width, g.height, g.steps, plan.model.name,
-    )  # fmt: skip
+        time.perf_counter() - t_start,
+        len(plan.prompts),
+        len(plan.seeds),
+        g.width,
+        g.height,
+        g.steps,
+        plan.model.name,
+    )
     items = plan_items(plan)
     pending = resume(items, ctx.out_dir, plan.conf.output.overwrite)
     result = JobResult(out_dir=ctx.out_dir, skipped=[it.record for it in items if it not in pending])
@@ -78,8 +84,11 @@ def _run_job(plan: RunPlan, ctx: JobContext, t_start: float) -> JobResult:
     flagged = sum(1 for r in result.made if r["flags"]["near_uniform"])
     log.info(
         "Done: %d image(s) made, %d skipped, %d flagged near-uniform; outputs in %s",
-        len(result.made), len(result.skipped), flagged, ctx.out_dir,
-    )  # fmt: skip
+        len(result.made),
+        len(result.skipped),
+        flagged,
+        ctx.out_dir,
+    )
     return result
 
 
@@ -148,22 +157,6 @@ def _generate_with_tracker(
 # --- generation ------------------------------------------------------------------------------------
 
 
-@dataclass
-class JobFacts:
-    """What every record of this job shares (computed once per job)."""
-
-    loras: list[dict]
-    model: dict
-    weights: dict
-    pipeline: dict
-    versions: dict
-    git: dict
-    gpu: str
-    config_json: str
-    manifest_config: dict
-    determinism: dict = field(default_factory=dict)
-
-
 def generate(plan: RunPlan, ctx: JobContext, pending: list[Item], tracker, result: JobResult) -> None:
     from tqdm.auto import tqdm
 
@@ -174,7 +167,7 @@ def generate(plan: RunPlan, ctx: JobContext, pending: list[Item], tracker, resul
     if loaded.describe.get("unconditional") == "conditional fallback":
         log.warning("Unconditional transformer: conditional fallback (model.load_unconditional=false)")
     sync_loras(loaded.pipe, plan)
-    facts = _job_facts(plan, loaded, reused)
+    facts = job_facts(plan, loaded, reused)
     input_image = _open_input_image(plan.gen.input_image)
     if plan.conf.prompts.upsample:
         upsample_prompts(loaded.pipe, plan, pending)
@@ -199,7 +192,7 @@ def generate(plan: RunPlan, ctx: JobContext, pending: list[Item], tracker, resul
             for j, it in enumerate(batch):
                 if plan.conf.output.save_latents:
                     _save_latents(output.latents[j], ctx.out_dir / it.image_rel)
-                record = _make_record(plan, ctx, facts, it, output, j, wall, len(batch), loaded.pipe)
+                record = make_record(plan, ctx, facts, it, output, j, wall, len(batch), loaded.pipe)
                 writer.add(record, output.images[j], output.edits[j] if output.edits else None)
     finally:
         bar.close()
@@ -225,12 +218,19 @@ def upsample_prompts(pipe, plan: RunPlan, pending: list[Item]) -> None:
     for prompt in {id(it.prompt): it.prompt for it in pending}.values():
         if isinstance(prompt.prompt, str) and prompt.upsampled_from is None:
             caption = pipe.upsample_prompt(
-                prompt.caption, plan.gen.height, plan.gen.width, seed=p.upsample_seed,
+                prompt.caption,
+                plan.gen.height,
+                plan.gen.width,
+                seed=p.upsample_seed,
                 max_new_tokens=p.upsample_max_new_tokens,
-            )  # fmt: skip
+            )
             prompt.upsampled_from, prompt.caption = prompt.caption, caption
-            log.info("Upsampled %s: %d characters of prose -> a %d-character caption", prompt.id,
-                     len(prompt.upsampled_from), len(caption))  # fmt: skip
+            log.info(
+                "Upsampled %s: %d characters of prose -> a %d-character caption",
+                prompt.id,
+                len(prompt.upsampled_from),
+                len(caption),
+            )
 
 
 def _save_layout_overlay(png: Path, image, caption: str) -> None:
@@ -273,12 +273,25 @@ def _generate_batch(pipe, plan: RunPlan, batch: list[Item], input_image, bar) ->
     t0 = time.perf_counter()
     try:
         output = pipe.generate(
-            [it.prompt.caption for it in batch], [it.seed for it in batch],
-            height=g.height, width=g.width, num_inference_steps=g.steps, guidance_schedule=list(g.guidance_schedule),
-            cfg_scale=g.cfg, mu=g.mu, std=g.std, final_step=g.final_step, negative_prompt=g.negative_prompt,
-            input_image=input_image, denoising_strength=g.denoising_strength, rand_device=g.rand_device,
-            output_type="pil", progress=False, step_callback=on_step, **g.edit_arguments(),
-        )  # fmt: skip
+            [it.prompt.caption for it in batch],
+            [it.seed for it in batch],
+            height=g.height,
+            width=g.width,
+            num_inference_steps=g.steps,
+            guidance_schedule=list(g.guidance_schedule),
+            cfg_scale=g.cfg,
+            mu=g.mu,
+            std=g.std,
+            final_step=g.final_step,
+            negative_prompt=g.negative_prompt,
+            input_image=input_image,
+            denoising_strength=g.denoising_strength,
+            rand_device=g.rand_device,
+            output_type="pil",
+            progress=False,
+            step_callback=on_step,
+            **g.edit_arguments(),
+        )
     except Exception as e:
         if is_oom(e):
             first = batch[0]
@@ -293,66 +306,6 @@ def determinism_for(plan: RunPlan):
     from ideogram4.determinism import deterministic
 
     return deterministic(plan.conf.deterministic)
-
-
-def _job_facts(plan: RunPlan, loaded, reused: bool) -> JobFacts:
-    from ideogram4.determinism import determinism_state
-
-    model = {k: v for k, v in plan.config["model"].items() if k != "cache_dir"}
-    model.update(
-        kind=plan.model.kind, source=plan.model.source, device=plan.model.device, resolved_source=loaded.source_path
-    )
-    pipeline = {"load_id": loaded.load_id, "reused": reused, "load_s": round(loaded.load_s, 3), "pid": os.getpid()}
-    return JobFacts(
-        loras=loaded.pipe.list_loras(),
-        model=model,
-        weights=loaded.describe,
-        pipeline=pipeline,
-        versions=out_mod.package_versions(),
-        git=out_mod.git_revision(),
-        gpu=out_mod.device_name(plan.model.device),
-        config_json=json.dumps(plan.config, ensure_ascii=False, allow_nan=False, default=str),
-        manifest_config=_config_without_prompt_bodies(plan.config),
-        determinism=determinism_state(),
-    )
-
-
-def _config_without_prompt_bodies(config: dict) -> dict:
-    cfg = json.loads(json.dumps(config, default=str))
-    prompts = cfg.get("prompts")
-    if isinstance(prompts, dict) and prompts.get("items"):
-        prompts["items"] = [{"id": e.get("id")} for e in prompts["items"]]
-    return cfg
-
-
-def _make_record(
-    plan, ctx, facts: JobFacts, it: Item, output, j: int, wall: float, batch_size: int, pipe
-) -> ImageRecord:
-    hits = output.text_cache_hits
-    settings = plan.gen.recorded_settings()
-    return ImageRecord(
-        image=it.image_rel, prompt_id=it.prompt.id, caption=it.prompt.caption, seed=it.seed,
-        rng_device=plan.gen.rand_device, settings=settings, settings_hash=it.key, sampler=plan.gen.sampler,
-        caption_issues=it.prompt.issues, upsampled_from=it.prompt.upsampled_from, loras=facts.loras, model=facts.model, weights=facts.weights,
-        timings=dict(output.timings, wall_s=round(wall, 4)), batch_size=batch_size,
-        peak_memory_bytes=output.peak_memory_bytes, text_cache_hit=bool(hits[j]) if hits else None,
-        text_encoder_calls=getattr(pipe, "text_encoder_calls", None), pipeline=facts.pipeline,
-        flags=_flags(output.images[j], plan.conf.output.uniform_std_threshold, it.image_rel), job=ctx.to_dict(),
-        versions=facts.versions, git=facts.git, gpu=facts.gpu, config=facts.manifest_config,
-        determinism=facts.determinism,
-    )  # fmt: skip
-
-
-def _flags(image, threshold: float, name: str) -> dict:
-    from ideogram4.metrics.image_stats import pixel_std
-
-    std = pixel_std(image)
-    if std < threshold:
-        log.warning(
-            "FLAGGED %s: near-uniform image (pixel std %.2f < %.2f): likely a broken build/weights "
-            "('blocked' artefact), not a result", name, std, threshold,
-        )  # fmt: skip
-    return {"near_uniform": std < threshold, "pixel_std": round(std, 3)}
 
 
 def _image_caption(record: ImageRecord) -> str:

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from ideogram4.spec import TRACKER_MODES
+
 from ..config.schema import TrackerConf
 
 log = logging.getLogger("ideogram4.experiment")
@@ -39,7 +41,7 @@ def resolve_mode(tracker: TrackerConf) -> str:
     env = (os.environ.get("WANDB_MODE") or "").lower()
     if env == "dryrun":
         env = "offline"
-    if mode == "auto" and env in ("online", "offline", "disabled"):
+    if mode == "auto" and env in TRACKER_MODES[1:]:
         mode = env
     if os.environ.get("WANDB_DISABLED", "").lower() in ("true", "1") and mode != "disabled":
         mode = "disabled"
@@ -136,36 +138,38 @@ class WandbTracker:
             job_type=job_type,
             reinit="finish_previous",
         )
+        self._start(kwargs)
+        if self.run is None:
+            self.enabled = False
+            self.mode = "disabled"
+
+    def _start(self, kwargs: dict) -> None:
+        """wandb.init; an online start that fails falls back to offline; any other failure only warns."""
         try:
             import wandb
 
             self._wandb = wandb
             self.run = wandb.init(mode=self.mode, settings=self._settings(wandb), **kwargs)
         except Exception as e:  # network, auth, server errors
-            if self.mode == "online":
-                _online_failed()
+            why = (type(e).__name__, _short(e))
+            if self.mode != "online":
                 log.warning(
-                    "W&B: could not start an online run (%s: %s); logging offline instead, upload later with `wandb sync`",
-                    type(e).__name__,
-                    _short(e),
+                    "W&B: could not start a run (%s: %s); continuing without tracking, local outputs are complete", *why
                 )
-                try:
-                    self.mode = "offline"
-                    self.run = wandb.init(mode="offline", settings=self._settings(wandb), **kwargs)
-                except Exception as e2:
-                    log.warning(
-                        "W&B: offline run failed too (%s); continuing without tracking, local outputs are complete",
-                        _short(e2),
-                    )
-            else:
+                return
+            _online_failed()
+            log.warning(
+                "W&B: could not start an online run (%s: %s); logging offline instead, upload later with `wandb sync`",
+                *why,
+            )
+            try:
+                self.mode = "offline"
+                self.run = wandb.init(mode="offline", settings=self._settings(wandb), **kwargs)
+            except Exception as e2:
                 log.warning(
-                    "W&B: could not start a run (%s: %s); continuing without tracking, local outputs are complete",
-                    type(e).__name__,
-                    _short(e),
+                    "W&B: offline run failed too (%s); continuing without tracking, local outputs are complete",
+                    _short(e2),
                 )
-        if self.run is None:
-            self.enabled = False
-            self.mode = "disabled"
 
     def _settings(self, wandb):
         return wandb.Settings(
