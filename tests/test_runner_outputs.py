@@ -91,7 +91,7 @@ def test_grid_from_folders_marks_missing_cells(tmp_path):
     grid = build_grid(collect_jobs(tmp_path))
     assert grid.columns == ["cfg=3", "cfg=7"] and grid.rows == [("p", 0), ("p", 1)]
     assert len(grid.cells) == 3
-    path, _ = make_sweep_grid(tmp_path, cell=32)
+    (path,), _ = make_sweep_grid(tmp_path, cell=32)
     info = json.loads((tmp_path / "comparison_grid.json").read_text())
     assert info["n_cells"] == 4 and info["n_filled"] == 3 and path.exists()
     # the same from the command line (rebuilding a grid after an interrupted sweep)

@@ -1,20 +1,24 @@
 """Comparison grids across a sweep, built from the job folders on disk.
 
-Rows are prompt x seed, columns are the swept values (every override that differs between jobs,
-except the seed, which belongs to the rows). Only manifests and PNGs are read, so it works the same
-whether the jobs ran in this process, in local subprocesses (submitit_local) or on SLURM nodes.
+The grid's data (``Grid``: rows prompt x seed, columns the combinations of swept values, every override
+that differs between jobs except the seed) is laid out on X/Y/Z axes by ``axes.py`` and drawn by
+``grid_render.py``. Only manifests and PNGs are read, so it works the same whether the jobs ran in this
+process, in local subprocesses (submitit_local) or on SLURM nodes.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import textwrap
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ideogram4.spec import GRID_CELL_SIZE
 
+from .axes import Layout, build_layout
+from .grid_render import render_sheet
+from .present import fixed_settings, sweep_title
 from .run import outputs as out_mod
 
 log = logging.getLogger("ideogram4.experiment")
@@ -37,7 +41,8 @@ class Grid:
     rows: list[tuple[str, int]]
     columns: list[str]
     swept_keys: list[str]
-    cells: dict[tuple[int, int], dict] = field(default_factory=dict)  # (row, col) -> record + path
+    cells: dict[tuple[int, int], dict] = field(default_factory=dict)  # (row, col) -> record, path, job_num
+    column_values: list[dict[str, str]] = field(default_factory=list)  # column -> swept key -> value text
 
     def to_json(self) -> dict:
         return {
@@ -160,105 +165,93 @@ def swept_keys(jobs: list[JobFolder]) -> list[str]:
 def build_grid(jobs: list[JobFolder]) -> Grid:
     swept = swept_keys(jobs)
     columns: list[str] = []
+    column_values: list[dict[str, str]] = []
     rows: list[tuple[str, int]] = []
     cells: dict[tuple[int, int], dict] = {}
     for j in jobs:
         col = ", ".join(f"{k}={j.overrides.get(k, '(default)')}" for k in swept) or "all"
         if col not in columns:
             columns.append(col)
+            column_values.append({k: j.overrides.get(k, "(default)") for k in swept})
         c = columns.index(col)
         for rec in j.records:
             row = (rec["prompt_id"], int(rec["seed"]))
             if row not in rows:
                 rows.append(row)
-            cells[(rows.index(row), c)] = {"record": rec, "path": j.path / rec["image"]}
+            cells[(rows.index(row), c)] = {"record": rec, "path": j.path / rec["image"], "job_num": j.num}
     # rows grouped by prompt (first-appearance order), seeds ascending within a prompt
     prompt_order = list(dict.fromkeys(p for p, _ in rows))
     order = sorted(range(len(rows)), key=lambda i: (prompt_order.index(rows[i][0]), rows[i][1]))
     remap = {old: new for new, old in enumerate(order)}
     rows = [rows[i] for i in order]
     cells = {(remap[r], c): v for (r, c), v in cells.items()}
-    return Grid(rows=rows, columns=columns, swept_keys=swept, cells=cells)
+    return Grid(rows=rows, columns=columns, swept_keys=swept, cells=cells, column_values=column_values)
 
 
-def render_grid(grid: Grid, cell: int = GRID_CELL_SIZE):
-    """A labelled PNG: column headers on top, row labels on the left, a grey box for a missing cell."""
-    from PIL import Image, ImageDraw, ImageFont
+def sheet_title(sweep_dir: Path, layout: Layout, grid: Grid, z: int) -> list[str]:
+    """Title lines: the sweep (experiment and overrides), the settings every image shares, the Z value."""
+    first = next(iter(grid.cells.values()))["record"] if grid.cells else {}
+    fixed = " \u00b7 ".join(f"{k} {v}" for k, v in fixed_settings(first, grid.swept_keys))
+    lines = [sweep_title(sweep_dir), fixed]
+    if layout.objective is not None:
+        lines.append(f"trials sorted by mean {layout.objective[0]} ({layout.objective[1]}), best first")
+    if layout.z.key:
+        lines.append(f"sheet {z + 1}/{len(layout.z.values)}: {layout.z.title(z)}")
+    return [line for line in lines if line]
 
-    font = ImageFont.load_default()
-    pad = 6
-    label_w = 180
-    wrap_cols = max(10, cell // 7)
-    header_lines = max((len(textwrap.wrap(c, wrap_cols)) for c in grid.columns), default=1)
-    header_h = 14 * header_lines + 2 * pad
-    W = label_w + len(grid.columns) * (cell + pad) + pad
-    H = header_h + len(grid.rows) * (cell + pad) + pad
-    canvas = Image.new("RGB", (W, H), "white")
-    draw = ImageDraw.Draw(canvas)
-    for c, name in enumerate(grid.columns):
-        x = label_w + c * (cell + pad)
-        for i, line in enumerate(textwrap.wrap(name, wrap_cols)):
-            draw.text((x, pad + 14 * i), line, fill="black", font=font)
-    for r, (pid, seed) in enumerate(grid.rows):
-        y = header_h + r * (cell + pad)
-        for i, line in enumerate(textwrap.wrap(pid, 26)[:6] + [f"seed {seed}"]):
-            draw.text((pad, y + 14 * i), line, fill="black", font=font)
-        for c in range(len(grid.columns)):
-            x = label_w + c * (cell + pad)
-            entry = grid.cells.get((r, c))
-            if entry is None or not Path(entry["path"]).exists():
-                draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=(200, 200, 200))
-                draw.text((x + pad, y + pad), "missing", fill="black", font=font)
-                continue
-            with Image.open(entry["path"]) as im:
-                thumb = im.convert("RGB")
-            if max(thumb.size) > cell:
-                thumb.thumbnail((cell, cell), Image.LANCZOS)
-            elif max(thumb.size) < cell:  # tiny test images: scale up (nearest) so they are visible
-                f = cell / max(thumb.size)
-                thumb = thumb.resize((max(1, round(thumb.width * f)), max(1, round(thumb.height * f))), Image.NEAREST)
-            canvas.paste(thumb, (x + (cell - thumb.width) // 2, y + (cell - thumb.height) // 2))
-            if (entry["record"].get("flags") or {}).get("near_uniform"):
-                draw.rectangle([x, y, x + cell - 1, y + cell - 1], outline=(220, 0, 0), width=3)
-                draw.text((x + pad, y + cell - 16), "FLAGGED near-uniform", fill=(220, 0, 0), font=font)
-    return canvas
+
+def sheet_paths(sweep_dir: Path, layout: Layout) -> list[Path]:
+    """comparison_grid.png, or with a Z axis one file per value: comparison_grid__<key>=<value>.png."""
+    if not layout.z.key:
+        return [sweep_dir / GRID_PNG]
+    stem = Path(GRID_PNG).stem
+    safe = [re.sub(r"[^\w.=+-]", "_", layout.z.title(i)) for i in range(len(layout.z.values))]
+    return [sweep_dir / f"{stem}__{name}.png" for name in safe]
 
 
 def make_sweep_grid(
-    sweep_dir: str | Path, cell: int = GRID_CELL_SIZE, jobs: list[JobFolder] | None = None
-) -> tuple[Path, Grid] | None:
-    """Build, render and save the sweep's grid; returns (png path, grid) or None if no job made images.
-    ``jobs``: the sweep's job folders when the caller already collected them (its warnings said once)."""
+    sweep_dir: str | Path, cell: int = GRID_CELL_SIZE, jobs: list[JobFolder] | None = None, x=None, y=None, z=None, scores=()
+) -> tuple[list[Path], Grid] | None:
+    """Build, lay out (X/Y/Z), render and save the sweep's grid sheets; (png paths, grid) or None if no
+    job made images. ``jobs``: the sweep's job folders when the caller already collected them (its
+    warnings said once). A bad axis key raises ValueError naming it."""
     sweep_dir = Path(sweep_dir)
     jobs = collect_jobs(sweep_dir) if jobs is None else jobs
     if not jobs:
         log.warning("No job folders with a manifest under %s: no comparison grid", sweep_dir)
         return None
     grid = build_grid(jobs)
-    image = render_grid(grid, cell=cell)
-    path = sweep_dir / GRID_PNG
-    out_mod.save_png_atomic(image, path, {"ideogram4:grid": json.dumps(grid.to_json(), ensure_ascii=False)})
+    layout = build_layout(grid, x, y, z, sweep_dir=sweep_dir)
+    paths = sheet_paths(sweep_dir, layout)
+    meta = {"ideogram4:grid": json.dumps(grid.to_json(), ensure_ascii=False)}
+    for i, path in enumerate(paths):
+        image = render_sheet(layout, i, sheet_title(sweep_dir, layout, grid, i), cell=cell, scores=list(scores))
+        out_mod.save_png_atomic(image, path, meta)
     tmp = sweep_dir / f".{GRID_JSON}.tmp"
     tmp.write_text(json.dumps(grid.to_json(), indent=2, ensure_ascii=False))
     tmp.replace(sweep_dir / GRID_JSON)
     log.info(
-        "Comparison grid: %d row(s) (prompt x seed) x %d column(s) (%s) -> %s",
-        len(grid.rows),
-        len(grid.columns),
-        ", ".join(grid.swept_keys) or "no swept keys",
-        path,
+        "Comparison grid: x %s, y %s%s, sections %s -> %s",
+        layout.x.key or "-",
+        layout.y.key or "-",
+        f", one sheet per {layout.z.key}" if layout.z.key else "",
+        " x ".join(layout.section_keys) or "-",
+        ", ".join(map(str, paths)),
     )
-    return path, grid
+    return paths, grid
 
 
 def main(argv: list[str] | None = None) -> int:
     """Rebuild a sweep's grid from its folders (e.g. after an interrupted or failed sweep):
-    python -m ideogram4.experiment.grid outputs/sweeps/NAME [--cell 256]"""
+    python -m ideogram4.experiment.grid outputs/sweeps/NAME [--cell 256] [--x cfg --y sampler.steps --z ...]"""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m ideogram4.experiment.grid", description=main.__doc__)
     parser.add_argument("sweep_dir")
     parser.add_argument("--cell", type=int, default=GRID_CELL_SIZE, help="cell size in pixels (16 or more)")
+    for axis in ("x", "y", "z"):
+        parser.add_argument(f"--{axis}", help=f"the swept key (or prompt / seed) on the {axis.upper()} axis")
+    parser.add_argument("--scores", nargs="*", default=[], help="metric values printed under each image")
     args = parser.parse_args(argv)
     if not Path(args.sweep_dir).is_dir():
         parser.error(
@@ -267,7 +260,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.cell < 16:
         parser.error(f"--cell {args.cell}: give a cell size of at least 16 pixels (e.g. --cell {GRID_CELL_SIZE})")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    made = make_sweep_grid(args.sweep_dir, cell=args.cell)
+    try:
+        made = make_sweep_grid(args.sweep_dir, cell=args.cell, x=args.x, y=args.y, z=args.z, scores=args.scores)
+    except ValueError as e:
+        log.error("%s", str(e).replace("grid.", "--"))
+        return 2
     return 0 if made else 1
 
 

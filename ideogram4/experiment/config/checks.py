@@ -224,6 +224,19 @@ def check_metrics(conf: RunConf) -> list[str]:
     return []
 
 
+def check_grid_scores(conf: RunConf) -> list[str]:
+    """grid.scores names metric values the sweep's metrics produce (the axes are checked against the swept
+    keys when the grid is drawn: a job does not know what its sweep sweeps)."""
+    from ideogram4.metrics import get_metric, metric_names
+
+    produced = [k for name in conf.metrics if name in metric_names() for k in get_metric(name).keys]
+    unknown = [s for s in conf.grid.scores if s not in produced]
+    if not unknown:
+        return []
+    fix = f"use values of metrics={list(conf.metrics)}: {', '.join(produced) or 'none'}, or add the metric"
+    return [problem("grid.scores", unknown[0], "is not a value the chosen metrics produce", fix)]
+
+
 def check_loras(conf: RunConf) -> list[str]:
     out = []
     names = [lora_name(lora) for lora in conf.lora]
@@ -264,5 +277,6 @@ def check_sections(conf: RunConf) -> list[str]:
         + check_tracker(conf.tracker)
         + check_output(conf.output)
         + check_metrics(conf)
+        + check_grid_scores(conf)
         + check_loras(conf)
     )

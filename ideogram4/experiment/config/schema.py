@@ -125,6 +125,25 @@ class OutputConf:
 
 
 @dataclass
+class GridConf:
+    """The end-of-sweep grid PNG: swept keys (or prompt / seed) on its axes, metric values under each image."""
+
+    x: Optional[str] = None  # null: the first swept key
+    y: Optional[str] = None  # null: the second swept key (if any)
+    z: Optional[str] = None  # one sheet per value
+    scores: List[str] = field(default_factory=list)  # e.g. [ocr_word_accuracy]
+
+
+@dataclass
+class ReportConf:
+    """The end-of-sweep HTML report (report/index.html): the grid's axes, and whether to write it."""
+
+    enabled: bool = True
+    x: Optional[str] = None
+    y: Optional[str] = None
+
+
+@dataclass
 class LoraConf:
     """One LoRA: `python run.py 'lora=[{path:style.safetensors,scale:0.8}]'`."""
 
@@ -155,6 +174,8 @@ class RunConf:
     prompts: PromptsConf = field(default_factory=PromptsConf)
     tracker: TrackerConf = field(default_factory=TrackerConf)
     output: OutputConf = field(default_factory=OutputConf)
+    grid: GridConf = field(default_factory=GridConf)
+    report: ReportConf = field(default_factory=ReportConf)
     # main guidance weight (the non-polish steps of the schedule)
     cfg: float = 7.0
     # an int, a list of ints, or null (a random seed, recorded in the manifest)

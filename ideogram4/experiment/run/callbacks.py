@@ -1,4 +1,4 @@
-"""Hydra callbacks: the end-of-multirun comparison grid.
+"""Hydra callbacks: the end-of-multirun comparison grid, summary, HTML report and W&B sweep run.
 
 Configured in ``conf/config.yaml`` under ``hydra.callbacks``. ``on_multirun_end`` runs in the
 launching process after every job has finished, whichever launcher ran them, and reads the job
@@ -35,6 +35,8 @@ class ComparisonGridCallback(Callback):
             jobs = _guarded("Reading the job folders", lambda: collect_jobs(sweep_dir)) or []
             made = _guarded("Comparison grid", lambda: self._grid(config, sweep_dir, jobs))
             summary = _guarded("Sweep summary", lambda: self._summary(config, sweep_dir, jobs))
+            if OmegaConf.select(config, "report.enabled", default=True):
+                _guarded("Sweep report", lambda: self._report(config, sweep_dir, jobs))
             _guarded("W&B sweep run", lambda: log_sweep(tracker_conf(config), sweep_dir, made, summary))
         report_failed_jobs(sweep_dir)
 
@@ -42,7 +44,15 @@ class ComparisonGridCallback(Callback):
         from ..grid import make_sweep_grid
 
         cell = self.cell_size or int(OmegaConf.select(config, "output.grid_cell_size", default=GRID_CELL_SIZE))
-        return make_sweep_grid(sweep_dir, cell=cell, jobs=jobs)
+        axes = {a: OmegaConf.select(config, f"grid.{a}", default=None) for a in ("x", "y", "z")}
+        scores = list(OmegaConf.select(config, "grid.scores", default=None) or [])
+        return make_sweep_grid(sweep_dir, cell=cell, jobs=jobs, scores=scores, **axes)
+
+    def _report(self, config: DictConfig, sweep_dir: Path, jobs):
+        from ..report.build import write_report
+
+        axes = {a: OmegaConf.select(config, f"report.{a}", default=None) for a in ("x", "y")}
+        return write_report(sweep_dir, jobs=jobs, **axes)
 
     def _summary(self, config: DictConfig, sweep_dir: Path, jobs):
         from ..summary.table import summarize
@@ -110,14 +120,14 @@ def log_sweep(tracker_conf: TrackerConf | None, sweep_dir: Path, made, summary) 
         tracker.finish()
 
 
-def _log_grid(tracker, path: Path, grid) -> None:
+def _log_grid(tracker, paths: list[Path], grid) -> None:
     from PIL import Image
 
     from .records import TABLE_COLUMNS, ImageRecord
 
-    with Image.open(path) as im:
-        caption = f"rows: prompt x seed; columns: {', '.join(grid.swept_keys) or 'all'}"
-        tracker.log_image("comparison_grid", im.convert("RGB"), caption=caption)
+    for path in paths:
+        with Image.open(path) as im:
+            tracker.log_image("comparison_grid", im.convert("RGB"), caption=path.stem)
     records = [entry["record"] for entry in grid.cells.values()]
     metric_keys = sorted({k for r in records for k in r.get("metrics") or {}})
     rows = []

@@ -1,0 +1,114 @@
+"""The report's summary and comparison tables, read from summary.csv and comparisons.csv (so the page
+shows exactly what the files hold: each cell keeps the CSV text in data-value, and shows it rounded)."""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..present import direction, label_map, metric_label, round_value
+from ..summary.table import COMPARISONS_CSV, SUMMARY_CSV
+
+
+@dataclass
+class Number:
+    raw: str  # the CSV text, full precision
+    text: str  # rounded for display
+    marks: list[str] = field(default_factory=list)  # css classes: best, better, worse, excludes-zero
+
+    @classmethod
+    def of(cls, raw: str) -> Number:
+        value = _float(raw)
+        return cls(raw, round_value(value) if value is not None else raw)
+
+
+@dataclass
+class MetricColumn:
+    name: str
+    label: str  # with its direction
+    better: str | None
+
+
+@dataclass
+class Table:
+    keys: list[str]  # swept keys (the first columns)
+    metrics: list[MetricColumn]
+    rows: list[dict]  # {"keys": [(raw, label)], "n": str, "baseline": str, "cells": {metric: {field: Number}}}
+    source: str  # the CSV's file name
+
+
+def _float(text: str) -> float | None:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _read(path: Path) -> tuple[list[str], list[dict]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def _metric_columns(columns: list[str], suffix: str) -> list[MetricColumn]:
+    names = [c[: -len(suffix)] for c in columns if c.endswith(suffix)]
+    return [MetricColumn(m, metric_label(m, arrow=True), direction(m)) for m in names]
+
+
+def _key_cells(keys: list[str], rows: list[dict]) -> list[list[tuple[str, str]]]:
+    labels = {k: label_map([r[k] for r in rows]) for k in keys}
+    return [[(r[k], labels[k][r[k]]) for k in keys] for r in rows]
+
+
+def summary_table(sweep_dir: Path) -> Table | None:
+    """summary.csv with the best mean of each metric that has a direction marked."""
+    path = Path(sweep_dir) / SUMMARY_CSV
+    if not path.is_file():
+        return None
+    columns, rows = _read(path)
+    keys = columns[: columns.index("n")] if "n" in columns else []
+    metrics = _metric_columns(columns, "_mean")
+    out = []
+    for key_cells, r in zip(_key_cells(keys, rows), rows):
+        cells = {
+            m.name: {f: Number.of(r.get(f"{m.name}_{f}", "")) for f in ("n", "mean", "ci_low", "ci_high")}
+            for m in metrics
+        }
+        out.append({"keys": key_cells, "n": r.get("n", ""), "cells": cells})
+    for m in metrics:
+        means = [(_float(row["cells"][m.name]["mean"].raw), i) for i, row in enumerate(out)]
+        means = [(v, i) for v, i in means if v is not None]
+        if m.better and len({v for v, _ in means}) > 1:  # all equal: nothing is best
+            best = max(v for v, _ in means) if m.better == "higher" else min(v for v, _ in means)
+            for v, i in means:
+                if v == best:
+                    out[i]["cells"][m.name]["mean"].marks.append("best")
+    return Table(keys, metrics, out, SUMMARY_CSV)
+
+
+def comparison_table(sweep_dir: Path) -> Table | None:
+    """comparisons.csv with each difference whose interval excludes 0 marked (better / worse by direction)."""
+    path = Path(sweep_dir) / COMPARISONS_CSV
+    if not path.is_file():
+        return None
+    columns, rows = _read(path)
+    keys = columns[: columns.index("baseline")] if "baseline" in columns else []
+    metrics = _metric_columns(columns, "_diff_mean")
+    out = []
+    for key_cells, r in zip(_key_cells(keys, rows), rows):
+        cells = {}
+        for m in metrics:
+            fields = ("n", "diff_mean", "diff_ci_low", "diff_ci_high")
+            cell = {f: Number.of(r.get(f"{m.name}_{f}", "")) for f in fields}
+            low, high = _float(cell["diff_ci_low"].raw), _float(cell["diff_ci_high"].raw)
+            if low is not None and high is not None and (low > 0 or high < 0):
+                up = low > 0
+                cell["diff_mean"].marks.append("excludes-zero")
+                if m.better:
+                    cell["diff_mean"].marks.append("better" if up == (m.better == "higher") else "worse")
+            cells[m.name] = cell
+        out.append({"keys": key_cells, "baseline": r.get("baseline", ""), "cells": cells})
+    return Table(keys, metrics, out, COMPARISONS_CSV)

@@ -1,0 +1,25 @@
+"""Thumbnails for the report, made once: a thumbnail newer than its PNG is kept on the next report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image
+
+THUMB_SIDE = 256  # longest side in pixels (about twice a grid cell on a high-density screen)
+JPEG_QUALITY = 82
+
+
+def thumbnail(source: Path, target: Path, side: int = THUMB_SIDE) -> Path:
+    """A JPEG of `source` at most `side` pixels on its longest side (small images kept at their size)."""
+    if target.is_file() and target.stat().st_mtime_ns >= source.stat().st_mtime_ns:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with Image.open(source) as im:
+        im.draft("RGB", (side, side))
+        small = im.convert("RGB")
+    small.thumbnail((side, side), Image.BILINEAR, reducing_gap=2.0)
+    tmp = target.with_name(f".{target.name}.tmp")
+    small.save(tmp, format="JPEG", quality=JPEG_QUALITY, optimize=False)
+    tmp.replace(target)
+    return target
