@@ -190,3 +190,14 @@ def test_search_report_has_history_importances_and_trials_by_objective(tmp_path)
     assert sorted(names) == ["cfg", "sampler.polish_cfg"]  # importances from Optuna, one per parameter
     heads = [t for _, t in index.find("th", cls="x-head")]
     assert heads[0].startswith("#2 ocr_word_accuracy=") and "cfg=8.1" in heads[0]  # the grid: best trial first
+
+
+def test_titles_name_the_experiment_and_overrides_and_metrics_their_direction(tmp_path):
+    from ideogram4.experiment.present import metric_label, sweep_title
+
+    sweep = write_sweep(tmp_path, task=["+experiment=steps_x_cfg", "model=tiny", "cfg=3,7"])
+    assert sweep_title(sweep) == "experiment steps_x_cfg: model=tiny cfg=3,7"
+    assert sweep_title(tmp_path) == f"sweep {tmp_path.name}"  # no multirun.yaml: the folder's name
+    assert metric_label("ocr_word_accuracy") == "ocr_word_accuracy (higher is better)"
+    assert metric_label("palette_delta_e", arrow=True) == "palette_delta_e \u2193"
+    assert metric_label("pixel_std") == "pixel_std"  # a statistic with no better direction

@@ -12,12 +12,14 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
+import textwrap
 from pathlib import Path
 
 from .intervals import Interval
 from .settings import Setting, is_number
 
 MAX_LEGEND = 12
+CHARS_PER_INCH = 10  # of the title's font at the figure's dpi: where a long title wraps
 
 
 def x_keys(swept: list[str], settings: list[Setting]) -> list[str]:
@@ -93,7 +95,8 @@ def plot_summary(path: Path, swept, settings, directions: dict[str, str], cis, t
     for r, metric in enumerate(plotted):
         for c, x_key in enumerate(columns):
             _panel(axes[r][c], metric, directions[metric], x_key, settings, cis)
-    fig.suptitle(f"{title}: mean and 95 % CI over prompts (n = images; hollow = too few for a CI)")
+    heading = textwrap.wrap(title, width=int(fig.get_figwidth() * CHARS_PER_INCH))  # the overrides can be long
+    fig.suptitle("\n".join([*heading, "mean and 95 % CI over prompts (n = images; hollow = too few for a CI)"]))
     tmp = path.with_name(f".{path.name}.tmp")
     fig.savefig(tmp, format="png", dpi=100)
     tmp.replace(path)

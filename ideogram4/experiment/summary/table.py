@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..grid import collect_jobs
+from ..present import sweep_title
 from ..run import outputs as out_mod
 from .intervals import LEVEL, METHOD, MIN_CLUSTERS, Interval, clustered_mean_ci, paired_difference_ci
 from .plot import plot_summary
@@ -259,7 +260,8 @@ def summarize(sweep_dir: str | Path, baseline=None, jobs=None) -> SweepSummary |
     else:
         _remove_stale(sweep_dir, COMPARISONS_CSV)
         log.info("Sweep summary: %d setting(s), nothing to compare against a baseline", len(settings))
-    result.plot_png = plot_summary(sweep_dir / SUMMARY_PNG, swept, settings, directions, cis, sweep_dir.name)
+    title = sweep_title(sweep_dir)
+    result.plot_png = plot_summary(sweep_dir / SUMMARY_PNG, swept, settings, directions, cis, title)
     if result.plot_png is None:
         _remove_stale(sweep_dir, SUMMARY_PNG)
     log.info(
