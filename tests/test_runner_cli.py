@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import signal
@@ -114,6 +115,12 @@ def test_multirun_loads_once_encodes_each_prompt_once_and_makes_grid(tmp_path, r
         assert len(media(j, "images")) == 2 and media(j, "table")
     tables = sorted(p.name.rsplit("_", 2)[0] for p in media(sweep, "table"))
     assert media(sweep, "images") and tables == ["sweep_comparisons", "sweep_summary", "sweep_table"], tables
+    # no credentials: said once for the sweep, and one sync command for its 5 runs (4 jobs + the sweep run)
+    assert log.count("no credentials") == 1 and log.count("wandb sync") == 1, log
+    command = log.split("upload them all with: ", 1)[1].splitlines()[0].split()
+    assert command[:2] == ["wandb", "sync"]
+    runs = [run for pattern in command[2:] for run in glob.glob(pattern)]
+    assert len(runs) == 5 and all(Path(r).name.startswith("offline-run-") for r in runs)
 
 
 def test_submitit_local_sweep_runs_in_separate_processes_and_yields_one_grid(tmp_path, runner_env):

@@ -26,6 +26,13 @@ class ComparisonGridCallback(Callback):
         self.enabled = enabled
         self.cell_size = cell_size
 
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from .tracker import resolve_mode
+
+        tracker = _guarded("W&B", lambda: tracker_conf(config))
+        if tracker is not None and tracker.mode == "auto":
+            resolve_mode(tracker)  # the one "no credentials" sentence of the sweep (its jobs stay quiet)
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if self.enabled:
@@ -38,6 +45,7 @@ class ComparisonGridCallback(Callback):
             if OmegaConf.select(config, "report.enabled", default=True):
                 _guarded("Sweep report", lambda: self._report(config, sweep_dir, jobs))
             _guarded("W&B sweep run", lambda: log_sweep(tracker_conf(config), sweep_dir, made, summary))
+        _guarded("W&B", lambda: _print_sync_command(sweep_dir))
         report_failed_jobs(sweep_dir)
 
     def _grid(self, config: DictConfig, sweep_dir: Path, jobs):
@@ -66,6 +74,14 @@ def _guarded(what: str, fn):
     except Exception as e:
         log.warning("%s failed (%s: %s); the job folders are complete", what, type(e).__name__, e)
         return None
+
+
+def _print_sync_command(sweep_dir: Path) -> None:
+    from .tracker import sweep_sync_command
+
+    command = sweep_sync_command(sweep_dir)
+    if command:
+        log.info("W&B: this sweep's runs are offline; upload them all with: %s", command)
 
 
 def tracker_conf(config: DictConfig) -> TrackerConf | None:
@@ -99,13 +115,9 @@ def log_sweep(tracker_conf: TrackerConf | None, sweep_dir: Path, made, summary) 
     config = {"sweep_dir": str(sweep_dir)}
     if made is not None:
         config.update(swept_keys=made[1].swept_keys, columns=made[1].columns)
+    name, group = f"{sweep_dir.name}/comparison", sweep_group(str(sweep_dir))
     tracker = make_tracker(
-        tracker_conf,
-        name=f"{sweep_dir.name}/comparison",
-        group=sweep_group(str(sweep_dir)),
-        config=config,
-        out_dir=sweep_dir,
-        job_type="comparison",
+        tracker_conf, name=name, group=group, config=config, out_dir=sweep_dir, job_type="comparison", in_sweep=True
     )
     if not tracker.enabled:
         return

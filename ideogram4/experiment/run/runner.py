@@ -141,7 +141,9 @@ def _generate_with_tracker(
     from .tracker import make_tracker
 
     config = dict(plan.config, job=ctx.to_dict())
-    tracker = make_tracker(plan.conf.tracker, name=ctx.name, group=ctx.group, config=config, out_dir=ctx.out_dir)
+    tracker = make_tracker(
+        plan.conf.tracker, name=ctx.name, group=ctx.group, config=config, out_dir=ctx.out_dir, in_sweep=ctx.multirun
+    )
     exit_code = 1
     try:
         with determinism_for(plan):

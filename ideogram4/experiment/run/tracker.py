@@ -33,8 +33,13 @@ def wandb_credentials_present() -> bool:
         return False
 
 
-def resolve_mode(tracker: TrackerConf) -> str:
-    """auto | online | offline | disabled -> online | offline | disabled (never a prompt)."""
+NO_CREDENTIALS = "W&B: no credentials (WANDB_API_KEY or `wandb login`); logging offline"
+OFFLINE_RUN_GLOB = "offline-run-*"
+
+
+def resolve_mode(tracker: TrackerConf, quiet: bool = False) -> str:
+    """auto | online | offline | disabled -> online | offline | disabled (never a prompt). Without
+    credentials it says so once per process (`quiet`: not at all; a sweep says it once itself)."""
     if tracker.name != "wandb":
         return "disabled"
     mode = tracker.mode
@@ -47,8 +52,8 @@ def resolve_mode(tracker: TrackerConf) -> str:
         mode = "disabled"
     if mode == "auto":
         mode = "online" if wandb_credentials_present() else "offline"
-        if mode == "offline":
-            log.info("W&B: no credentials (WANDB_API_KEY or `wandb login`); logging offline")
+        if mode == "offline" and not quiet:
+            _say_once(NO_CREDENTIALS)
     elif mode == "online" and not wandb_credentials_present():
         log.warning(
             "W&B: tracker.mode=online but no credentials found (WANDB_API_KEY or `wandb login`); logging offline instead of prompting"
@@ -61,6 +66,20 @@ def resolve_mode(tracker: TrackerConf) -> str:
 
 # Set after the first failed online start in this process: the rest of the sweep logs offline.
 _ONLINE_FAILED = False
+_SAID: set[str] = set()
+
+
+def _say_once(message: str) -> None:
+    if message not in _SAID:
+        _SAID.add(message)
+        log.info("%s", message)
+
+
+def sweep_sync_command(sweep_dir: Path) -> str | None:
+    """One `wandb sync` for every offline run of a sweep (its jobs' and the sweep run), or None if none."""
+    patterns = [Path("wandb") / OFFLINE_RUN_GLOB, Path("*") / "wandb" / OFFLINE_RUN_GLOB]
+    found = [str(Path(sweep_dir) / p) for p in patterns if any(Path(sweep_dir).glob(str(p)))]
+    return f"wandb sync {' '.join(found)}" if found else None
 
 
 def _online_failed() -> None:
@@ -116,8 +135,10 @@ class WandbTracker:
         out_dir: Path,
         job_type: str = "generate",
         mode: str | None = None,
+        in_sweep: bool = False,
     ):
-        self.mode = mode or resolve_mode(tracker)
+        self.mode = mode or resolve_mode(tracker, quiet=in_sweep)
+        self.in_sweep = in_sweep  # a sweep prints one `wandb sync` at its end instead of one per run
         self.run = None
         self.failures = 0
         self.tracker = tracker
@@ -238,16 +259,18 @@ class WandbTracker:
         finally:
             self.run = None
         if self.mode == "offline" and run_dir is not None:
-            log.info("W&B: offline run saved in %s; upload it with `wandb sync %s`", run_dir, run_dir)
+            level = logging.DEBUG if self.in_sweep else logging.INFO
+            log.log(level, "W&B: offline run saved in %s; upload it with `wandb sync %s`", run_dir, run_dir)
 
 
-def make_tracker(tracker: TrackerConf | dict, **kwargs):
+def make_tracker(tracker: TrackerConf | dict, in_sweep: bool = False, **kwargs):
+    """`in_sweep`: a job of a multirun (the sweep says "no credentials" once and prints one sync command)."""
     if isinstance(tracker, dict):
         tracker = TrackerConf(**tracker)
-    mode = resolve_mode(tracker)
+    mode = resolve_mode(tracker, quiet=in_sweep)
     if mode == "disabled":
         return NullTracker()
-    t = WandbTracker(tracker, mode=mode, **kwargs)
+    t = WandbTracker(tracker, mode=mode, in_sweep=in_sweep, **kwargs)
     return t if t.enabled else NullTracker()
 
 
