@@ -67,9 +67,9 @@ def _row_labels(layout: Layout, section: int, y: int) -> list[str]:
     return lines + ([layout.y.title(y)] if layout.y.key else [])
 
 
-def _scores(record: dict, scores: list[str]) -> list[str]:
+def _scores(record: dict, scores: list[str]) -> list[tuple[str, str]]:
     metrics = record.get("metrics") or {}
-    return [f"{m} {round_value(metrics[m]) if isinstance(metrics.get(m), (int, float)) else '-'}" for m in scores]
+    return [(m, round_value(metrics[m]) if isinstance(metrics.get(m), (int, float)) else "-") for m in scores]
 
 
 def render_sheet(layout: Layout, z: int, title: list[str], cell: int = 256, scores: list[str] = ()) -> Image.Image:
@@ -115,5 +115,6 @@ def _draw_cell(canvas, draw, entry: dict | None, at: tuple[int, int], cell: int,
     if (entry["record"].get("flags") or {}).get("near_uniform"):
         draw.rectangle([x, y, x + cell - 1, y + cell - 1], outline=FLAG_COLOUR, width=3)
         draw.text((x + PAD, y + cell - small.line - 2), "FLAGGED near-uniform", fill=FLAG_COLOUR, font=small.font)
-    for i, line in enumerate(_scores(entry["record"], list(scores))):
-        draw.text((x, y + cell + 2 + i * small.line), small.fit(line, cell), fill="black", font=small.font)
+    for i, (name, value) in enumerate(_scores(entry["record"], list(scores))):
+        line = f"{small.fit(name, cell - small.width([f' {value}']))} {value}"  # the name gives way, never the value
+        draw.text((x, y + cell + 2 + i * small.line), line, fill="black", font=small.font)
