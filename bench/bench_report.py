@@ -1,7 +1,7 @@
 """How long the sweep report takes to write, and what it weighs beside the PNGs it shows (issue 22:
 a 40-image sweep in under 5 s on 2 cores, under 1/5 of the PNGs).
 
-    python bench/bench_report.py                         # makes a 40-image tiny-model sweep at 1024^2, then measures
+    python bench/bench_report.py                         # makes a 40-image tiny-model sweep at 512^2, then measures
     python bench/bench_report.py --sweep outputs/sweeps/NAME   # measures an existing sweep
 
 A first write makes the thumbnails (cold); a second finds them made (warm). The sweep is made with the
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sweep", type=Path, help="an existing sweep folder (default: make one)")
     parser.add_argument("--make", type=Path, default=REPO / "bench" / "out" / "report_sweep", help="where to make it")
-    parser.add_argument("--side", type=int, default=1024, help="image side of the made sweep (default 1024)")
+    parser.add_argument("--side", type=int, default=512, help="image side of the made sweep (default 512)")
     parser.add_argument("--out", type=Path, help="also write the numbers here as JSON")
     args = parser.parse_args(argv)
     sweep = args.sweep

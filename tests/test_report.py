@@ -15,12 +15,26 @@ from report_helpers import PROMPTS, Links, write_job, write_sweep
 
 from ideogram4.experiment.present import round_value, swept_labels
 from ideogram4.experiment.report.build import write_report
+from ideogram4.experiment.report.thumbs import THUMB_SIDE
 from ideogram4.experiment.summary.table import summarize
 
 
 def read_csv(path: Path) -> list[dict]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def table_cells(index: Links, table_id: str) -> list[dict]:
+    """Per body row of the table: CSV column -> the CSV text it carries; numbers shown rounded checked."""
+    (table,) = index.index("table", id=table_id)
+    shown = []
+    for tr in [i for i in index.index("tr") if table in index.parents[i]][1:]:  # the header row first
+        cells = [(a["data-col"], a["data-value"], text) for a, text in index.find(inside=tr) if "data-col" in a]
+        shown.append({col: value for col, value, _ in cells})
+        for col, value, text in cells:
+            if col.endswith(("mean", "ci_low", "ci_high")) and value:
+                assert abs(float(text) - float(value)) <= 0.005 * abs(float(value)) + 1e-12  # shown rounded
+    return shown
 
 
 def page(path: Path) -> Links:
@@ -46,16 +60,10 @@ def test_summary_and_comparison_tables_show_the_csv_values_with_best_and_signifi
     sweep = write_sweep(tmp_path)
     summarize(sweep, baseline="cfg=3 sampler.steps=12")
     index = page(write_report(sweep))
+    for table, name in (("summary", "summary.csv"), ("comparisons", "comparisons.csv")):
+        rows = read_csv(sweep / name)
+        assert table_cells(index, table) == rows  # every CSV cell at full precision, rows in CSV order
     rows = read_csv(sweep / "summary.csv")
-    (table,) = index.index("table", id="summary")
-    shown = []
-    for tr in [i for i in index.index("tr") if table in index.parents[i]][1:]:  # the header row first
-        cells = [(a["data-col"], a["data-value"], text) for a, text in index.find(inside=tr) if "data-col" in a]
-        shown.append({col: value for col, value, _ in cells})
-        for col, value, text in cells:
-            if col.endswith(("_mean", "_ci_low", "_ci_high")):
-                assert abs(float(text) - float(value)) <= 0.005 * abs(float(value)) + 1e-12  # shown rounded
-    assert shown == rows  # every CSV cell at full precision, rows in CSV order
     # the best mean of a metric with a direction is marked, once; pixel_std has none
     best = [a["data-col"] for a, _ in index.find("td", cls="best")]
     assert best == ["ocr_word_accuracy_mean"]
@@ -80,7 +88,7 @@ def test_grid_axes_name_the_swept_values_and_every_link_resolves(tmp_path):
         for link in page(html).links:
             assert (html.parent / link).is_file(), (html.name, link)
     thumbs = sorted((out.parent / "thumbs").glob("*.jpg"))
-    assert len(thumbs) == 16 and all(max(Image.open(t).size) == 256 for t in thumbs)
+    assert len(thumbs) == 16 and all(max(Image.open(t).size) == THUMB_SIDE for t in thumbs)
     # made once: a second report keeps them
     stamps = [t.stat().st_mtime_ns for t in thumbs]
     write_report(sweep, x="sampler.steps", y="cfg")

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 from report_helpers import Links
 from runner_helpers import TINY, run_cli
+from test_report import table_cells
 
 BROWSER_FLAGS = [
     "--headless",
@@ -93,8 +94,4 @@ def test_report_of_a_tiny_sweep_in_headless_chromium(tmp_path, runner_env):
 def _summary_equals_csv(page: Links, path: Path) -> None:
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    (table,) = page.index("table", id="summary")
-    shown = []
-    for tr in [i for i in page.index("tr") if table in page.parents[i]][1:]:
-        shown.append({a["data-col"]: a["data-value"] for a, _ in page.find(inside=tr) if "data-col" in a})
-    assert shown == rows and len(rows) == 4
+    assert table_cells(page, "summary") == rows and len(rows) == 4

@@ -103,16 +103,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def refresh_sweep(sweep_dir: Path) -> None:
-    """A rescored sweep: its grid and summary rebuilt (the sweep's own baseline kept) and, when the sweep
+    """A rescored sweep: its grid, summary and report rebuilt (the sweep's own baseline kept) and, when the sweep
     logged to W&B, its sweep-level tables logged again with the new values."""
     from omegaconf import OmegaConf
 
     from .grid import collect_jobs, make_sweep_grid
+    from .report import REPORT_DIR
+    from .report.build import write_report
     from .run.callbacks import log_sweep, tracker_conf
     from .summary.table import summarize
 
     jobs = collect_jobs(sweep_dir)  # once, so its warnings are said once
     made, summary = make_sweep_grid(sweep_dir, jobs=jobs), summarize(sweep_dir, jobs=jobs)
+    if (sweep_dir / REPORT_DIR).is_dir():
+        write_report(sweep_dir, jobs=jobs)  # the report shows the new values too
     multirun = sweep_dir / "multirun.yaml"
     if multirun.is_file():
         log_sweep(tracker_conf(OmegaConf.load(multirun)), sweep_dir, made, summary)

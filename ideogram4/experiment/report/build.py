@@ -14,7 +14,7 @@ from pathlib import Path
 from ..axes import build_layout
 from ..grid import GRID_PNG, build_grid, collect_jobs
 from ..present import direction, fixed_settings, sweep_name, sweep_overrides
-from ..summary.table import COMPARISONS_CSV, SUMMARY_CSV, SUMMARY_PNG, summarize
+from ..summary.table import COMPARISONS_CSV, SUMMARY_CSV, SUMMARY_JSON, SUMMARY_PNG, summarize
 from . import INDEX_HTML, REPORT_DIR
 from .pages import image_page, relative
 from .search import read_search
@@ -25,7 +25,7 @@ log = logging.getLogger("ideogram4.experiment")
 
 STATIC_FILES = ("report.js", "report.css")
 MAX_CELL_SCORES = 4  # metric values under each grid thumbnail (those with a direction first)
-LINKED_FILES = (SUMMARY_CSV, COMPARISONS_CSV, SUMMARY_PNG, GRID_PNG, "best.yaml", "failed_jobs.jsonl")
+LINKED_FILES = (SUMMARY_CSV, COMPARISONS_CSV, SUMMARY_JSON, SUMMARY_PNG, GRID_PNG, "best.yaml", "failed_jobs.jsonl")
 
 
 def _environment():

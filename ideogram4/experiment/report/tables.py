@@ -4,12 +4,13 @@ shows exactly what the files hold: each cell keeps the CSV text in data-value, a
 from __future__ import annotations
 
 import csv
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..present import direction, label_map, metric_label, round_value
-from ..summary.table import COMPARISONS_CSV, SUMMARY_CSV
+from ..present import ARROWS, direction, label_map, round_value
+from ..summary.table import CI_FIELDS, COMPARISONS_CSV, DIFF_FIELDS, SUMMARY_CSV, SUMMARY_JSON
 
 
 @dataclass
@@ -37,6 +38,7 @@ class Table:
     metrics: list[MetricColumn]
     rows: list[dict]  # {"keys": [(raw, label)], "n": str, "baseline": str, "cells": {metric: {field: Number}}}
     source: str  # the CSV's file name
+    method: str = ""  # how the intervals were computed (summary.json)
 
 
 def _float(text: str) -> float | None:
@@ -53,9 +55,22 @@ def _read(path: Path) -> tuple[list[str], list[dict]]:
         return list(reader.fieldnames or []), list(reader)
 
 
-def _metric_columns(columns: list[str], suffix: str) -> list[MetricColumn]:
-    names = [c[: -len(suffix)] for c in columns if c.endswith(suffix)]
-    return [MetricColumn(m, metric_label(m, arrow=True), direction(m)) for m in names]
+def _metric_columns(columns: list[str], rows: list[dict], suffix: str) -> list[MetricColumn]:
+    """The metrics of a CSV, each with the direction its `<m>_better` column states (else the registry's)."""
+    out = []
+    for m in [c[: -len(suffix)] for c in columns if c.endswith(suffix)]:
+        stated = rows[0].get(f"{m}_better") if rows else None
+        better = stated if stated in ARROWS else None if stated else direction(m)
+        label = f"{m} {ARROWS[better]}" if better else m
+        out.append(MetricColumn(m, label, better))
+    return out
+
+
+def _method(sweep_dir: Path) -> str:
+    try:
+        return str(json.loads((sweep_dir / SUMMARY_JSON).read_text())["interval"]["method"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
 
 
 def _key_cells(keys: list[str], rows: list[dict]) -> list[list[tuple[str, str]]]:
@@ -70,13 +85,10 @@ def summary_table(sweep_dir: Path) -> Table | None:
         return None
     columns, rows = _read(path)
     keys = columns[: columns.index("n")] if "n" in columns else []
-    metrics = _metric_columns(columns, "_mean")
+    metrics = _metric_columns(columns, rows, "_mean")
     out = []
     for key_cells, r in zip(_key_cells(keys, rows), rows):
-        cells = {
-            m.name: {f: Number.of(r.get(f"{m.name}_{f}", "")) for f in ("n", "mean", "ci_low", "ci_high")}
-            for m in metrics
-        }
+        cells = {m.name: {f: Number.of(r.get(f"{m.name}_{f}", "")) for f in CI_FIELDS} for m in metrics}
         out.append({"keys": key_cells, "n": r.get("n", ""), "cells": cells})
     for m in metrics:
         means = [(_float(row["cells"][m.name]["mean"].raw), i) for i, row in enumerate(out)]
@@ -86,7 +98,7 @@ def summary_table(sweep_dir: Path) -> Table | None:
             for v, i in means:
                 if v == best:
                     out[i]["cells"][m.name]["mean"].marks.append("best")
-    return Table(keys, metrics, out, SUMMARY_CSV)
+    return Table(keys, metrics, out, SUMMARY_CSV, _method(Path(sweep_dir)))
 
 
 def comparison_table(sweep_dir: Path) -> Table | None:
@@ -96,13 +108,12 @@ def comparison_table(sweep_dir: Path) -> Table | None:
         return None
     columns, rows = _read(path)
     keys = columns[: columns.index("baseline")] if "baseline" in columns else []
-    metrics = _metric_columns(columns, "_diff_mean")
+    metrics = _metric_columns(columns, rows, "_diff_mean")
     out = []
     for key_cells, r in zip(_key_cells(keys, rows), rows):
         cells = {}
         for m in metrics:
-            fields = ("n", "diff_mean", "diff_ci_low", "diff_ci_high")
-            cell = {f: Number.of(r.get(f"{m.name}_{f}", "")) for f in fields}
+            cell = {f: Number.of(r.get(f"{m.name}_{f}", "")) for f in DIFF_FIELDS}
             low, high = _float(cell["diff_ci_low"].raw), _float(cell["diff_ci_high"].raw)
             if low is not None and high is not None and (low > 0 or high < 0):
                 up = low > 0
@@ -111,4 +122,4 @@ def comparison_table(sweep_dir: Path) -> Table | None:
                     cell["diff_mean"].marks.append("better" if up == (m.better == "higher") else "worse")
             cells[m.name] = cell
         out.append({"keys": key_cells, "baseline": r.get("baseline", ""), "cells": cells})
-    return Table(keys, metrics, out, COMPARISONS_CSV)
+    return Table(keys, metrics, out, COMPARISONS_CSV, _method(Path(sweep_dir)))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from PIL import Image
 
-THUMB_SIDE = 256  # longest side in pixels (about twice a grid cell on a high-density screen)
+THUMB_SIDE = 192  # longest side in pixels (a grid cell shows 160 px)
 JPEG_QUALITY = 82
 
 
