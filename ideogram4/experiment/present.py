@@ -7,6 +7,7 @@ metric names with the direction that is better, and a sweep's title from its exp
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -77,14 +78,22 @@ def label_map(values: list[str]) -> dict[str, str]:
 
 
 def _multirun(sweep_dir: Path) -> dict:
+    """The `hydra` node of SWEEP_DIR/multirun.yaml ({} without one); read once per version of the file."""
+    path = Path(sweep_dir) / "multirun.yaml"
+    try:
+        return _read_hydra_node(str(path.resolve()), path.stat().st_mtime_ns)
+    except OSError:
+        return {}
+
+
+@functools.lru_cache(maxsize=8)
+def _read_hydra_node(path: str, mtime_ns: int) -> dict:
     import yaml
 
-    path = Path(sweep_dir) / "multirun.yaml"
-    if not path.is_file():
-        return {}
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: the file holds Hydra's whole config
     try:
-        return (yaml.safe_load(path.read_text()) or {}).get("hydra") or {}
-    except (yaml.YAMLError, OSError, AttributeError):
+        return (yaml.load(Path(path).read_text(), Loader=loader) or {}).get("hydra") or {}
+    except (yaml.YAMLError, AttributeError):
         return {}
 
 

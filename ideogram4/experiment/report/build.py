@@ -5,8 +5,10 @@ style sheet (static/). Every link is relative, so the folder opens from a file s
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
@@ -82,11 +84,13 @@ def write_report(sweep_dir: str | Path, x: str | None = None, y: str | None = No
     out = sweep_dir / REPORT_DIR
     (out / "images").mkdir(parents=True, exist_ok=True)
     scores = _cell_scores(grid)
-    pages: dict[int, dict] = {}
-    for entry in layout.cells.values():
-        page = image_page(entry, out, sweep_dir, scores)
-        page["thumb"] = relative(thumbnail(Path(entry["path"]), out / "thumbs" / f"{page['id']}.jpg"), out)
-        pages[id(entry)] = page
+    pages = {id(entry): image_page(entry, out, sweep_dir, scores) for entry in layout.cells.values()}
+    jobs_in = [(Path(e["path"]), out / "thumbs" / f"{pages[id(e)]['id']}.jpg") for e in layout.cells.values()]
+    # decoding and resizing release the GIL: one thread per core makes the thumbnails in parallel
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        made = list(pool.map(lambda pair: thumbnail(*pair), jobs_in))
+    for entry, thumb in zip(layout.cells.values(), made):
+        pages[id(entry)]["thumb"] = relative(thumb, out)
     context = _index_context(sweep_dir, out, grid, layout, pages, scores)
     env = _environment()
     _write(out / INDEX_HTML, env.get_template("index.html").render(**context))
