@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
-from report_helpers import PROMPTS, Links, write_job, write_sweep
+from report_helpers import PROMPTS, Links, score, write_job, write_sweep
 
 from ideogram4.experiment.present import round_value, swept_labels
 from ideogram4.experiment.report.build import write_report
@@ -197,7 +197,8 @@ def test_search_report_has_history_importances_and_trials_by_objective(tmp_path)
     names = [t for a, t in index.find("td") if t in ("cfg", "sampler.polish_cfg")]
     assert sorted(names) == ["cfg", "sampler.polish_cfg"]  # importances from Optuna, one per parameter
     heads = [t for _, t in index.find("th", cls="x-head")]
-    assert heads[0].startswith("#2 ocr_word_accuracy=") and "cfg=8.1" in heads[0]  # the grid: best trial first
+    best = (score(8.125, 12, 0, 0) + score(8.125, 12, 1, 0)) / 2  # trial 2 (cfg 8.125): both prompts, seed 0
+    assert heads[0].split("\n") == [f"#2: {round_value(best)}", "cfg=8.1", "polish_cfg=1.5"]  # best trial first
 
 
 def test_titles_name_the_experiment_and_overrides_and_metrics_their_direction(tmp_path):

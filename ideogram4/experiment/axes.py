@@ -72,7 +72,8 @@ def _objective_value(record: dict, metric: str) -> float | None:
 
 
 def _trial_axis(entries: list[dict], swept: list[str], objective: tuple[str, str]) -> Axis:
-    """One position per trial (job folder), best mean objective first, labelled '#N metric=v, key=v ...'."""
+    """One position per trial (job folder), best mean objective first, labelled '#N: objective' and a line
+    per parameter."""
     metric, goal = objective
     by_trial: dict[str, list[float]] = {}
     for e in entries:
@@ -82,11 +83,19 @@ def _trial_axis(entries: list[dict], swept: list[str], objective: tuple[str, str
     sign = -1.0 if goal == "maximize" else 1.0
     order = sorted(means, key=lambda t: (means[t] is None, sign * (means[t] or 0.0), int(t)))
     swept_labels = {k: label_map([e["coords"][k] for e in entries]) for k in swept}
+    short = _short_names(swept)
     params = {
-        e["coords"][TRIAL_KEY]: ", ".join(f"{k}={swept_labels[k][e['coords'][k]]}" for k in swept) for e in entries
+        e["coords"][TRIAL_KEY]: "".join(f"\n{short[k]}={swept_labels[k][e['coords'][k]]}" for k in swept)
+        for e in entries
     }
-    labels = [f"#{t} {metric}={round_value(means[t])}\n{params[t]}" for t in order]
+    labels = [f"#{t}: {round_value(means[t]) or '-'}{params[t]}" for t in order]  # the title names the metric
     return Axis(TRIAL_KEY, order, labels)
+
+
+def _short_names(keys: list[str]) -> dict[str, str]:
+    """'sampler.polish_cfg' -> 'polish_cfg' where the last part names one key only (narrow columns)."""
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
 
 
 def _axis(key: str | None, entries: list[dict], first_seen: dict[str, list[str]]) -> Axis:
