@@ -188,6 +188,15 @@ def build_grid(jobs: list[JobFolder]) -> Grid:
     return Grid(rows=rows, columns=columns, swept_keys=swept, cells=cells, column_values=column_values)
 
 
+def sweep_grid(sweep_dir: Path, jobs: list[JobFolder] | None, what: str) -> Grid | None:
+    """The sweep's grid from its job folders (collected here unless given); None, said once, if none."""
+    jobs = collect_jobs(sweep_dir) if jobs is None else jobs
+    if not jobs:
+        log.warning("No job folders with a manifest under %s: no %s", sweep_dir, what)
+        return None
+    return build_grid(jobs)
+
+
 def sheet_title(sweep_dir: Path, layout: Layout, grid: Grid, z: int) -> list[str]:
     """Title lines: the sweep (experiment and overrides), the settings every image shares, the Z value."""
     first = next(iter(grid.cells.values()))["record"] if grid.cells else {}
@@ -216,11 +225,9 @@ def make_sweep_grid(
     job made images. ``jobs``: the sweep's job folders when the caller already collected them (its
     warnings said once). A bad axis key raises ValueError naming it."""
     sweep_dir = Path(sweep_dir)
-    jobs = collect_jobs(sweep_dir) if jobs is None else jobs
-    if not jobs:
-        log.warning("No job folders with a manifest under %s: no comparison grid", sweep_dir)
+    grid = sweep_grid(sweep_dir, jobs, "comparison grid")
+    if grid is None:
         return None
-    grid = build_grid(jobs)
     layout = build_layout(grid, x, y, z, sweep_dir=sweep_dir)
     paths = sheet_paths(sweep_dir, layout)
     meta = {"ideogram4:grid": json.dumps(grid.to_json(), ensure_ascii=False)}

@@ -47,7 +47,8 @@ def round_value(value: float | None, significant: int = SIGNIFICANT) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
-def _as_float(text: str) -> float | None:
+def finite_float(text: str) -> float | None:
+    """The number a text holds, or None (not a number, NaN, infinite)."""
     try:
         number = float(text)
     except (TypeError, ValueError):
@@ -58,7 +59,7 @@ def _as_float(text: str) -> float | None:
 def swept_labels(values: list[str]) -> list[str]:
     """Display texts for one parameter's values: numbers rounded to the fewest decimals that keep every
     distinct value distinct (at least two significant digits); integers and words stay as written."""
-    numbers = [_as_float(v) for v in values]
+    numbers = [finite_float(v) for v in values]
     if any(n is None for n in numbers) or all("." not in v and "e" not in v.lower() for v in values):
         return list(values)
     distinct = len(set(numbers))

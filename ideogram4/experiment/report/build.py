@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 from ..axes import build_layout
-from ..grid import GRID_PNG, build_grid, collect_jobs
+from ..grid import GRID_PNG, sweep_grid
 from ..present import direction, fixed_settings, sweep_name, sweep_overrides
 from ..summary.table import COMPARISONS_CSV, SUMMARY_CSV, SUMMARY_JSON, SUMMARY_PNG, summarize
 from . import INDEX_HTML, REPORT_DIR
@@ -73,11 +73,9 @@ def write_report(sweep_dir: str | Path, x: str | None = None, y: str | None = No
     ValueError naming it (report.x / report.y)."""
     started = time.perf_counter()
     sweep_dir = Path(sweep_dir)
-    jobs = collect_jobs(sweep_dir) if jobs is None else jobs
-    if not jobs:
-        log.warning("No job folders with a manifest under %s: no report", sweep_dir)
+    grid = sweep_grid(sweep_dir, jobs, "report")
+    if grid is None:
         return None
-    grid = build_grid(jobs)
     layout = build_layout(grid, x, y, None, sweep_dir=sweep_dir, prefix="report")
     if not (sweep_dir / SUMMARY_CSV).is_file():
         summarize(sweep_dir, jobs=jobs)

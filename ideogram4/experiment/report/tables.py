@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..present import ARROWS, direction, label_map, round_value
+from ..present import ARROWS, direction, finite_float, label_map, round_value
 from ..summary.table import CI_FIELDS, COMPARISONS_CSV, DIFF_FIELDS, SUMMARY_CSV, SUMMARY_JSON
 
 
@@ -21,7 +20,7 @@ class Number:
 
     @classmethod
     def of(cls, raw: str) -> Number:
-        value = _float(raw)
+        value = finite_float(raw)
         return cls(raw, round_value(value) if value is not None else raw)
 
 
@@ -39,14 +38,6 @@ class Table:
     rows: list[dict]  # {"keys": [(raw, label)], "n": str, "baseline": str, "cells": {metric: {field: Number}}}
     source: str  # the CSV's file name
     method: str = ""  # how the intervals were computed (summary.json)
-
-
-def _float(text: str) -> float | None:
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
 
 
 def _read(path: Path) -> tuple[list[str], list[dict]]:
@@ -78,48 +69,50 @@ def _key_cells(keys: list[str], rows: list[dict]) -> list[list[tuple[str, str]]]
     return [[(r[k], labels[k][r[k]]) for k in keys] for r in rows]
 
 
-def summary_table(sweep_dir: Path) -> Table | None:
-    """summary.csv with the best mean of each metric that has a direction marked."""
-    path = Path(sweep_dir) / SUMMARY_CSV
+def _load(sweep_dir: Path, name: str, after_keys: str, fields: tuple[str, ...]) -> Table | None:
+    """A summary CSV as a Table, or None without the file. The swept keys are the columns before
+    `after_keys` (whose text each row keeps); a metric has one column per field (`<m>_<field>`)."""
+    path = Path(sweep_dir) / name
     if not path.is_file():
         return None
     columns, rows = _read(path)
-    keys = columns[: columns.index("n")] if "n" in columns else []
-    metrics = _metric_columns(columns, rows, "_mean")
+    keys = columns[: columns.index(after_keys)] if after_keys in columns else []
+    metrics = _metric_columns(columns, rows, f"_{fields[2]}")  # fields: better, n, the mean, ...
     out = []
     for key_cells, r in zip(_key_cells(keys, rows), rows):
-        cells = {m.name: {f: Number.of(r.get(f"{m.name}_{f}", "")) for f in CI_FIELDS} for m in metrics}
-        out.append({"keys": key_cells, "n": r.get("n", ""), "cells": cells})
-    for m in metrics:
-        means = [(_float(row["cells"][m.name]["mean"].raw), i) for i, row in enumerate(out)]
+        cells = {m.name: {f: Number.of(r.get(f"{m.name}_{f}", "")) for f in fields} for m in metrics}
+        out.append({"keys": key_cells, after_keys: r.get(after_keys, ""), "cells": cells})
+    return Table(keys, metrics, out, name, _method(Path(sweep_dir)))
+
+
+def summary_table(sweep_dir: Path) -> Table | None:
+    """summary.csv with the best mean of each metric that has a direction marked."""
+    table = _load(sweep_dir, SUMMARY_CSV, "n", CI_FIELDS)
+    if table is None:
+        return None
+    out = table.rows
+    for m in table.metrics:
+        means = [(finite_float(row["cells"][m.name]["mean"].raw), i) for i, row in enumerate(out)]
         means = [(v, i) for v, i in means if v is not None]
         if m.better and len({v for v, _ in means}) > 1:  # all equal: nothing is best
             best = max(v for v, _ in means) if m.better == "higher" else min(v for v, _ in means)
             for v, i in means:
                 if v == best:
                     out[i]["cells"][m.name]["mean"].marks.append("best")
-    return Table(keys, metrics, out, SUMMARY_CSV, _method(Path(sweep_dir)))
+    return table
 
 
 def comparison_table(sweep_dir: Path) -> Table | None:
     """comparisons.csv with each difference whose interval excludes 0 marked (better / worse by direction)."""
-    path = Path(sweep_dir) / COMPARISONS_CSV
-    if not path.is_file():
+    table = _load(sweep_dir, COMPARISONS_CSV, "baseline", DIFF_FIELDS)
+    if table is None:
         return None
-    columns, rows = _read(path)
-    keys = columns[: columns.index("baseline")] if "baseline" in columns else []
-    metrics = _metric_columns(columns, rows, "_diff_mean")
-    out = []
-    for key_cells, r in zip(_key_cells(keys, rows), rows):
-        cells = {}
-        for m in metrics:
-            cell = {f: Number.of(r.get(f"{m.name}_{f}", "")) for f in DIFF_FIELDS}
-            low, high = _float(cell["diff_ci_low"].raw), _float(cell["diff_ci_high"].raw)
+    for row in table.rows:
+        for m in table.metrics:
+            cell = row["cells"][m.name]
+            low, high = finite_float(cell["diff_ci_low"].raw), finite_float(cell["diff_ci_high"].raw)
             if low is not None and high is not None and (low > 0 or high < 0):
-                up = low > 0
                 cell["diff_mean"].marks.append("excludes-zero")
                 if m.better:
-                    cell["diff_mean"].marks.append("better" if up == (m.better == "higher") else "worse")
-            cells[m.name] = cell
-        out.append({"keys": key_cells, "baseline": r.get("baseline", ""), "cells": cells})
-    return Table(keys, metrics, out, COMPARISONS_CSV, _method(Path(sweep_dir)))
+                    cell["diff_mean"].marks.append("better" if (low > 0) == (m.better == "higher") else "worse")
+    return table
