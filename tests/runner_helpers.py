@@ -46,6 +46,7 @@ BAD_CONFIG = [
     (["sampler.std=inf"], "sampler.std"),
     (["seed=[]"], "seed"),
     (["sampler.steps=1000000000"], "sampler.steps"),
+    (["grid.scores=[ocr_word_accuracy]"], "grid.scores"),  # metrics=[image_stats] does not produce it
 ]
 
 
