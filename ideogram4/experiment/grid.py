@@ -219,7 +219,13 @@ def sheet_paths(sweep_dir: Path, layout: Layout) -> list[Path]:
 
 
 def make_sweep_grid(
-    sweep_dir: str | Path, cell: int = GRID_CELL_SIZE, jobs: list[JobFolder] | None = None, x=None, y=None, z=None, scores=()
+    sweep_dir: str | Path,
+    cell: int = GRID_CELL_SIZE,
+    jobs: list[JobFolder] | None = None,
+    x=None,
+    y=None,
+    z=None,
+    scores=(),
 ) -> tuple[list[Path], Grid] | None:
     """Build, lay out (X/Y/Z), render and save the sweep's grid sheets; (png paths, grid) or None if no
     job made images. ``jobs``: the sweep's job folders when the caller already collected them (its
