@@ -22,6 +22,7 @@ from ideogram4.sources import HUB_FILE, parse_source
 from ..run.paths import abspath, file_sha256, file_sha256_cached, folder_fingerprints, original_cwd
 from .checks import ConfigError, check_sections, core_problem, lora_name, problem
 from .edit_plan import outpaint_sides, plan_edit
+from .literal import as_typed, literal
 from .prompt_plan import PromptPlan, check_token_counts, plan_prompts, tokenizer_dir_for
 from .schema import ModelConf, RunConf
 
@@ -176,13 +177,11 @@ def typed_config(cfg: DictConfig) -> RunConf:
     if "hydra" in cfg:
         cfg = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"])
     raw = OmegaConf.to_container(cfg, resolve=False)
-    literal = [
-        (leaf, text) for path in RAW_TEXT_FIELDS for leaf, text in _interpolated_strings(_lookup(raw, path), path)
-    ]
-    if literal:  # escape them in a copy; the caller's config stays as Hydra composed it
+    texts = [(leaf, text) for path in RAW_TEXT_FIELDS for leaf, text in _interpolated_strings(_lookup(raw, path), path)]
+    if texts:  # escape them in a copy; the caller's config stays as Hydra composed it
         cfg = cfg.copy()
-        for leaf, text in literal:
-            OmegaConf.update(cfg, leaf, text.replace("\\${", "${").replace("${", "\\${"), merge=False)
+        for leaf, text in texts:
+            OmegaConf.update(cfg, leaf, literal(as_typed(text)), merge=False)
     try:
         return OmegaConf.to_object(cfg)
     except MissingMandatoryValue as e:

@@ -32,6 +32,7 @@ from ..run.provenance import Comparison, compare_provenance, compare_settings, c
 from .config import (
     Embedded,
     ReproduceError,
+    _mapping,
     check_input_files,
     override_values,
     read_embedded,
@@ -121,9 +122,9 @@ def reproduce(
 ) -> Outcome:
     """Regenerate `image` from its embedded settings into `out_dir` and compare (see the module doc)."""
     emb = read_embedded(os.path.normpath(abspath(str(image))))
-    cfg, ignored = reproduction_config(emb, overrides or {})
-    check_input_files(emb, cfg, abspath)
-    plan = build_plan(cfg)
+    taken = reproduction_config(emb, overrides or {})
+    check_input_files(emb, taken.config, abspath)
+    plan = build_plan(taken.config)
     out = Path(os.path.normpath(abspath(str(out_dir or Path("outputs", "reproduce", emb.path.stem)))))
     target = out / out_mod.IMAGES / out_mod.image_name(plan.prompts[0].id, plan.seeds[0])
     if target.resolve() == emb.path.resolve():
@@ -136,7 +137,7 @@ def reproduce(
         f"{plan.gen.steps} steps, model {plan.model.name} on {plan.model.device}) into {out}"
     )
     with folder_lock(out), determinism_for(plan):
-        return _regenerate(emb, plan, out, target, strict, Comparison(differences=ignored), echo)
+        return _regenerate(emb, plan, out, target, strict, Comparison(taken.differences, taken.notes), echo)
 
 
 def _regenerate(
@@ -146,7 +147,7 @@ def _regenerate(
 
     from ..run.cache import get_pipeline
 
-    before.extend(compare_settings(_recorded(emb.record), _planned(plan)))
+    before.extend(compare_settings(_recorded(emb), _planned(plan)))
     if plan.prompts[0].caption != emb.caption:
         before.differences.append("caption: the text encoder would read another string now")
     before.extend(compare_provenance(emb.provenance, current_provenance(plan.model.device, determinism_state())))
@@ -163,16 +164,24 @@ def _regenerate(
     return _compare_and_report(emb, target, out, found, echo)
 
 
-def _recorded(record: dict) -> dict:
-    model = {k: v for k, v in (record.get("model") or {}).items() if k != "resolved_source"}
-    return dict(record, model=model)
+def _recorded(emb: Embedded) -> dict:
+    model = {k: v for k, v in _mapping(emb, "model", emb.record.get("model") or {}).items() if k != "resolved_source"}
+    return dict(emb.record, model=model, settings=_by_name(emb.settings))
+
+
+def _by_name(settings: dict) -> dict:
+    """settings with its LoRA list keyed by name, so each LoRA's file and scale are compared on their own."""
+    loras = settings.get("loras")
+    if not isinstance(loras, list):
+        return settings
+    return dict(settings, loras={str(lo.get("name")): lo for lo in loras if isinstance(lo, dict)})
 
 
 def _planned(plan: RunPlan) -> dict:
     """The run about to happen, in the shape of the PNG's ideogram4:settings chunk."""
     model = {k: v for k, v in plan.config["model"].items() if k != "cache_dir"}
     model.update(kind=plan.model.kind, source=plan.model.source, device=plan.model.device)
-    settings = plan.gen.recorded_settings()
+    settings = _by_name(plan.gen.recorded_settings())
     return dict(
         settings=settings, model=model, sampler=plan.gen.sampler, seed=plan.seeds[0], rng_device=plan.gen.rand_device
     )
