@@ -1,0 +1,167 @@
+"""A PNG, caption or file from elsewhere is data (issue 19): real images reproduce; a hostile one reads
+no secret, escapes no folder and opens no file outside what the user points to."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from runner_helpers import TINY, read_manifest, run_inprocess
+from test_reproduce import edit_json_chunk, edit_png_text, pixels, reproduce
+
+FAST = [*TINY, "tracker=none", "progress=false"]
+SECRET = "s3cr3t-token-value"
+CJK = "東京の夜景、看板に「営業中」と書かれている™"
+
+_opened: list[str] | None = None  # the paths opened while a test watches (an audit hook cannot be removed)
+
+
+def _audit(event: str, args: tuple) -> None:
+    if _opened is not None and event == "open" and isinstance(args[0], (str, bytes, Path)):
+        _opened.append(str(args[0]))
+
+
+sys.addaudithook(_audit)
+
+
+@pytest.fixture
+def watch_opens():
+    global _opened
+    _opened = []
+    yield _opened
+    _opened = None
+
+
+@pytest.fixture(autouse=True)
+def _tiny_cache(monkeypatch, tiny_root):
+    monkeypatch.setenv("IDEOGRAM4_CACHE", tiny_root)  # the user's own cache: where the tiny weights are
+
+
+def test_seed_example_and_cjk_images_reproduce_bit_for_bit(tmp_path, tiny_root, capsys):
+    run_inprocess([*FAST, "prompts=seed_example"], tmp_path / "a", tiny_root)
+    run_inprocess([*FAST, f"prompt='{CJK}'"], tmp_path / "b", tiny_root)
+    for png in (
+        tmp_path / "a" / "images" / "f1_verstappen__seed0.png",
+        tmp_path / "b" / "images" / "prompt__seed0.png",
+    ):
+        with Image.open(png) as im:
+            assert type(im.text["ideogram4:caption"]).__name__ == "iTXt"  # not Latin-1: the case that failed
+        out = tmp_path / f"again_{png.parents[1].name}"
+        code, stdout, err = reproduce([png, "--out", out], capsys)
+        assert code == 0 and "Identical" in stdout, stdout + err
+        assert np.array_equal(pixels(out / "images" / png.name), pixels(png))
+    assert read_manifest(tmp_path / "again_b")[0]["caption"] == CJK
+
+
+def _hostile(made: Path, dst: Path, sentinel: Path, lora: bool) -> None:
+    def config(c: dict) -> None:
+        c["tracker"].update(project="${oc.env:SECRET_TOKEN}", tags=["${oc.select:model.source}"],
+                            dir="${oc.env:HOME}/wandb-here")  # fmt: skip
+        c["model"]["cache_dir"] = str(sentinel.parent / "foreign_cache")
+        c["negative_prompt"] = "\\\\${oc.env:SECRET_TOKEN}"
+        if lora:
+            c["lora"] = {"evil": {"path": str(sentinel), "scale": 1.0}}
+
+    def settings(s: dict) -> None:
+        s["settings"]["negative_prompt"] = "\\${oc.env:SECRET_TOKEN} and ${oc.env:SECRET_TOKEN}"
+        if lora:
+            s["settings"]["loras"] = [{"name": "evil", "source": str(sentinel), "sha256": "0" * 64, "scale": 1.0}]
+
+    def edit(text: dict) -> dict:
+        text = edit_json_chunk("ideogram4:config", config)(text)
+        text = edit_json_chunk("ideogram4:settings", settings)(text)
+        return dict(text, **{"ideogram4:caption": "a red cube \\${oc.env:SECRET_TOKEN}"})
+
+    edit_png_text(made, dst, edit)
+
+
+def test_hostile_png_reads_no_secret_and_touches_nothing_outside_out(tmp_path, tiny_root, capsys, monkeypatch,
+                                                                     watch_opens):  # fmt: skip
+    monkeypatch.setenv("SECRET_TOKEN", SECRET)
+    run_inprocess([*FAST, "prompt=a red cube"], tmp_path / "job", tiny_root)
+    made = tmp_path / "job" / "images" / "prompt__seed0.png"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    sentinel = outside / "passwd"
+    sentinel.write_text("root:x:0:0\n")
+    with_lora, without = tmp_path / "with_lora.png", tmp_path / "hostile.png"
+    _hostile(made, with_lora, sentinel, lora=True)
+    _hostile(made, without, sentinel, lora=False)
+    watch_opens.clear()
+
+    code, stdout, err = reproduce([with_lora, "--out", tmp_path / "out1"], capsys)
+    assert code == 2 and not stdout and len(err.strip().splitlines()) == 1
+    assert "LoRA evil" in err and "Fix: pass lora.evil.path=" in err
+
+    out = tmp_path / "out2"
+    code, stdout, err = reproduce([without, "--out", out], capsys)
+    assert code == 1 and "Different" in stdout  # the caption differs from the one the pixels were made with
+    assert "model.cache_dir = " in stdout and "is not used" in stdout  # the foreign place is named
+    assert "tracker.dir = " in stdout
+    assert not [p for p in watch_opens if p.startswith(str(outside))]  # the sentinel was never opened
+    rec = read_manifest(out)[0]
+    assert rec["caption"] == "a red cube \\${oc.env:SECRET_TOKEN}"  # verbatim, backslash and all
+    assert rec["settings"]["negative_prompt"] == "\\${oc.env:SECRET_TOKEN} and ${oc.env:SECRET_TOKEN}"
+
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert not [p for p in written if SECRET.encode() in p.read_bytes()]
+    assert sorted(p.name for p in outside.iterdir()) == ["passwd"]  # no foreign cache built there
+    assert not [p for p in tmp_path.iterdir() if p.name not in ("job", "outside", "out1", "out2")
+                and p.suffix != ".png"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "what, change, message",
+    [
+        ("settings a list", ("ideogram4:settings", lambda s: s.update(settings=[1, 2])), "settings is a list"),
+        ("loras a string", ("ideogram4:settings", lambda s: s["settings"].update(loras="x")), "loras is a str"),
+        ("model a string", ("ideogram4:config", lambda c: c.update(model="fp8")), "model is a str"),
+        (
+            "model name a path",
+            ("ideogram4:config", lambda c: c["model"].update(name="../../etc/x")),
+            "which this runner does not have",
+        ),  # fmt: skip
+        ("lora without source", ("ideogram4:config", lambda c: c.update(lora={"s": {"scale": 1}})), "LoRA s"),
+        ("lora a string", ("ideogram4:config", lambda c: c.update(lora={"s": "x"})), "lora.s is a str"),
+    ],
+)
+def test_malformed_png_metadata_is_one_line(tmp_path, made_image, capsys, what, change, message):
+    png = tmp_path / "bad.png"
+    edit_png_text(made_image, png, edit_json_chunk(*change))
+    code, stdout, err = reproduce([png, "--out", tmp_path / "out"], capsys)
+    assert code == 2 and message in err and str(png) in err, (what, err)
+    assert len(err.strip().splitlines()) == 1 and not stdout
+
+
+def _deep(depth: int) -> dict:
+    node: dict = {}
+    for _ in range(depth):
+        node = {"a": node}
+    return node
+
+
+@pytest.mark.parametrize(
+    "what, change",
+    [
+        ("resolver in a sampler name", ("ideogram4:config", lambda c: c["sampler"].update(name="${now:%Y}"))),
+        ("800-deep metric_options", ("ideogram4:config", lambda c: c.update(metric_options=_deep(800)))),
+        ("unknown metric options", ("ideogram4:config", lambda c: c.update(metric_options={"nope": {"x": 1}}))),
+    ],
+)
+def test_png_settings_that_do_not_make_pixels_are_not_taken(tmp_path, made_image, capsys, what, change):
+    png = tmp_path / "odd.png"
+    edit_png_text(made_image, png, edit_json_chunk(*change))
+    code, stdout, err = reproduce([png, "--out", tmp_path / "out"], capsys)
+    assert code in (0, 1) and "Reproduce:" not in err, (what, err)  # sampled: nothing refused
+    assert "unknown metric" not in stdout
+
+
+@pytest.fixture(scope="module")
+def made_image(tmp_path_factory, tiny_root) -> Path:
+    out = tmp_path_factory.mktemp("made")
+    run_inprocess([*FAST, "prompt=a red cube"], out, tiny_root)
+    return out / "images" / "prompt__seed0.png"
