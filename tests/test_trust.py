@@ -3,7 +3,6 @@ no secret, escapes no folder and opens no file outside what the user points to."
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
