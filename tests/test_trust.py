@@ -3,13 +3,17 @@ no secret, escapes no folder and opens no file outside what the user points to."
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from runner_helpers import TINY, read_manifest, run_inprocess
+from runner_helpers import REPO, TINY, read_manifest, run_inprocess
 from test_reproduce import edit_json_chunk, edit_png_text, pixels, reproduce
 
 FAST = [*TINY, "tracker=none", "progress=false"]
@@ -164,3 +168,88 @@ def made_image(tmp_path_factory, tiny_root) -> Path:
     out = tmp_path_factory.mktemp("made")
     run_inprocess([*FAST, "prompt=a red cube"], out, tiny_root)
     return out / "images" / "prompt__seed0.png"
+
+
+# --- bounded cost: image files ---------------------------------------------------------------------
+
+
+def _bad_images(folder: Path) -> dict[str, tuple[Path, str]]:
+    big = folder / "big.png"
+    Image.new("1", (12000, 12000)).save(big)  # a few KB on disk, 144 MP declared
+    notimg, empty, cut = folder / "notes.png", folder / "empty.png", folder / "cut.png"
+    notimg.write_text("not an image")
+    empty.write_bytes(b"")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(cut)
+    cut.write_bytes(cut.read_bytes()[:-400])
+    return {
+        "big": (big, "declares 12000x12000 pixels"),
+        "not an image": (notimg, "is not an image PIL can read"),
+        "empty": (empty, "is not an image PIL can read"),
+        "truncated": (cut, "is damaged or truncated"),
+    }
+
+
+def test_metrics_cli_names_each_bad_image_in_one_line_and_scores_the_rest(tmp_path):
+    bad = _bad_images(tmp_path)
+    good = tmp_path / "good.png"
+    Image.new("RGB", (64, 64), "red").save(good)
+    run = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+           "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(r.returncode)")  # fmt: skip
+    images = [str(p) for p, _ in bad.values()] + [str(good)]
+    cmd = [sys.executable, "-c", run, sys.executable, "-m", "ideogram4.metrics", "--metrics", "image_stats", *images]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    *errors, peak_kb = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert int(peak_kb) < 1024 * 1024  # KB: under 1 GB, where decoding the big one takes 8 GB
+    for path, message in bad.values():
+        (line,) = [line for line in errors if str(path) in line]
+        assert message in line and "Fix:" in line
+    assert [json.loads(line)["image"] for line in res.stdout.splitlines()] == [str(good)]  # the rest went on
+
+
+def test_reproduce_of_a_huge_declared_png_is_one_line(tmp_path, capsys):
+    big, message = _bad_images(tmp_path)["big"]
+    code, stdout, err = reproduce([big, "--out", tmp_path / "out"], capsys)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and not stdout
+
+
+def test_manifest_paths_outside_the_folder_are_never_read(tmp_path, made_image, watch_opens, caplog):
+    from ideogram4.experiment.score import main as score_main
+
+    job = tmp_path / "job"
+    shutil.copytree(made_image.parents[1], job)
+    sentinel = tmp_path / "secret.png"
+    shutil.copy(made_image, sentinel)
+    rec = read_manifest(job)[0]
+    with open(job / "manifest.jsonl", "a") as f:
+        for image in (str(sentinel), "../secret.png"):
+            f.write(json.dumps(dict(rec, image=image)) + "\n")
+    watch_opens.clear()
+    assert score_main([str(job), "--metrics", "image_stats", "--force"]) == 0
+    assert not [p for p in watch_opens if "secret" in p]
+    assert sum("names an image outside its folder" in r.message for r in caplog.records) == 2
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [("{bad", "Expecting property name"), ('{"ocr": 5}', "is not a mapping of metric")],
+)
+def test_score_cli_bad_options_are_one_line(tmp_path, made_image, capsys, options, message):
+    from ideogram4.experiment.score import main as score_main
+
+    with pytest.raises(SystemExit) as exit_:
+        score_main([str(made_image.parents[1]), "--metrics", "image_stats", "--options", options])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err and "Traceback" not in err
+
+
+def test_score_cli_on_a_folder_in_use_is_one_line_exit_4(tmp_path, made_image, capsys):
+    from ideogram4.experiment.run.lock import folder_lock
+    from ideogram4.experiment.score import main as score_main
+
+    job = tmp_path / "job"
+    shutil.copytree(made_image.parents[1], job)
+    with folder_lock(job):
+        assert score_main([str(job), "--metrics", "image_stats", "--force"]) == 4
+    err = capsys.readouterr().err
+    assert err.startswith("Output: ") and len(err.strip().splitlines()) == 1

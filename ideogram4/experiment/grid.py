@@ -206,12 +206,12 @@ def render_grid(grid: Grid, cell: int = GRID_CELL_SIZE):
         for c in range(len(grid.columns)):
             x = label_w + c * (cell + pad)
             entry = grid.cells.get((r, c))
-            if entry is None or not Path(entry["path"]).exists():
+            thumb = _thumb_source(entry)
+            if thumb is None:
                 draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=(200, 200, 200))
-                draw.text((x + pad, y + pad), "missing", fill="black", font=font)
+                label = "unreadable" if entry and Path(entry["path"]).exists() else "missing"
+                draw.text((x + pad, y + pad), label, fill="black", font=font)
                 continue
-            with Image.open(entry["path"]) as im:
-                thumb = im.convert("RGB")
             if max(thumb.size) > cell:
                 thumb.thumbnail((cell, cell), Image.LANCZOS)
             elif max(thumb.size) < cell:  # tiny test images: scale up (nearest) so they are visible
@@ -222,6 +222,19 @@ def render_grid(grid: Grid, cell: int = GRID_CELL_SIZE):
                 draw.rectangle([x, y, x + cell - 1, y + cell - 1], outline=(220, 0, 0), width=3)
                 draw.text((x + pad, y + cell - 16), "FLAGGED near-uniform", fill=(220, 0, 0), font=font)
     return canvas
+
+
+def _thumb_source(entry: dict | None):
+    """The cell's image as RGB; None when it is missing or unreadable (a warning names the file)."""
+    from ideogram4.image_files import ImageFileError, read_image
+
+    if entry is None or not Path(entry["path"]).exists():
+        return None
+    try:
+        return read_image(entry["path"])
+    except ImageFileError as e:
+        log.warning("Grid: %s", e)
+        return None
 
 
 def make_sweep_grid(

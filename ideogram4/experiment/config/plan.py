@@ -291,12 +291,12 @@ def plan_generation(conf: RunConf) -> tuple[GenPlan, list[str]]:
     input_image, digest = None, None
     if conf.input_image is not None:
         input_image = abspath(conf.input_image)
-        if os.path.isfile(input_image):
-            digest = file_sha256(input_image)
+        if os.path.isfile(input_image):  # hashed only once its header says it is a usable image
             outpaint = outpaint_sides(conf) is not None  # then the input is smaller than the output
             problems += input_image_problems(
                 conf.input_image, input_image, conf.resolution.height, conf.resolution.width, outpaint
             )
+            digest = None if problems else file_sha256(input_image)
         else:
             problems.append(
                 problem("input_image", conf.input_image, f"no such file ({input_image})", "give an existing image file")
@@ -325,13 +325,15 @@ def plan_generation(conf: RunConf) -> tuple[GenPlan, list[str]]:
 
 
 def input_image_problems(given: str, path: str, height: int, width: int, any_size: bool = False) -> list[str]:
-    from PIL import Image, UnidentifiedImageError
+    from ideogram4.image_files import ImageFileError, opened_image
 
     try:
-        with Image.open(path) as im:
+        with opened_image(path) as im:
             size = im.size
             im.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    except ImageFileError as e:
+        return [problem("input_image", given, str(e), "give a PNG/JPEG/WebP file")]
+    except (OSError, SyntaxError) as e:
         return [problem("input_image", given, f"is not a readable image ({e})", "give a PNG/JPEG/WebP file")]
     if size != (width, height) and not any_size:
         what = f"is {size[0]}x{size[1]} but the output is {width}x{height}"

@@ -19,6 +19,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ideogram4.image_files import ImageFileError, check_pixels
 from ideogram4.spec import PNG_CAPTION_KEY, PNG_CONFIG_KEY, PNG_PROVENANCE_KEY, PNG_SETTINGS_KEY
 
 from ..config.literal import literal, literal_tree
@@ -60,12 +61,15 @@ def read_embedded(path: str | Path) -> Embedded:
     try:
         with Image.open(path) as im:
             fmt = im.format
+            check_pixels(path, im.size)
             im.verify()  # chunk checksums: a flipped byte or a cut file fails here
         with Image.open(path) as im:
             im.load()
             text = dict(getattr(im, "text", {}) or {})
             pixels = np.asarray(im.convert("RGB"))
-    except UnidentifiedImageError:
+    except ImageFileError as e:
+        raise ReproduceError(str(e)) from None
+    except (UnidentifiedImageError, Image.DecompressionBombError):
         raise ReproduceError(f"{path} is not an image. Fix: give a PNG made by run.py") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         what = str(e).splitlines()[0] if str(e) else type(e).__name__
