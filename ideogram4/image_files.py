@@ -16,17 +16,20 @@ from ideogram4.spec import MAX_IMAGE_PIXELS
 
 
 class ImageFileError(ValueError):
-    """An image file that cannot be used: the message names it and says what to do."""
+    """An image file that cannot be used: `what` follows its path (": no such file"), `fix` says what to do."""
+
+    def __init__(self, path: str | Path, what: str, fix: str):
+        super().__init__(f"{path}{what}. Fix: {fix}")
+        self.what, self.fix = what, fix
 
 
 def check_pixels(path: str | Path, size: tuple[int, int]) -> None:
     """ImageFileError when the header's width x height is over spec.MAX_IMAGE_PIXELS."""
     width, height = size
     if width * height > MAX_IMAGE_PIXELS:
-        raise ImageFileError(
-            f"{path} declares {width}x{height} pixels ({width * height / 1e6:.1f} MP), over the "
-            f"{MAX_IMAGE_PIXELS / 1e6:.1f} MP limit for image files. Fix: downscale it (ideogram4.spec.MAX_IMAGE_PIXELS)"
-        )
+        megapixels, limit = width * height / 1e6, MAX_IMAGE_PIXELS / 1e6
+        what = f" declares {width}x{height} pixels ({megapixels:.1f} MP), over the {limit:.1f} MP limit for image files"
+        raise ImageFileError(path, what, "downscale it")
 
 
 @contextmanager
@@ -37,15 +40,15 @@ def opened_image(path: str | Path) -> Iterator[Any]:
     try:
         im = Image.open(path)
     except FileNotFoundError:
-        raise ImageFileError(f"{path}: no such file. Fix: give the path of an existing image") from None
+        raise ImageFileError(path, ": no such file", "give the path of an existing image") from None
     except IsADirectoryError:
-        raise ImageFileError(f"{path} is a folder. Fix: give the path of an image file") from None
+        raise ImageFileError(path, " is a folder", "give the path of an image file") from None
     except UnidentifiedImageError:
-        raise ImageFileError(f"{path} is not an image PIL can read. Fix: give a PNG, JPEG or WebP file") from None
+        raise ImageFileError(path, " is not an image PIL can read", "give a PNG, JPEG or WebP file") from None
     except Image.DecompressionBombError as e:
-        raise ImageFileError(f"{path}: {e}. Fix: downscale it") from None
+        raise ImageFileError(path, f": {e}", "downscale it") from None
     except OSError as e:
-        raise ImageFileError(f"{path} cannot be read ({e.strerror or e}). Fix: check the file") from None
+        raise ImageFileError(path, f" cannot be read ({e.strerror or e})", "check the file's permissions") from None
     with im:
         check_pixels(path, im.size)
         yield im
@@ -59,4 +62,4 @@ def read_image(path: str | Path, mode: str | None = "RGB") -> Any:
             return im.convert(mode) if mode else im.copy()
         except (OSError, SyntaxError, ValueError, EOFError) as e:
             what = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise ImageFileError(f"{path} is damaged or truncated ({what}). Fix: use an intact copy") from None
+            raise ImageFileError(path, f" is damaged or truncated ({what})", "use an intact copy") from None

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -62,8 +63,9 @@ def test_seed_example_and_cjk_images_reproduce_bit_for_bit(tmp_path, tiny_root, 
 
 def _hostile(made: Path, dst: Path, sentinel: Path, lora: bool) -> None:
     def config(c: dict) -> None:
-        c["tracker"].update(project="${oc.env:SECRET_TOKEN}", tags=["${oc.select:model.source}"],
-                            dir="${oc.env:HOME}/wandb-here")  # fmt: skip
+        c["tracker"].update(
+            project="${oc.env:SECRET_TOKEN}", tags=["${oc.select:model.source}"], dir="${oc.env:HOME}/wandb-here"
+        )
         c["model"]["cache_dir"] = str(sentinel.parent / "foreign_cache")
         c["negative_prompt"] = "\\\\${oc.env:SECRET_TOKEN}"
         if lora:
@@ -82,8 +84,9 @@ def _hostile(made: Path, dst: Path, sentinel: Path, lora: bool) -> None:
     edit_png_text(made, dst, edit)
 
 
-def test_hostile_png_reads_no_secret_and_touches_nothing_outside_out(tmp_path, tiny_root, capsys, monkeypatch,
-                                                                     watch_opens):  # fmt: skip
+def test_hostile_png_reads_no_secret_and_touches_nothing_outside_out(
+    tmp_path, tiny_root, capsys, monkeypatch, watch_opens
+):
     monkeypatch.setenv("SECRET_TOKEN", SECRET)
     run_inprocess([*FAST, "prompt=a red cube"], tmp_path / "job", tiny_root)
     made = tmp_path / "job" / "images" / "prompt__seed0.png"
@@ -113,8 +116,9 @@ def test_hostile_png_reads_no_secret_and_touches_nothing_outside_out(tmp_path, t
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert not [p for p in written if SECRET.encode() in p.read_bytes()]
     assert sorted(p.name for p in outside.iterdir()) == ["passwd"]  # no foreign cache built there
-    assert not [p for p in tmp_path.iterdir() if p.name not in ("job", "outside", "out1", "out2")
-                and p.suffix != ".png"]  # fmt: skip
+    assert not [
+        p for p in tmp_path.iterdir() if p.name not in ("job", "outside", "out1", "out2") and p.suffix != ".png"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -127,7 +131,7 @@ def test_hostile_png_reads_no_secret_and_touches_nothing_outside_out(tmp_path, t
             "model name a path",
             ("ideogram4:config", lambda c: c["model"].update(name="../../etc/x")),
             "which this runner does not have",
-        ),  # fmt: skip
+        ),
         ("lora without source", ("ideogram4:config", lambda c: c.update(lora={"s": {"scale": 1}})), "LoRA s"),
         ("lora a string", ("ideogram4:config", lambda c: c.update(lora={"s": "x"})), "lora.s is a str"),
     ],
@@ -193,8 +197,10 @@ def test_metrics_cli_names_each_bad_image_in_one_line_and_scores_the_rest(tmp_pa
     bad = _bad_images(tmp_path)
     good = tmp_path / "good.png"
     Image.new("RGB", (64, 64), "red").save(good)
-    run = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
-           "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(r.returncode)")  # fmt: skip
+    run = (
+        "import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(r.returncode)"
+    )
     images = [str(p) for p, _ in bad.values()] + [str(good)]
     cmd = [sys.executable, "-c", run, sys.executable, "-m", "ideogram4.metrics", "--metrics", "image_stats", *images]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(REPO)))
@@ -253,3 +259,74 @@ def test_score_cli_on_a_folder_in_use_is_one_line_exit_4(tmp_path, made_image, c
         assert score_main([str(job), "--metrics", "image_stats", "--force"]) == 4
     err = capsys.readouterr().err
     assert err.startswith("Output: ") and len(err.strip().splitlines()) == 1
+
+
+# --- bounded cost: prompt files and captions --------------------------------------------------------
+
+
+def _anchor_bomb() -> str:
+    """Under 500 bytes; 9 ** 9 (387 million) strings once its aliases are expanded."""
+    levels = ['a: &a ["x","x","x","x","x","x","x","x","x"]']
+    for i in range(1, 9):
+        prev, name = chr(96 + i), chr(97 + i)
+        levels.append(f"{name}: &{name} [{','.join([f'*{prev}'] * 9)}]")
+    return "\n".join(levels) + "\nitems: [{id: bomb, prompt: *i}]\n"
+
+
+def _deep_json(depth: int = 5000) -> str:
+    return '{"high_level_description": ' + "[" * depth + "]" * depth + "}"
+
+
+def _prompt_readers(path: Path) -> dict:
+    from runner_helpers import compose
+
+    from ideogram4.captions.__main__ import main as captions_main
+    from ideogram4.experiment.config.checks import ConfigError
+    from ideogram4.experiment.config.plan import build_plan
+    from ideogram4.metrics.__main__ import main as metrics_main
+
+    def run_py():  # what run.py prompts.file=... does at validation
+        with pytest.raises(ConfigError) as e:
+            build_plan(compose([*FAST, f"prompts.file={path}"]), check_tokens=False)
+        return 2, str(e.value)
+
+    return {
+        "captions check": lambda: captions_main(["check", str(path)]),
+        "captions format": lambda: captions_main(["format", str(path)]),
+        "captions tokens": lambda: captions_main(["tokens", str(path)]),
+        "prompts.file": run_py,
+        "metrics --caption": lambda: metrics_main(["--metrics", "image_stats", "--caption", str(path), str(path)]),
+    }
+
+
+@pytest.mark.parametrize("kind", ["yaml anchor bomb", "deep json", "deep jsonl", "deep yaml"])
+@pytest.mark.parametrize("reader", ["captions check", "captions format", "captions tokens", "prompts.file"])
+def test_hostile_prompt_files_are_one_line_in_bounded_time(tmp_path, capsys, kind, reader):
+    files = {
+        "yaml anchor bomb": ("bomb.yaml", _anchor_bomb()),
+        "deep json": ("deep.json", _deep_json()),
+        "deep jsonl": ("deep.jsonl", json.dumps({"id": "a", "prompt": "x"}) + "\n" + "[" * 5000 + "]" * 5000),
+        "deep yaml": ("deep.yaml", "items:\n- id: a\n  prompt: " + "[" * 5000 + "]" * 5000 + "\n"),
+    }
+    name, text = files[kind]
+    path = tmp_path / name
+    path.write_text(text)
+    assert len(text.encode()) < 500 or kind != "yaml anchor bomb"
+    start = time.monotonic()
+    result = _prompt_readers(path)[reader]()
+    elapsed = time.monotonic() - start
+    captured = capsys.readouterr()
+    code, message = result if isinstance(result, tuple) else (result, captured.out + captured.err)
+    assert code == 2 and elapsed < 2.0, (code, elapsed, message)
+    expected = "expands to over" if kind == "yaml anchor bomb" else "nests deeper than"
+    (line,) = [line for line in message.splitlines() if str(path) in line]  # one line names the file
+    assert expected in line and "Fix:" in line and "Traceback" not in message
+
+
+def test_metrics_caption_file_nested_too_deep_is_one_line(tmp_path, capsys):
+    caption, image = tmp_path / "deep.json", tmp_path / "a.png"
+    caption.write_text(_deep_json())
+    Image.new("RGB", (16, 16)).save(image)
+    code = _prompt_readers(caption)["metrics --caption"]()
+    err = capsys.readouterr().err
+    assert code == 2 and "nests deeper than" in err and len(err.strip().splitlines()) == 1

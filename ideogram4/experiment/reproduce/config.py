@@ -123,7 +123,7 @@ PIXEL_KEYS: dict[str, tuple[str, ...] | None] = {
         "layout",
         "min_side",
         "max_side",
-    ),  # fmt: skip
+    ),
     "sampler": None,  # None: the whole section
     "resolution": None,
     "prompts": ("negative_prompt", "max_tokens"),
@@ -200,8 +200,10 @@ def model_places(emb: Embedded, known: dict, overrides: dict[str, Any]) -> dict:
     conf = CONF_DIR / "model" / f"{name}.yaml"
     if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or not conf.is_file():
         names = ", ".join(sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml")))
-        raise ReproduceError(f"{emb.path} was made with model {_shown(name)}, which this runner does not have. "
-                             f"Fix: pass model=<{names}> (the weight fingerprints are compared)")  # fmt: skip
+        raise ReproduceError(
+            f"{emb.path} was made with model {_shown(name)}, which this runner does not have. "
+            f"Fix: pass model=<{names}> (the weight fingerprints are compared)"
+        )
     node = OmegaConf.to_container(OmegaConf.load(conf), resolve=False)
     local = recorded.get("path") or (recorded.get("source") if node.get("source") == "local" else None)
     if local and not any(k in overrides for k in ("model.path", "model.source")):
@@ -234,8 +236,10 @@ def lora_settings(emb: Embedded, overrides: dict[str, Any]) -> list:
 
 def _mapping(emb: Embedded, key: str, value: Any) -> dict:
     if not isinstance(value, dict):
-        raise ReproduceError(f"{emb.path}: its recorded {key} is a {type(value).__name__}, not a mapping: the "
-                             "metadata is damaged. Fix: use the PNG as run.py wrote it")  # fmt: skip
+        raise ReproduceError(
+            f"{emb.path}: its recorded {key} is a {type(value).__name__}, not a mapping: the "
+            "metadata is damaged. Fix: use the PNG as run.py wrote it"
+        )
     return value
 
 
@@ -243,8 +247,10 @@ def _list(emb: Embedded, key: str, value: Any) -> list:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise ReproduceError(f"{emb.path}: its recorded {key} is a {type(value).__name__}, not a list: the "
-                             "metadata is damaged. Fix: use the PNG as run.py wrote it")  # fmt: skip
+        raise ReproduceError(
+            f"{emb.path}: its recorded {key} is a {type(value).__name__}, not a list: the "
+            "metadata is damaged. Fix: use the PNG as run.py wrote it"
+        )
     return value
 
 
