@@ -330,3 +330,35 @@ def test_metrics_caption_file_nested_too_deep_is_one_line(tmp_path, capsys):
     code = _prompt_readers(caption)["metrics --caption"]()
     err = capsys.readouterr().err
     assert code == 2 and "nests deeper than" in err and len(err.strip().splitlines()) == 1
+
+
+# --- bounded cost: LoRA files ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, data, message",
+    [
+        ("text.safetensors", b"this is a text file, not weights\n", "its first 8 bytes give a"),
+        ("header.safetensors", (10).to_bytes(8, "little") + b"[not json]", "its header is not a JSON object"),
+        ("blob", b"\0" * 4096, "is not a LoRA weights file"),
+    ],
+)
+def test_a_file_that_is_no_lora_is_one_line_before_it_is_hashed(tmp_path, monkeypatch, name, data, message):
+    from runner_helpers import compose
+
+    from ideogram4.experiment.config.checks import ConfigError
+    from ideogram4.experiment.config.plan import build_plan
+    from ideogram4.experiment.run import paths
+    from ideogram4.lora.files import LoraError, read_lora
+
+    path = tmp_path / name
+    path.write_bytes(data)
+    hashed = []
+    monkeypatch.setattr(paths.hashlib, "sha256", lambda *a: hashed.append(a) or __import__("hashlib").sha256(*a))
+    with pytest.raises(LoraError, match=message) as e:
+        read_lora(str(path))
+    assert "Fix: give a LoRA .safetensors file" in str(e.value) and len(str(e.value).splitlines()) == 1
+    with pytest.raises(ConfigError, match=message) as e:
+        build_plan(compose([*FAST, "prompt=x", f"lora=[{{path:'{path}'}}]"]), check_tokens=False)
+    assert "lora.0.path" in str(e.value)
+    assert not hashed  # judged by its first bytes: never read whole

@@ -17,6 +17,7 @@ from omegaconf.errors import MissingMandatoryValue, ValidationError
 
 from ideogram4 import spec
 from ideogram4.checks import ArgumentError, check_device, draw_seed
+from ideogram4.safetensors_header import lora_file_problem
 from ideogram4.sources import HUB_FILE, parse_source
 
 from ..run.paths import abspath, file_sha256, file_sha256_cached, folder_fingerprints, original_cwd
@@ -347,7 +348,7 @@ def plan_loras(conf: RunConf) -> list[dict]:
     out = []
     for lora in conf.lora:
         where = parse_source(lora.path, base=original_cwd())
-        local = where.is_local and where.path.is_file()  # a missing file: check_loras reported it
+        local = where.is_local and where.path.is_file() and lora_file_problem(where.path) is None  # else reported
         source = str(where) if where.is_local else lora.path
         out.append(
             {
