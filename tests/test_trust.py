@@ -362,3 +362,17 @@ def test_a_file_that_is_no_lora_is_one_line_before_it_is_hashed(tmp_path, monkey
         build_plan(compose([*FAST, "prompt=x", f"lora=[{{path:'{path}'}}]"]), check_tokens=False)
     assert "lora.0.path" in str(e.value)
     assert not hashed  # judged by its first bytes: never read whole
+
+
+def test_reproduce_never_replaces_another_image_of_the_same_name(tmp_path, made_image, capsys):
+    out = tmp_path / "out"
+    assert reproduce([made_image, "--out", out], capsys)[0] == 0
+    assert reproduce([made_image, "--out", out], capsys)[0] == 0  # its own earlier reproduction: replaced
+    other = tmp_path / "other" / made_image.name  # same name, another image (another job's settings)
+    other.parent.mkdir()
+    edit_png_text(made_image, other, edit_json_chunk("ideogram4:settings", lambda s: s["settings"].update(cfg=2.0)))
+    before = (out / "images" / made_image.name).read_bytes()
+    code, stdout, err = reproduce([other, "--out", out], capsys)
+    assert code == 4 and "is not a reproduction of" in err and "Fix: pass another --out" in err
+    assert len(err.strip().splitlines()) == 1
+    assert (out / "images" / made_image.name).read_bytes() == before

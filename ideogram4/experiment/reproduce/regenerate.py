@@ -28,6 +28,7 @@ from pathlib import Path
 from ..config.plan import RunPlan, abspath, build_plan
 from ..run import outputs as out_mod
 from ..run.lock import folder_lock
+from ..run.manifest import OutputWriteError
 from ..run.provenance import Comparison, compare_provenance, compare_settings, current_provenance, weights_provenance
 from .config import (
     Embedded,
@@ -130,6 +131,7 @@ def reproduce(
     if target.resolve() == emb.path.resolve():
         raise ReproduceError(f"--out {out} would overwrite the original image. Fix: choose another folder")
     out_mod.check_writable(out / out_mod.IMAGES)
+    _check_no_other_original(out, target, emb)
     from ..run.runner import determinism_for
 
     echo(
@@ -138,6 +140,27 @@ def reproduce(
     )
     with folder_lock(out), determinism_for(plan):
         return _regenerate(emb, plan, out, target, strict, Comparison(taken.differences, taken.notes), echo)
+
+
+def _original_sha256(emb: Embedded) -> str:
+    from ..run.paths import file_sha256
+
+    return file_sha256(str(emb.path))
+
+
+def _check_no_other_original(out: Path, target: Path, emb: Embedded) -> None:
+    """A reproduction replaces only its own earlier reproduction, never another image of the same name."""
+    if not target.exists():
+        return
+    try:
+        earlier = json.loads((out / REPORT).read_text()).get("original_sha256")
+    except (OSError, ValueError, AttributeError):
+        earlier = None
+    if earlier != _original_sha256(emb):
+        raise OutputWriteError(
+            f"{target} already exists and is not a reproduction of {emb.path}: nothing is replaced. "
+            "Fix: pass another --out (or hydra.run.dir) for this image"
+        )
 
 
 def _regenerate(
@@ -239,6 +262,7 @@ def _compare_and_report(emb: Embedded, target: Path, out: Path, found: Compariso
 def _write_report(out: Path, emb: Embedded, outcome: Outcome) -> None:
     report = {
         "original": str(emb.path),
+        "original_sha256": _original_sha256(emb),
         "regenerated": str(outcome.image),
         "identical": outcome.code == EXIT_IDENTICAL,
         "pixels": asdict(outcome.pixels) if outcome.pixels else None,
