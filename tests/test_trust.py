@@ -69,7 +69,7 @@ def _hostile(made: Path, dst: Path, sentinel: Path, lora: bool) -> None:
         c["model"]["cache_dir"] = str(sentinel.parent / "foreign_cache")
         c["negative_prompt"] = "\\\\${oc.env:SECRET_TOKEN}"
         if lora:
-            c["lora"] = {"evil": {"path": str(sentinel), "scale": 1.0}}
+            c["lora"] = [{"path": str(sentinel), "name": "evil", "scale": 1.0}]
 
     def settings(s: dict) -> None:
         s["settings"]["negative_prompt"] = "\\${oc.env:SECRET_TOKEN} and ${oc.env:SECRET_TOKEN}"
@@ -101,7 +101,7 @@ def test_hostile_png_reads_no_secret_and_touches_nothing_outside_out(
 
     code, stdout, err = reproduce([with_lora, "--out", tmp_path / "out1"], capsys)
     assert code == 2 and not stdout and len(err.strip().splitlines()) == 1
-    assert "LoRA evil" in err and "Fix: pass lora.evil.path=" in err
+    assert "LoRA evil" in err and "Fix: pass 'lora=[{path:/path/to/evil.safetensors,name:evil" in err
 
     out = tmp_path / "out2"
     code, stdout, err = reproduce([without, "--out", out], capsys)
@@ -132,8 +132,16 @@ def test_hostile_png_reads_no_secret_and_touches_nothing_outside_out(
             ("ideogram4:config", lambda c: c["model"].update(name="../../etc/x")),
             "which this runner does not have",
         ),
-        ("lora without source", ("ideogram4:config", lambda c: c.update(lora={"s": {"scale": 1}})), "LoRA s"),
-        ("lora a string", ("ideogram4:config", lambda c: c.update(lora={"s": "x"})), "lora.s is a str"),
+        (
+            "lora without source",
+            ("ideogram4:settings", lambda s: s["settings"].update(loras=[{"name": "s"}])),
+            "LoRA s",
+        ),
+        (
+            "lora name a path",
+            ("ideogram4:settings", lambda s: s["settings"].update(loras=[{"name": "../x"}])),
+            "the metadata is damaged",
+        ),
     ],
 )
 def test_malformed_png_metadata_is_one_line(tmp_path, made_image, capsys, what, change, message):
@@ -238,13 +246,13 @@ def test_manifest_paths_outside_the_folder_are_never_read(tmp_path, made_image, 
 
 @pytest.mark.parametrize(
     "options, message",
-    [("{bad", "Expecting property name"), ('{"ocr": 5}', "is not a mapping of metric")],
+    [("bad", "must look like METRIC.NAME=VALUE"), ("ocr=5", "must look like METRIC.NAME=VALUE")],
 )
 def test_score_cli_bad_options_are_one_line(tmp_path, made_image, capsys, options, message):
     from ideogram4.experiment.score import main as score_main
 
     with pytest.raises(SystemExit) as exit_:
-        score_main([str(made_image.parents[1]), "--metrics", "image_stats", "--options", options])
+        score_main([str(made_image.parents[1]), "--metrics", "image_stats", "--option", options])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and message in err and "Traceback" not in err
 
@@ -285,9 +293,11 @@ def _prompt_readers(path: Path) -> dict:
     from ideogram4.experiment.config.plan import build_plan
     from ideogram4.metrics.__main__ import main as metrics_main
 
+    cfg = compose([*FAST, f"prompts.file={path}"])  # composed before the clock starts: only the reading is timed
+
     def run_py():  # what run.py prompts.file=... does at validation
         with pytest.raises(ConfigError) as e:
-            build_plan(compose([*FAST, f"prompts.file={path}"]), check_tokens=False)
+            build_plan(cfg, check_tokens=False)
         return 2, str(e.value)
 
     return {
@@ -376,3 +386,12 @@ def test_reproduce_never_replaces_another_image_of_the_same_name(tmp_path, made_
     assert code == 4 and "is not a reproduction of" in err and "Fix: pass another --out" in err
     assert len(err.strip().splitlines()) == 1
     assert (out / "images" / made_image.name).read_bytes() == before
+
+
+@pytest.mark.slow
+def test_interpolation_typed_in_a_prompt_on_the_command_line_is_text(tmp_path, runner_env):
+    from runner_helpers import run_cli
+
+    res = run_cli([*FAST, "prompt='Total: ${total}'", f"hydra.run.dir={tmp_path / 'job'}"], runner_env)
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert read_manifest(tmp_path / "job")[0]["caption"] == "Total: ${total}"

@@ -298,8 +298,11 @@ def guarded(fn: Callable[[], Outcome]) -> int:
 def run_from_hydra(cfg) -> int:
     """``python run.py +reproduce=IMAGE.png [overrides]``: the task overrides apply on top of the PNG's config."""
     from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
 
-    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    overrides = (
+        OmegaConf.to_container(HydraConfig.get().overrides, resolve=False)["task"] if HydraConfig.initialized() else []
+    )
     out_dir = HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else None
     return guarded(
         lambda: reproduce(
