@@ -298,17 +298,15 @@ def check_latents(latents: Any, shape: tuple[int, int, int]) -> torch.Tensor | N
 
 def load_image(name: str, image: Any):
     """A PIL image, or a path to one, loaded (in its own mode)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     if isinstance(image, (str, os.PathLike)):
+        from ideogram4.image_files import ImageFileError, read_image
+
         try:
-            with Image.open(image) as opened:
-                opened.load()
-                return opened
-        except FileNotFoundError as e:
-            raise ValueError(f"{name}={str(image)!r}: no such file: give the path of an existing image") from e
-        except (UnidentifiedImageError, OSError) as e:
-            raise ValueError(f"{name}={str(image)!r} is not an image PIL can read ({e}): give a PNG/JPEG/WebP") from e
+            return read_image(image, mode=None)
+        except ImageFileError as e:
+            raise ValueError(f"{name}={str(image)!r}{e.what}: {e.fix}") from None
     if not isinstance(image, Image.Image):
         raise TypeError(f"{name} is a {type(image).__name__}: pass a PIL image or the path of an image file")
     return image

@@ -57,6 +57,12 @@ PNG_PROVENANCE_KEY = "ideogram4:provenance"
 PNG_PARAMETERS_KEY = "parameters"
 UNIFORM_STD_THRESHOLD = 2.0  # largest per-channel pixel std (0..255) below which an image is near-uniform
 
+# --- files from elsewhere (bounds on what a small hostile file may cost) ----------------------------
+MAX_IMAGE_PIXELS = 8 * 2048 * 2048  # an image file read for scoring, img2img or reproduction: 8x the largest output
+MAX_NESTING = 64  # JSON/YAML depth of a caption or prompt file (real captions nest about 5 deep)
+MAX_YAML_NODES = 200_000  # a YAML prompt file's values with every alias expanded (anchor bombs stop here)
+MAX_SAFETENSORS_HEADER = 100 * 2**20  # bytes of a .safetensors JSON header (as the safetensors library)
+
 # --- schedule ---------------------------------------------------------------------------------------
 LOGSNR_MIN, LOGSNR_MAX = -15.0, 18.0
 T_MIN = 1.0 / (1.0 + math.exp(0.5 * LOGSNR_MAX))  # 1.2339e-4, where sampling starts

@@ -177,7 +177,9 @@ def test_other_weights_are_named_per_component_and_differ_in_pixels(tmp_path, ti
     report = json.loads((out / "reproduce.json").read_text())
     assert not report["identical"] and report["pixels"]["max_abs"] > 0 and len(report["differences"]) == 4
 
-    code, stdout, _ = reproduce([png, "--out", out], capsys)  # the original weights again
+    code, _, err = reproduce([png, "--out", out], capsys)  # a path in a PNG is never followed
+    assert code == 2 and f"made with local weights ({json.dumps(str(seed0))})" in err and "Fix: pass model.path=" in err
+    code, stdout, _ = reproduce([png, "--out", out, f"model.path={seed0}"], capsys)  # the original weights again
     assert code == 0 and "Identical" in stdout
 
 
@@ -229,13 +231,15 @@ def test_img2img_needs_the_same_input_image(tmp_path, tiny_root, capsys):
     kept = tmp_path / "kept.png"
     source.rename(kept)
 
-    code, _, err = reproduce([png, "--out", tmp_path / "out"], capsys)
-    assert code == 2 and str(source) in err and "does not exist" in err and "Fix: pass input_image=" in err
+    Image.new("RGB", (64, 64), "white").save(source)  # another picture where the PNG says the input was
+    code, _, err = reproduce([png, "--out", tmp_path / "out"], capsys)  # named, never read from the PNG's path
+    assert code == 2 and str(source) in err and "Fix: pass input_image=" in err
     assert len(err.strip().splitlines()) == 1
 
-    Image.new("RGB", (64, 64), "white").save(source)  # another picture under the same name
-    code, _, err = reproduce([png, "--out", tmp_path / "out"], capsys)
+    code, _, err = reproduce([png, "--out", tmp_path / "out", f"input_image={source}"], capsys)
     assert code == 2 and "is not the one prompt__seed0.png was made from" in err
+    code, _, err = reproduce([png, "--out", tmp_path / "out", f"input_image={tmp_path / 'gone.png'}"], capsys)
+    assert code == 2 and "does not exist" in err
 
     code, stdout, _ = reproduce([png, "--out", tmp_path / "out", f"input_image={kept}"], capsys)
     assert code == 0 and "Identical" in stdout and "note: input_image" in stdout

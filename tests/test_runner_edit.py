@@ -58,7 +58,7 @@ def test_masked_image_reproduces_with_the_mask_matched_by_hash(tmp_path, tiny_ro
     mask.rename(moved)
 
     def reproduce(*extra):
-        code = reproduce_main([str(png), "--out", str(tmp_path / "out"), *extra])
+        code = reproduce_main([str(png), "--out", str(tmp_path / "out"), f"input_image={source}", *extra])
         captured = capsys.readouterr()
         return code, captured.out, captured.err
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import PromptFileError
 from ..spec import MAX_TEXT_TOKENS
+from .bounded import BoundError, load_yaml, loads_json
 from .positions import join, json_lines, line_of, yaml_lines
 from .schema import parse_caption, serialize_caption
 from .verify import CaptionIssue, validate_caption
@@ -98,9 +99,11 @@ def select(entries: list[PromptEntry], prompt_id: str | None, file: str) -> Prom
 
 def _json_document(file: str, text: str) -> Any:
     try:
-        return json.loads(text)
+        return loads_json(text)
     except json.JSONDecodeError as e:
         raise PromptFileError(file, f"invalid JSON: {e.msg}", e.lineno, e.colno) from None
+    except BoundError as e:
+        raise PromptFileError(file, str(e), exit_code=2) from None
 
 
 def _jsonl_entries(file: str, text: str) -> list[PromptEntry]:
@@ -109,7 +112,9 @@ def _jsonl_entries(file: str, text: str) -> list[PromptEntry]:
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         try:
-            item = json.loads(line)
+            item = loads_json(line)
+        except BoundError as e:
+            raise PromptFileError(file, str(e), lineno, exit_code=2) from None
         except json.JSONDecodeError as e:
             raise PromptFileError(
                 file, f"invalid JSON: {e.msg} (write one {{id, prompt}} per line)", lineno, e.colno
@@ -123,8 +128,9 @@ def _yaml_document(file: str, text: str) -> tuple[Any, dict[str, int]]:
     import yaml
 
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        doc = yaml.safe_load(text)
+        doc, root = load_yaml(text)  # nesting and alias expansion bounded before any value is built
+    except BoundError as e:
+        raise PromptFileError(file, str(e), exit_code=2) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]

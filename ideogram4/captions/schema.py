@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .bounded import BoundError, loads_json
+
 TOP_LEVEL_KEYS = ("high_level_description", "style_description", "compositional_deconstruction")
 STYLE_KEYS_PHOTO = ("aesthetics", "lighting", "photo", "medium", "color_palette")
 STYLE_KEYS_ART = ("aesthetics", "lighting", "medium", "art_style", "color_palette")
@@ -79,7 +81,9 @@ def parse_caption(caption: str | dict) -> dict | str:
     if not caption.lstrip().startswith("{"):
         return caption
     try:
-        return json.loads(caption)
+        return loads_json(caption)
+    except BoundError as e:
+        raise ValueError(f"prompt is a JSON caption that {e}") from None
     except json.JSONDecodeError as e:
         raise ValueError(
             f"prompt looks like a JSON caption but does not parse: {e.msg} at line {e.lineno}, column {e.colno}"

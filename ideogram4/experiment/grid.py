@@ -89,7 +89,7 @@ def sweep_value_lists(sweep_dir: Path) -> dict[str, list[str]]:
         from hydra.core.override_parser.overrides_parser import OverridesParser
         from omegaconf import OmegaConf
 
-        texts = list(OmegaConf.load(path).hydra.overrides.task)
+        texts = OmegaConf.to_container(OmegaConf.load(path).hydra.overrides, resolve=False)["task"]
         parsed = OverridesParser.create().parse_overrides(texts)
         return {
             o.get_key_element().lstrip("+~"): list(o.sweep_string_iterator()) for o in parsed if o.is_sweep_override()

@@ -4,11 +4,13 @@ image, near-uniform images outlined in red."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
 from ideogram4.captions.draw import font
+from ideogram4.image_files import ImageFileError, opened_image
 
 from .axes import Layout
 from .present import round_value
@@ -17,14 +19,20 @@ PAD = 8
 BACKGROUND = "white"
 MISSING_FILL = (200, 200, 200)
 FLAG_COLOUR = (220, 0, 0)
+log = logging.getLogger("ideogram4.experiment")
 SEPARATOR = (170, 170, 170)
 MIN_TITLE_WIDTH = 640  # narrower sheets wrap their title lines at this width
 
 
-def _thumb(path: Path, cell: int) -> Image.Image:
-    with Image.open(path) as im:
-        im.draft("RGB", (cell, cell))
-        thumb = im.convert("RGB")
+def _thumb(path: Path, cell: int) -> Image.Image | None:
+    """The cell's picture; None (a warning names the file) when it is damaged or too large to decode."""
+    try:
+        with opened_image(path) as im:
+            im.draft("RGB", (cell, cell))
+            thumb = im.convert("RGB")
+    except (ImageFileError, OSError, SyntaxError, ValueError) as e:
+        log.warning("Grid: %s", e)
+        return None
     if max(thumb.size) > cell:
         thumb.thumbnail((cell, cell), Image.LANCZOS)
     elif max(thumb.size) < cell:  # tiny test images: scale up (nearest) so they are visible
@@ -106,11 +114,12 @@ def render_sheet(layout: Layout, z: int, title: list[str], cell: int = 256, scor
 
 def _draw_cell(canvas, draw, entry: dict | None, at: tuple[int, int], cell: int, small: _Text, scores) -> None:
     x, y = at
-    if entry is None or not Path(entry["path"]).exists():
+    thumb = _thumb(Path(entry["path"]), cell) if entry is not None and Path(entry["path"]).exists() else None
+    if thumb is None:
         draw.rectangle([x, y, x + cell - 1, y + cell - 1], fill=MISSING_FILL)
-        draw.text((x + PAD, y + PAD), "missing", fill="black", font=small.font)
+        label = "unreadable" if entry is not None and Path(entry["path"]).exists() else "missing"
+        draw.text((x + PAD, y + PAD), label, fill="black", font=small.font)
         return
-    thumb = _thumb(Path(entry["path"]), cell)
     canvas.paste(thumb, (x + (cell - thumb.width) // 2, y + (cell - thumb.height) // 2))
     if (entry["record"].get("flags") or {}).get("near_uniform"):
         draw.rectangle([x, y, x + cell - 1, y + cell - 1], outline=FLAG_COLOUR, width=3)

@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 
 from .config.edit_plan import recorded_region
-from .run.lock import folder_lock
+from .run.entry import EXIT_OUTPUT
+from .run.lock import FolderInUse, folder_lock
 from .run.manifest import MANIFEST, append_manifest, latest_records, read_manifest
 from .run.records import ImageRecord, now_utc
 
@@ -51,9 +52,9 @@ def rescored(rec: dict, scored) -> dict:
 
 def score_folder(folder: Path, metric_names: list[str], options: dict, force: bool = False, ahead: int = 4) -> int:
     """Score one job folder's images; returns how many were (re)scored."""
-    from PIL import Image
     from tqdm.auto import tqdm
 
+    from ideogram4.image_files import ImageFileError, read_image
     from ideogram4.metrics import Scorer, as_rgb8
 
     with folder_lock(folder), Scorer(metric_names, options) as scorer:
@@ -66,8 +67,12 @@ def score_folder(folder: Path, metric_names: list[str], options: dict, force: bo
         futures = []  # at most `ahead` images in memory, scored in order
         for rec in tqdm(todo, desc=f"scoring {folder.name}", unit="image", disable=not todo):
             edit = recorded_region(rec) if any(m.reads_edit for m in scorer.metrics) else None
-            with Image.open(folder / rec["image"]) as im:
-                futures.append((rec, scorer.submit(rec["image"], as_rgb8(im), rec.get("caption"), edit)))
+            try:
+                image = read_image(folder / rec["image"], mode=None)
+            except ImageFileError as e:  # named; the other images are still scored
+                log.warning("Not scored: %s", e)
+            else:
+                futures.append((rec, scorer.submit(rec["image"], as_rgb8(image), rec.get("caption"), edit)))
             while futures and (len(futures) > ahead or rec is todo[-1]):
                 done, future = futures.pop(0)
                 append_manifest(folder, rescored(done, future.result()))
@@ -95,7 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         check_metrics(args.metrics.split(","), options)
     except (ValueError, MetricError) as e:  # MetricError is a ValueError
         parser.error(f"--metrics/--option: {e}")
-    total = sum(score_folder(f, args.metrics.split(","), options, args.force) for f in job_folders(folder))
+    try:
+        total = sum(score_folder(f, args.metrics.split(","), options, args.force) for f in job_folders(folder))
+    except (FolderInUse, OSError) as e:  # a folder another process writes, or one this user cannot write
+        print(f"Output: {e}", file=sys.stderr)
+        return EXIT_OUTPUT
     log.info("Scored %d image(s) in %s", total, folder)
     if job_folders(folder) != [folder]:
         refresh_sweep(folder)

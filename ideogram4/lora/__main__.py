@@ -1,4 +1,5 @@
-"""`python -m ideogram4.lora make-example OUT.safetensors [--layout aitk|kohya|peft]`: a LoRA for model=tiny."""
+"""`python -m ideogram4.lora make-example OUT.safetensors [--layout aitk|kohya|peft]`: a LoRA for the tiny random model
+(ideogram4/tiny.py), so LoRA loading can be tried offline. The README's LoRA section shows it in a run."""
 
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     from .example import make_example
 
     path = make_example(args.out, args.layout, args.rank, args.seed)
-    print(f"Wrote {path} ({args.layout} layout, rank {args.rank}, for model=tiny). Try it:")
-    print(f"  python run.py model=tiny 'lora=[{{path:{path},scale:0.8}}]'")
+    # the core names no runner config keys (tests/test_api_errors.py): the run command is in the README
+    print(f"Wrote {path} ({args.layout} layout, rank {args.rank}, for the tiny model); README 'LoRA' shows a run")
     return 0
 
 

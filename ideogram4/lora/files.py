@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError
+from ..safetensors_header import lora_file_problem
 from ..sources import HUB_FILE, HUB_REPO, WEIGHT_SUFFIXES, hub_file, parse_source
 
 # Names trainers give the single LoRA file of a folder or repo, most specific first.
@@ -121,8 +122,8 @@ def read_lora(source, weight_name: str | None = None, revision: str | None = Non
 
 
 def _read_file(path: Path) -> LoraFile:
-    if not path.name.endswith(WEIGHT_SUFFIXES):
-        raise LoraError(f"{path}: not a LoRA weights file (expected one of {', '.join(WEIGHT_SUFFIXES)})")
+    if problem := lora_file_problem(path):  # before hashing or allocating anything the file declares
+        raise LoraError(f"{path} {problem}. Fix: give a LoRA .safetensors file")
     sha256, addnet = file_hashes(path)
     try:
         if path.name.endswith(".safetensors"):

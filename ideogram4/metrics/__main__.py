@@ -36,13 +36,6 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _png_caption(path: Path) -> str | None:
-    from PIL import Image
-
-    with Image.open(path) as image:
-        return image.info.get(PNG_CAPTION_KEY)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     try:
@@ -55,16 +48,21 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:  # MetricError, CaptionError
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from PIL import Image
+    from ideogram4.image_files import ImageFileError, read_image
 
-    failed = False
+    failed, unreadable = False, False
     for path in args.images:
-        text = caption or _png_caption(Path(path))
+        try:  # one bad file is one line; the others are still scored
+            image = read_image(path, mode=None)
+        except ImageFileError as e:
+            print(f"error: {e}", file=sys.stderr)
+            unreadable = True
+            continue
+        text = caption or image.info.get(PNG_CAPTION_KEY)
         if text is None and any(m.reads_caption for m in metrics):
             note = f"note: {path} has no caption (no --caption, no {PNG_CAPTION_KEY} chunk): caption metrics are null"
             print(note, file=sys.stderr)
-        with Image.open(path) as image:
-            scored = score_image(metrics, image, text, options, key=path)
+        scored = score_image(metrics, image, text, options, key=path)
         line = {"image": path, **scored.values}
         if args.details:
             line.update(versions=scored.versions, details=scored.details)
@@ -74,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, message in line["errors"].items():
                 print(f"error: {path}: metric {name}: {message}", file=sys.stderr)
         print(json.dumps(line, ensure_ascii=False), flush=True)
-    return 1 if failed else 0
+    return 2 if unreadable else 1 if failed else 0
 
 
 if __name__ == "__main__":

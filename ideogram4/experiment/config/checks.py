@@ -16,6 +16,7 @@ from typing import Any
 
 from ideogram4 import spec
 from ideogram4.errors import ArgumentError, NoGpu
+from ideogram4.safetensors_header import lora_file_problem
 from ideogram4.sources import parse_source
 
 from ..run.paths import original_cwd
@@ -255,6 +256,8 @@ def check_loras(conf: RunConf) -> list[str]:
         if source.is_local and not source.path.is_file():
             fix = "give an existing .safetensors file (relative to where you ran) or owner/repo/file.safetensors"
             out.append(problem(f"{where}.path", path, "no such file", fix))
+        elif source.is_local and (what := lora_file_problem(source.path)):
+            out.append(problem(f"{where}.path", path, what, "give a LoRA .safetensors file"))
     return out
 
 

@@ -17,11 +17,13 @@ from omegaconf.errors import MissingMandatoryValue, ValidationError
 
 from ideogram4 import spec
 from ideogram4.checks import ArgumentError, check_device, draw_seed
+from ideogram4.safetensors_header import lora_file_problem
 from ideogram4.sources import HUB_FILE, parse_source
 
 from ..run.paths import abspath, file_sha256, file_sha256_cached, folder_fingerprints, original_cwd
 from .checks import ConfigError, check_sections, core_problem, lora_name, problem
 from .edit_plan import outpaint_sides, plan_edit
+from .literal import as_typed, literal
 from .prompt_plan import PromptPlan, check_token_counts, plan_prompts, tokenizer_dir_for
 from .schema import ModelConf, RunConf
 
@@ -176,13 +178,11 @@ def typed_config(cfg: DictConfig) -> RunConf:
     if "hydra" in cfg:
         cfg = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"])
     raw = OmegaConf.to_container(cfg, resolve=False)
-    literal = [
-        (leaf, text) for path in RAW_TEXT_FIELDS for leaf, text in _interpolated_strings(_lookup(raw, path), path)
-    ]
-    if literal:  # escape them in a copy; the caller's config stays as Hydra composed it
+    texts = [(leaf, text) for path in RAW_TEXT_FIELDS for leaf, text in _interpolated_strings(_lookup(raw, path), path)]
+    if texts:  # escape them in a copy; the caller's config stays as Hydra composed it
         cfg = cfg.copy()
-        for leaf, text in literal:
-            OmegaConf.update(cfg, leaf, text.replace("\\${", "${").replace("${", "\\${"), merge=False)
+        for leaf, text in texts:
+            OmegaConf.update(cfg, leaf, literal(as_typed(text)), merge=False)
     try:
         return OmegaConf.to_object(cfg)
     except MissingMandatoryValue as e:
@@ -292,12 +292,12 @@ def plan_generation(conf: RunConf) -> tuple[GenPlan, list[str]]:
     input_image, digest = None, None
     if conf.input_image is not None:
         input_image = abspath(conf.input_image)
-        if os.path.isfile(input_image):
-            digest = file_sha256(input_image)
+        if os.path.isfile(input_image):  # hashed only once its header says it is a usable image
             outpaint = outpaint_sides(conf) is not None  # then the input is smaller than the output
             problems += input_image_problems(
                 conf.input_image, input_image, conf.resolution.height, conf.resolution.width, outpaint
             )
+            digest = None if problems else file_sha256(input_image)
         else:
             problems.append(
                 problem("input_image", conf.input_image, f"no such file ({input_image})", "give an existing image file")
@@ -326,13 +326,15 @@ def plan_generation(conf: RunConf) -> tuple[GenPlan, list[str]]:
 
 
 def input_image_problems(given: str, path: str, height: int, width: int, any_size: bool = False) -> list[str]:
-    from PIL import Image, UnidentifiedImageError
+    from ideogram4.image_files import ImageFileError, opened_image
 
     try:
-        with Image.open(path) as im:
+        with opened_image(path) as im:
             size = im.size
             im.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    except ImageFileError as e:
+        return [problem("input_image", given, str(e), "give a PNG/JPEG/WebP file")]
+    except (OSError, SyntaxError) as e:
         return [problem("input_image", given, f"is not a readable image ({e})", "give a PNG/JPEG/WebP file")]
     if size != (width, height) and not any_size:
         what = f"is {size[0]}x{size[1]} but the output is {width}x{height}"
@@ -346,7 +348,7 @@ def plan_loras(conf: RunConf) -> list[dict]:
     out = []
     for lora in conf.lora:
         where = parse_source(lora.path, base=original_cwd())
-        local = where.is_local and where.path.is_file()  # a missing file: check_loras reported it
+        local = where.is_local and where.path.is_file() and lora_file_problem(where.path) is None  # else reported
         source = str(where) if where.is_local else lora.path
         out.append(
             {

@@ -88,7 +88,7 @@ def write_report(sweep_dir: str | Path, x: str | None = None, y: str | None = No
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         made = list(pool.map(lambda pair: thumbnail(*pair), jobs_in))
     for entry, thumb in zip(layout.cells.values(), made):
-        pages[id(entry)]["thumb"] = relative(thumb, out)
+        pages[id(entry)]["thumb"] = relative(thumb, out) if thumb else ""  # unreadable: warned, no picture
     context = _index_context(sweep_dir, out, grid, layout, pages, scores)
     env = _environment()
     _write(out / INDEX_HTML, env.get_template("index.html").render(**context))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ideogram4.image_files import ImageFileError, check_pixels
 from ideogram4.spec import PNG_CAPTION_KEY, PNG_CONFIG_KEY, PNG_PROVENANCE_KEY, PNG_SETTINGS_KEY
 
+from ..config.literal import literal, literal_tree
 from ..config.schema import RunConf, register_configs
 
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
@@ -44,7 +47,7 @@ class Embedded:
 
     @property
     def settings(self) -> dict:
-        return self.record.get("settings") or {}
+        return _mapping(self, "settings", self.record.get("settings") or {})
 
 
 def read_embedded(path: str | Path) -> Embedded:
@@ -58,12 +61,15 @@ def read_embedded(path: str | Path) -> Embedded:
     try:
         with Image.open(path) as im:
             fmt = im.format
+            check_pixels(path, im.size)
             im.verify()  # chunk checksums: a flipped byte or a cut file fails here
         with Image.open(path) as im:
             im.load()
             text = dict(getattr(im, "text", {}) or {})
             pixels = np.asarray(im.convert("RGB"))
-    except UnidentifiedImageError:
+    except ImageFileError as e:
+        raise ReproduceError(str(e)) from None
+    except (UnidentifiedImageError, Image.DecompressionBombError):
         raise ReproduceError(f"{path} is not an image. Fix: give a PNG made by run.py") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         what = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -82,7 +88,7 @@ def read_embedded(path: str | Path) -> Embedded:
         )
     record, config = _json_chunk(path, text, PNG_SETTINGS_KEY), _json_chunk(path, text, PNG_CONFIG_KEY)
     provenance = _json_chunk(path, text, PNG_PROVENANCE_KEY) if PNG_PROVENANCE_KEY in text else None
-    return Embedded(path, pixels, text[PNG_CAPTION_KEY], record, config, provenance)
+    return Embedded(path, pixels, str(text[PNG_CAPTION_KEY]), record, config, provenance)  # iTXt: a str subclass
 
 
 def _json_chunk(path: Path, text: dict, key: str) -> dict:
@@ -99,14 +105,61 @@ def _json_chunk(path: Path, text: dict, key: str) -> dict:
 
 # --- the config ------------------------------------------------------------------------------------
 
+# What a PNG may set: the keys that decide the pixels. Anything naming a file, folder, host or tracker
+# (model path/source/cache_dir, LoRA and input paths, tracker, output, metrics) comes from the user's
+# own config and command line; every string taken is escaped, so nothing in a PNG is interpolated.
+PIXEL_KEYS: dict[str, tuple[str, ...] | None] = {
+    "model": (
+        "name",
+        "revision",
+        "dtype",
+        "device",
+        "load_unconditional",
+        "fp8_mode",
+        "offload",
+        "vae_tiling",
+        "compile_blocks",
+        "compile_mode",
+        "layout",
+        "min_side",
+        "max_side",
+    ),
+    "sampler": None,  # None: the whole section
+    "resolution": None,
+    "prompts": ("negative_prompt", "max_tokens"),
+    "cfg": None,
+    "seed": None,
+    "device": None,
+    "negative_prompt": None,
+    "denoising_strength": None,
+    "deterministic": None,
+    "outpaint": None,  # masked edits: everything but the mask and strength-map files (matched by sha256)
+    "edit_elements": None,
+    "mask_blur": None,
+    "paste_back": None,
+    "edit_margin": None,
+}
+LORA_PIXEL_KEYS = ("scale", "target", "merge")
+# keys that name a place: a PNG's value is named when it is not used, never followed
+PLACE_KEYS = ("model.cache_dir", "model.path", "model.tokenizer_source", "tracker.dir", "prompts.upsample_head")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
-def reproduction_config(emb: Embedded, overrides: dict[str, Any]) -> tuple[DictConfig, list[str]]:
-    """(config, ignored): the PNG's job config pinned to its one image, with `overrides` on top.
 
-    `ignored` says which recorded keys this runner no longer knows (each a possible cause of other pixels)."""
-    ignored: list[str] = []
+@dataclass
+class Taken:
+    """The config a reproduction runs, and what it says about the PNG's own config."""
+
+    config: DictConfig
+    differences: list[str]  # recorded keys this runner does not know (each a possible cause of other pixels)
+    notes: list[str]  # recorded places not followed
+
+
+def reproduction_config(emb: Embedded, overrides: dict[str, Any]) -> Taken:
+    """The PNG's pixel settings pinned to its one image, on this runner's defaults, `overrides` on top."""
+    unknown: list[str] = []
     base = OmegaConf.structured(RunConf)
-    data = known_keys(base, emb.config, "", ignored)
+    known = known_keys(base, emb.config, "", unknown)
+    data = pixel_settings(emb, known, overrides)
     for key, value in {**pins(emb), **overrides}.items():
         set_path(data, key, value)
     try:
@@ -114,7 +167,102 @@ def reproduction_config(emb: Embedded, overrides: dict[str, Any]) -> tuple[DictC
     except OmegaConfBaseException as e:
         what = str(e).splitlines()[0]
         raise ReproduceError(f"{emb.path}: its config does not fit this runner's schema ({what})") from None
-    return cfg, ignored
+    notes = [
+        f"{key} = {_shown(_get(known, key))} in the PNG is not used (a place: taken from your config, now "
+        f"{_shown(OmegaConf.select(cfg, key))})"
+        for key in PLACE_KEYS
+        if _get(known, key) is not None and _get(known, key) != OmegaConf.select(cfg, key)
+    ]
+    return Taken(cfg, unknown, notes)
+
+
+def pixel_settings(emb: Embedded, known: dict, overrides: dict[str, Any]) -> dict:
+    """The PNG config's PIXEL_KEYS (escaped), the model's places from its conf/model/ file, LoRA settings."""
+    data: dict[str, Any] = {}
+    for key, fields in PIXEL_KEYS.items():
+        if key not in known:
+            continue
+        value = known[key]
+        if fields is not None:
+            value = {k: v for k, v in _mapping(emb, key, value).items() if k in fields}
+        data[key] = literal_tree(value)
+    data["model"] = {**model_places(emb, known, overrides), **data.get("model", {})}
+    data["lora"] = lora_settings(emb, overrides)
+    return data
+
+
+def model_places(emb: Embedded, known: dict, overrides: dict[str, Any]) -> dict:
+    """Where the weights come from: the recorded model's conf/model/<name>.yaml (or the user's choice)."""
+    recorded = _mapping(emb, "model", known.get("model") or {})
+    if "model" in overrides:
+        return {}
+    name = recorded.get("name")
+    conf = CONF_DIR / "model" / f"{name}.yaml"
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or not conf.is_file():
+        names = ", ".join(sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml")))
+        raise ReproduceError(
+            f"{emb.path} was made with model {_shown(name)}, which this runner does not have. "
+            f"Fix: pass model=<{names}> (the weight fingerprints are compared)"
+        )
+    node = OmegaConf.to_container(OmegaConf.load(conf), resolve=False)
+    local = recorded.get("path") or (recorded.get("source") if node.get("source") == "local" else None)
+    if local and not any(k in overrides for k in ("model.path", "model.source")):
+        raise ReproduceError(
+            f"{emb.path} was made with local weights ({_shown(local)}); a reproduction never reads a path "
+            "from a PNG. Fix: pass model.path=/folder/with/those/weights (their fingerprints are compared)"
+        )
+    return node
+
+
+def lora_settings(emb: Embedded, overrides: dict[str, Any]) -> list:
+    """The user's `lora=[...]` list (its files matched by sha256); without one, each recorded LoRA is named."""
+    recorded = [lo for lo in _list(emb, "settings.loras", emb.settings.get("loras")) if isinstance(lo, dict)]
+    if "lora" in overrides or not recorded:
+        return []  # the user's list goes on top (set_path); scale/target/merge differences are named
+    entries = []
+    for lo in recorded:
+        name = str(lo.get("name"))
+        if not _SAFE_NAME.fullmatch(name):
+            raise ReproduceError(f"{emb.path}: its settings name a LoRA {_shown(name)}: the metadata is damaged")
+        settings = ",".join(f"{k}:{json.dumps(lo.get(k))}" for k in LORA_PIXEL_KEYS if k in lo)
+        entries.append(f"{{path:/path/to/{name}.safetensors,name:{name},{settings}}}")
+    first = recorded[0]
+    raise ReproduceError(
+        f"{emb.path} was made with LoRA {first.get('name')} (sha256 {str(first.get('sha256'))[:12]}..., then at "
+        f"{_shown(first.get('source'))}); a reproduction never reads a LoRA from a path in the PNG. "
+        f"Fix: pass 'lora=[{','.join(entries)}]' (each file is matched by its sha256)"
+    )
+
+
+def _mapping(emb: Embedded, key: str, value: Any) -> dict:
+    if not isinstance(value, dict):
+        raise ReproduceError(
+            f"{emb.path}: its recorded {key} is a {type(value).__name__}, not a mapping: the "
+            "metadata is damaged. Fix: use the PNG as run.py wrote it"
+        )
+    return value
+
+
+def _list(emb: Embedded, key: str, value: Any) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ReproduceError(
+            f"{emb.path}: its recorded {key} is a {type(value).__name__}, not a list: the "
+            "metadata is damaged. Fix: use the PNG as run.py wrote it"
+        )
+    return value
+
+
+def _get(tree: Any, dotted: str) -> Any:
+    for key in dotted.split("."):
+        tree = tree.get(key) if isinstance(tree, dict) else None
+    return tree
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, default=str, ensure_ascii=False)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def known_keys(schema: Any, data: Any, prefix: str, notes: list[str]) -> Any:
@@ -145,30 +293,22 @@ def set_path(data: dict, dotted: str, value: Any) -> None:
 
 def pins(emb: Embedded) -> dict[str, Any]:
     """Config values that make the job exactly this image, whatever folder the command runs in."""
-    rec, s = emb.record, emb.settings
-    model = rec.get("model") or {}
+    rec = emb.record
+    pid = rec.get("prompt_id", "image")
     out: dict[str, Any] = {
         "prompt": None,
         "prompts.file": None,
-        "prompts.items": [{"id": rec.get("prompt_id", "image"), "prompt": emb.caption}],
+        "prompts.items": [{"id": literal(str(pid)), "prompt": literal(emb.caption)}],
         "seed": rec.get("seed"),
         "images_per_prompt": 1,
         "batch_size": 1,
-        "negative_prompt": s.get("negative_prompt", ""),
-        "input_image": s.get("input_image"),  # absolute: the original's working folder is not needed
+        "negative_prompt": literal_tree(emb.settings.get("negative_prompt", "")),
         "metrics": [],  # scoring is not part of the pixels
         "tracker.name": "none",
         "tracker.mode": "disabled",
         "reproduce": None,
         "reproduce_strict": False,
     }
-    for key in ("mask_image", "strength_map"):  # absolute too, matched by sha256 (check_input_files)
-        if (s.get("edit") or {}).get(key):
-            out[key] = s["edit"][key]
-    if model.get("kind") == "local" and model.get("source"):
-        out["model.path"] = model["source"]  # absolute, where the config may hold a relative path
-    fields = ("name", "scale", "target", "merge", "weight_name", "revision")  # the path: absolute, as recorded
-    out["lora"] = [{"path": x["source"], **{k: x.get(k) for k in fields}} for x in s.get("loras") or []]
     if rec.get("upsampled_from"):
         out["prompts.upsample"] = False  # the recorded caption is used verbatim: no second upsampling
     return out

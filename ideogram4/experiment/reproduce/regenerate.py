@@ -28,10 +28,12 @@ from pathlib import Path
 from ..config.plan import RunPlan, abspath, build_plan
 from ..run import outputs as out_mod
 from ..run.lock import folder_lock
+from ..run.manifest import OutputWriteError
 from ..run.provenance import Comparison, compare_provenance, compare_settings, current_provenance, weights_provenance
 from .config import (
     Embedded,
     ReproduceError,
+    _mapping,
     check_input_files,
     override_values,
     read_embedded,
@@ -121,14 +123,15 @@ def reproduce(
 ) -> Outcome:
     """Regenerate `image` from its embedded settings into `out_dir` and compare (see the module doc)."""
     emb = read_embedded(os.path.normpath(abspath(str(image))))
-    cfg, ignored = reproduction_config(emb, overrides or {})
-    check_input_files(emb, cfg, abspath)
-    plan = build_plan(cfg)
+    taken = reproduction_config(emb, overrides or {})
+    check_input_files(emb, taken.config, abspath)
+    plan = build_plan(taken.config)
     out = Path(os.path.normpath(abspath(str(out_dir or Path("outputs", "reproduce", emb.path.stem)))))
     target = out / out_mod.IMAGES / out_mod.image_name(plan.prompts[0].id, plan.seeds[0])
     if target.resolve() == emb.path.resolve():
         raise ReproduceError(f"--out {out} would overwrite the original image. Fix: choose another folder")
     out_mod.check_writable(out / out_mod.IMAGES)
+    _check_no_other_original(out, target, emb)
     from ..run.runner import determinism_for
 
     echo(
@@ -136,7 +139,28 @@ def reproduce(
         f"{plan.gen.steps} steps, model {plan.model.name} on {plan.model.device}) into {out}"
     )
     with folder_lock(out), determinism_for(plan):
-        return _regenerate(emb, plan, out, target, strict, Comparison(differences=ignored), echo)
+        return _regenerate(emb, plan, out, target, strict, Comparison(taken.differences, taken.notes), echo)
+
+
+def _original_sha256(emb: Embedded) -> str:
+    from ..run.paths import file_sha256
+
+    return file_sha256(str(emb.path))
+
+
+def _check_no_other_original(out: Path, target: Path, emb: Embedded) -> None:
+    """A reproduction replaces only its own earlier reproduction, never another image of the same name."""
+    if not target.exists():
+        return
+    try:
+        earlier = json.loads((out / REPORT).read_text()).get("original_sha256")
+    except (OSError, ValueError, AttributeError):
+        earlier = None
+    if earlier != _original_sha256(emb):
+        raise OutputWriteError(
+            f"{target} already exists and is not a reproduction of {emb.path}: nothing is replaced. "
+            "Fix: pass another --out (or hydra.run.dir) for this image"
+        )
 
 
 def _regenerate(
@@ -146,7 +170,7 @@ def _regenerate(
 
     from ..run.cache import get_pipeline
 
-    before.extend(compare_settings(_recorded(emb.record), _planned(plan)))
+    before.extend(compare_settings(_recorded(emb), _planned(plan)))
     if plan.prompts[0].caption != emb.caption:
         before.differences.append("caption: the text encoder would read another string now")
     before.extend(compare_provenance(emb.provenance, current_provenance(plan.model.device, determinism_state())))
@@ -163,16 +187,24 @@ def _regenerate(
     return _compare_and_report(emb, target, out, found, echo)
 
 
-def _recorded(record: dict) -> dict:
-    model = {k: v for k, v in (record.get("model") or {}).items() if k != "resolved_source"}
-    return dict(record, model=model)
+def _recorded(emb: Embedded) -> dict:
+    model = {k: v for k, v in _mapping(emb, "model", emb.record.get("model") or {}).items() if k != "resolved_source"}
+    return dict(emb.record, model=model, settings=_by_name(emb.settings))
+
+
+def _by_name(settings: dict) -> dict:
+    """settings with its LoRA list keyed by name, so each LoRA's file and scale are compared on their own."""
+    loras = settings.get("loras")
+    if not isinstance(loras, list):
+        return settings
+    return dict(settings, loras={str(lo.get("name")): lo for lo in loras if isinstance(lo, dict)})
 
 
 def _planned(plan: RunPlan) -> dict:
     """The run about to happen, in the shape of the PNG's ideogram4:settings chunk."""
     model = {k: v for k, v in plan.config["model"].items() if k != "cache_dir"}
     model.update(kind=plan.model.kind, source=plan.model.source, device=plan.model.device)
-    settings = plan.gen.recorded_settings()
+    settings = _by_name(plan.gen.recorded_settings())
     return dict(
         settings=settings, model=model, sampler=plan.gen.sampler, seed=plan.seeds[0], rng_device=plan.gen.rand_device
     )
@@ -230,6 +262,7 @@ def _compare_and_report(emb: Embedded, target: Path, out: Path, found: Compariso
 def _write_report(out: Path, emb: Embedded, outcome: Outcome) -> None:
     report = {
         "original": str(emb.path),
+        "original_sha256": _original_sha256(emb),
         "regenerated": str(outcome.image),
         "identical": outcome.code == EXIT_IDENTICAL,
         "pixels": asdict(outcome.pixels) if outcome.pixels else None,
@@ -265,8 +298,11 @@ def guarded(fn: Callable[[], Outcome]) -> int:
 def run_from_hydra(cfg) -> int:
     """``python run.py +reproduce=IMAGE.png [overrides]``: the task overrides apply on top of the PNG's config."""
     from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
 
-    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    overrides = (
+        OmegaConf.to_container(HydraConfig.get().overrides, resolve=False)["task"] if HydraConfig.initialized() else []
+    )
     out_dir = HydraConfig.get().runtime.output_dir if HydraConfig.initialized() else None
     return guarded(
         lambda: reproduce(

@@ -64,6 +64,7 @@ def job_context(out_dir: str | Path | None = None) -> JobContext:
 def _hydra_context() -> JobContext | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
+    from omegaconf import OmegaConf
 
     if not HydraConfig.initialized():
         return None
@@ -72,11 +73,13 @@ def _hydra_context() -> JobContext | None:
     out_dir = Path(hc.runtime.output_dir)
     num = int(hc.job.num) if multirun else 0
     sweep_dir = str(Path(hc.runtime.cwd) / hc.sweep.dir) if multirun else None
-    odn = hc.job.override_dirname or ""
+    # as Hydra wrote it: an override's own "${...}" (prompt text) is text, never resolved here
+    odn = OmegaConf.to_container(hc.job, resolve=False).get("override_dirname") or ""
+    task = OmegaConf.to_container(hc.overrides, resolve=False)["task"]
     name = f"{Path(hc.sweep.dir).name}/{num}:{odn}" if multirun else out_dir.name
     total = sweep_size(sweep_dir) if sweep_dir else None
     group = sweep_group(hc.sweep.dir) if multirun else None
-    return JobContext(out_dir, multirun, num, total, odn, list(hc.overrides.task), sweep_dir, group, name[:120])
+    return JobContext(out_dir, multirun, num, total, odn, task, sweep_dir, group, name[:120])
 
 
 @functools.lru_cache(maxsize=16)
@@ -100,7 +103,7 @@ def count_sweep_jobs(config) -> int | None:
     from omegaconf import OmegaConf
 
     try:
-        texts = list(config.hydra.overrides.task)
+        texts = OmegaConf.to_container(config.hydra.overrides, resolve=False)["task"]  # prompt text unresolved
         params = OmegaConf.select(config, "hydra.sweeper.params") or {}
         texts += [f"{k}={v}" for k, v in params.items()]
         sizes: dict[str, int] = {}

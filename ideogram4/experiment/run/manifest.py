@@ -78,14 +78,25 @@ def read_manifest(folder: Path) -> list[dict]:
             continue
         try:
             rec = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             log.warning("%s line %d is not valid JSON (interrupted write?); ignoring it", path, i)
             continue
         if not (isinstance(rec, dict) and all(isinstance(rec.get(k), str) for k in RECORD_KEYS)):
             log.warning("%s line %d is not an image record (no %s); ignoring it", path, i, " / ".join(RECORD_KEYS))
             continue
+        if not inside(folder, rec["image"]):
+            log.warning("%s line %d names an image outside its folder (%r); ignoring it", path, i, rec["image"])
+            continue
         out.append(rec)
     return out
+
+
+def inside(folder: Path, relative: str) -> bool:
+    """Whether `relative` (a manifest's image path) names a file inside `folder`, links resolved."""
+    if os.path.isabs(relative):
+        return False
+    root = Path(folder).resolve()
+    return (root / relative).resolve().is_relative_to(root)
 
 
 def latest_records(records: Iterable[dict]) -> dict[str, dict]:

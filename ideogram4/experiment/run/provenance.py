@@ -23,6 +23,8 @@ _WEIGHTS_LOCATION = ("paths", "load_s", "source", "revision", "device", "dtype")
 _MODEL_LOCATION = ("path", "source", "resolved_source", "cache_dir")
 # where an input file was: its sha256 (recorded beside it) says whether the content differs
 _FILE_LOCATIONS = ("settings.input_image", "settings.edit.mask_image", "settings.edit.strength_map")
+# a LoRA entry's keys that say where its file was found: the sha256 says whether it is the same file
+_LORA_LOCATION = ("source", "weight_name", "revision")
 _NOT_RECORDED = object()
 
 
@@ -120,7 +122,7 @@ def _collect(out: Comparison, key: str, then: Any, now: Any) -> None:
         elif b is _NOT_RECORDED:
             out.notes.append(f"{_label(path)}: {_show(a)} then, not known now")
         elif _is_location(path):
-            judge = "its sha256 says" if path in _FILE_LOCATIONS else "the weight fingerprints say"
+            judge = "the weight fingerprints say" if path.startswith("model.") else "its sha256 says"
             out.notes.append(
                 f"{_label(path)}: {_show(a)} then, {_show(b)} now (a location; {judge} if the files differ)"
             )
@@ -144,7 +146,8 @@ def _plain(value: Any) -> Any:
 
 def _is_location(path: str) -> bool:
     head, _, leaf = path.partition(".")
-    return (head == "model" and leaf in _MODEL_LOCATION) or path in _FILE_LOCATIONS
+    lora_place = path.startswith("settings.loras.") and path.rsplit(".", 1)[1] in _LORA_LOCATION
+    return (head == "model" and leaf in _MODEL_LOCATION) or path in _FILE_LOCATIONS or lora_place
 
 
 def _label(path: str) -> str:

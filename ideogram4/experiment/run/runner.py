@@ -256,10 +256,9 @@ def _batch_label(batch: list[Item], start: int, total: int) -> str:
 def _open_input_image(path: str | None):
     if path is None:
         return None
-    from PIL import Image
+    from ideogram4.image_files import read_image
 
-    with Image.open(path) as im:
-        return im.convert("RGB")
+    return read_image(path)
 
 
 def _generate_batch(pipe, plan: RunPlan, batch: list[Item], input_image, bar) -> tuple[Any, float]:
