@@ -91,15 +91,21 @@ def side_problems(name: str, value: Any, low: int | None = None, high: int | Non
         return [ArgumentTypeError(name, value, _kind(value), fix)]
     if value <= 0:
         return [ArgumentError(name, value, "must be positive", f"use a multiple of {TOKEN_PIXELS}, e.g. {name}=1024")]
-    out = []
-    if value % TOKEN_PIXELS:
-        near = max(low or TOKEN_PIXELS, round(value / TOKEN_PIXELS) * TOKEN_PIXELS)
-        near = min(near, high) if high is not None else near
-        what = f"is not a multiple of {TOKEN_PIXELS} (one token is {TOKEN_PIXELS}x{TOKEN_PIXELS} pixels)"
-        out.append(ArgumentError(name, value, what, f"use {near}"))
+    out = multiple_problems(name, value, low, high, f" (one token is {TOKEN_PIXELS}x{TOKEN_PIXELS} pixels)")
     if low is not None and high is not None and not low <= value <= high:
         out.append(ArgumentError(name, value, f"is outside {low}..{high}", f"pick a value in {low}..{high}"))
     return out
+
+
+def multiple_problems(
+    name: str, value: int, low: int | None = None, high: int | None = None, why: str = ""
+) -> Findings:
+    """A pixel count the token grid can hold: a multiple of TOKEN_PIXELS; the fix names the nearest one."""
+    if not value % TOKEN_PIXELS:
+        return []
+    near = max(low or TOKEN_PIXELS, round(value / TOKEN_PIXELS) * TOKEN_PIXELS)
+    near = min(near, high) if high is not None else near
+    return [ArgumentError(name, value, f"is not a multiple of {TOKEN_PIXELS}{why}", f"use {near}")]
 
 
 def aspect_problems(height: int, width: int) -> Findings:
