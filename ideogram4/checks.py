@@ -1,11 +1,11 @@
 """Argument checks for `from_pretrained` and `generate`, run before any file is read or model runs.
 
 Each bad value raises TypeError (wrong kind of thing) or ValueError (right kind, bad value) whose
-message names the argument, the value and a fix. The option names and limits come from `spec`.
-Rules the runner applies too raise `ArgumentError`, which keeps the parts (argument name, value, what
-is wrong, fix) so the runner can name its own config key instead of the argument (one table,
-`experiment/config/checks.API_TO_CONFIG`). Importing this module loads no torch: the runner's
-validation calls the same rules.
+message names the argument, the value and a fix. The value rules themselves live once in `rules`
+(problem-collecting, API names, limits from `spec`); this module raises their first finding, an
+`ArgumentError` that keeps the parts so the runner can name its own config key instead of the argument
+(one table, `experiment/config/checks.API_TO_CONFIG`). Importing this module loads no torch: the
+runner's validation calls the same rules.
 """
 
 from __future__ import annotations

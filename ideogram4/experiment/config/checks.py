@@ -2,8 +2,10 @@
 
 A problem reads ``field = value: what is wrong. Fix: what to do`` and all of them are collected into
 one :class:`ConfigError`, so a researcher learns about every mistake at once, in seconds, before any
-weights load. The allowed values come from ``ideogram4.spec`` (the core rejects the same names), so
-validation accepts nothing the pipeline would refuse later. No torch, no transformers here.
+weights load. The value rules are the core's (``ideogram4.rules``, the functions the pipeline raises
+from, limits from ``ideogram4.spec``): each finding names an API argument, turned into its config key
+by the one table ``API_TO_CONFIG``, so validation accepts nothing the pipeline would refuse later.
+No torch, no transformers here.
 """
 
 from __future__ import annotations
