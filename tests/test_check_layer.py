@@ -100,6 +100,7 @@ def test_runner_and_api_report_the_same_finding(overrides, api_call):
     what = to_config_keys(finding.what)  # e.g. "for num_inference_steps=2" -> "for sampler.steps=2"
     assert f": {what}. Fix: " in mine[0], (mine[0], str(finding))
     assert not re.search(r"(?<![\w.])(num_inference_steps|cfg_scale|seeds|compile_blocks)\b", mine[0]), mine[0]
+    assert not re.search(r"\b(\w+\.)\1", mine[0]), mine[0]  # translated once: no "sampler.sampler.std"
 
 
 def test_every_finding_is_reported_at_once():
