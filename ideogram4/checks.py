@@ -1,18 +1,16 @@
 """Argument checks for `from_pretrained` and `generate`, run before any file is read or model runs.
 
 Each bad value raises TypeError (wrong kind of thing) or ValueError (right kind, bad value) whose
-message names the argument, the value and a fix. The option names and limits come from `spec`.
-Rules the runner applies too raise `ArgumentError`, which keeps the parts (argument name, value, what
-is wrong, fix) so the runner can name its own config key instead of the argument (one table,
-`experiment/config/checks.API_TO_CONFIG`). Importing this module loads no torch: the runner's
-validation calls the same rules.
+message names the argument, the value and a fix. The value rules themselves live once in `rules`
+(problem-collecting, API names, limits from `spec`); this module raises their first finding, an
+`ArgumentError` that keeps the parts so the runner can name its own config key instead of the argument
+(one table, `experiment/config/checks.API_TO_CONFIG`). Importing this module loads no torch: the
+runner's validation calls the same rules.
 """
 
 from __future__ import annotations
 
 import glob
-import math
-import numbers
 import os
 import random
 import re
@@ -23,14 +21,23 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ArgumentError, NoGpu
 from .prompts import serialize_caption
+from .rules import (
+    choice_problems,
+    compile_problems,
+    flag_problems,
+    int_problems,
+    number_problems,
+    raise_first,
+    schedule_problems,
+    seed_problems,
+    side_problems,
+    strength_problems,
+)
 from .spec import (
-    COMPILE_MODES,
     DTYPES,
     FINAL_STEPS,
     FP8_MODES,
     LATENT_CHANNELS,
-    MAX_SEED,
-    MAX_STEPS,
     OUTPUT_TYPES,
     RAND_DEVICES,
     TOKEN_PIXELS,
@@ -46,34 +53,23 @@ _DEVICE_RE = re.compile(r"(cpu|cuda|auto|mps)(:\d+)?")
 
 
 def check_flag(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name}={value!r} is a {type(value).__name__}: pass True or False")
+    raise_first(flag_problems(name, value))
     return value
 
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"{name}={value!r} is not an option: use one of {', '.join(map(repr, choices))}")
+    raise_first(choice_problems(name, value, choices))
     return value
 
 
 def check_number(name: str, value: Any, example: float, *, positive: bool = False) -> float:
     """A finite real number (bools and strings refused: a typo in a sweep must not become 1.0)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}={value!r} is a {type(value).__name__}: pass a number, e.g. {name}={example}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name}={value} is not finite: pass a finite number, e.g. {name}={example}")
-    if positive and value <= 0:
-        raise ValueError(f"{name}={value} must be > 0: e.g. {name}={example}")
-    return value
+    raise_first(number_problems(name, value, example, positive=positive))
+    return float(value)
 
 
 def check_int(name: str, value: Any, low: int, high: int, example: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name}={value!r} is a {type(value).__name__}: pass an int, e.g. {name}={example}")
-    if not low <= value <= high:
-        raise ValueError(f"{name}={value} is outside {low}..{high}: e.g. {name}={example}")
+    raise_first(int_problems(name, value, low, high, example))
     return int(value)
 
 
@@ -86,21 +82,12 @@ def check_seed(name: str, value: Any) -> int:
     """A seed in 0..MAX_SEED; None draws one (recorded in the output)."""
     if value is None:
         return draw_seed()
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and not 0 <= value <= MAX_SEED:
-        raise ValueError(f"{name}={value} is outside 0..2**63-1 (a signed 64-bit generator seed): e.g. {name}=42")
-    return check_int(name, value, 0, MAX_SEED, 42)
+    raise_first(seed_problems(name, value))
+    return int(value)
 
 
 def check_side(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(
-            f"{name}={value!r} is a {type(value).__name__}: pass an int multiple of {TOKEN_PIXELS}, e.g. 1024"
-        )
-    if value <= 0:
-        raise ValueError(f"{name}={value} must be positive: use a multiple of {TOKEN_PIXELS}, e.g. {name}=1024")
-    if value % TOKEN_PIXELS:
-        near = max(TOKEN_PIXELS, round(value / TOKEN_PIXELS) * TOKEN_PIXELS)
-        raise ValueError(f"{name}={value} is not a multiple of {TOKEN_PIXELS} (one token is 16x16 pixels): use {near}")
+    raise_first(side_problems(name, value))
     return int(value)
 
 
@@ -191,16 +178,8 @@ def check_load_options(
             f"fp8_mode='fp8_matmul' needs fp8 tensor cores (compute capability >= 8.9: Ada, Hopper); "
             f"{device} has none: use fp8_mode='dequantize_once' (fastest) or 'dequantize_per_call'"
         )
-    if not isinstance(compile_blocks, (bool, str)) or compile_blocks == "":
-        raise TypeError(f"compile_blocks={compile_blocks!r}: pass True (inductor), False, or a torch.compile backend")
+    raise_first(compile_problems(compile_blocks, compile_mode))
     backend = ("inductor" if compile_blocks is True else compile_blocks) or None
-    if compile_mode is not None:
-        check_choice("compile_mode", compile_mode, COMPILE_MODES)
-        if backend != "inductor":
-            raise ValueError(
-                f"compile_mode={compile_mode!r} is an inductor mode but compile_blocks={compile_blocks!r}: "
-                "pass compile_blocks=True (inductor), or drop compile_mode"
-            )
     flags = {name: check_flag(name, value) for name, value in flags.items()}
     return LoadOptions(torch_dtype, device, fp8_mode, compile_blocks=backend, compile_mode=compile_mode, **flags)
 
@@ -271,17 +250,10 @@ def check_negatives(negative: Any, batch: int) -> list[str]:
 
 
 def check_schedule(steps: Any, guidance_schedule: Any, cfg_scale: Any) -> list[float]:
-    steps = check_int("num_inference_steps", steps, 1, MAX_STEPS, 48)
-    cfg_scale = check_number("cfg_scale", cfg_scale, 7.0)  # checked even when a schedule overrides it
+    raise_first(schedule_problems(steps, guidance_schedule, cfg_scale))
     if guidance_schedule is None:
-        return [cfg_scale] * steps
-    if not isinstance(guidance_schedule, (list, tuple)):
-        raise TypeError(f"guidance_schedule={guidance_schedule!r}: pass a list of floats, one per step (or None)")
-    if len(guidance_schedule) != steps:
-        raise ValueError(
-            f"guidance_schedule has {len(guidance_schedule)} entries for num_inference_steps={steps}: give one per step"
-        )
-    return [check_number(f"guidance_schedule[{i}]", w, 7.0) for i, w in enumerate(guidance_schedule)]
+        return [float(cfg_scale)] * steps
+    return [float(w) for w in guidance_schedule]
 
 
 def check_latents(latents: Any, shape: tuple[int, int, int]) -> torch.Tensor | None:
@@ -325,19 +297,8 @@ def open_image(name: str, image: Any, height: int | None, width: int | None):
 
 
 def check_strength(strength: Any, img2img: bool, edit: bool = False) -> float:
-    strength = check_number("denoising_strength", strength, 0.6)
-    if not 0.0 < strength <= 1.0:
-        raise ValueError(
-            f"denoising_strength={strength} must be in (0, 1]: 1.0 = text-to-image, e.g. 0.6 with input_image"
-        )
-    if not img2img and strength != 1.0:
-        raise ValueError(f"denoising_strength={strength} needs an input_image (without one, leave it at 1.0)")
-    if img2img and strength == 1.0 and not edit:  # an edit keeps the rest of the image at any strength
-        raise ValueError(
-            "input_image is given but denoising_strength=1.0 starts from pure noise and would ignore it: "
-            "lower denoising_strength (e.g. 0.6), or drop input_image for text-to-image"
-        )
-    return strength
+    raise_first(strength_problems(strength, img2img, edit))
+    return float(strength)
 
 
 def open_images(input_image: Any, batch: int, height: int | None, width: int | None) -> list | None:

@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from .checks import check_flag, check_int, check_number, open_images
-from .spec import EDIT_KINDS, EDIT_MARGIN, MAX_ASPECT, MAX_MASK_BLUR, MAX_SIDE, MIN_SIDE, OUTPAINT_SIDES, TOKEN_PIXELS
+from .rules import aspect_problems, multiple_problems, raise_first, side_problems
+from .spec import EDIT_KINDS, EDIT_MARGIN, MAX_ASPECT, MAX_MASK_BLUR, MAX_SIDE, MIN_SIDE, OUTPAINT_SIDES
 
 
 def check_edit_args(kw: dict, height: int, width: int):
@@ -57,14 +58,13 @@ def check_outpaint(value: Any, height: int, width: int) -> dict[str, int]:
         sides = ", ".join(OUTPAINT_SIDES)
         raise TypeError(f"outpaint={value!r}: pass pixels per side, e.g. outpaint={{'right': 128}} (sides: {sides})")
     sides = {side: check_int(f"outpaint[{side!r}]", value.get(side, 0), 0, MAX_SIDE, 128) for side in OUTPAINT_SIDES}
-    for side, pixels in sides.items():
-        if pixels % TOKEN_PIXELS:
-            near = max(TOKEN_PIXELS, round(pixels / TOKEN_PIXELS) * TOKEN_PIXELS)
-            raise ValueError(f"outpaint[{side!r}]={pixels} is not a multiple of {TOKEN_PIXELS}: use {near}")
+    raise_first(
+        [finding for side, pixels in sides.items() for finding in multiple_problems(f"outpaint[{side!r}]", pixels)]
+    )
     if not any(sides.values()):
         raise ValueError(f"outpaint={value!r} adds no pixels: give at least one side, e.g. outpaint={{'right': 128}}")
-    aspect = max(height, width) / min(height, width)
-    if not (MIN_SIDE <= height <= MAX_SIDE and MIN_SIDE <= width <= MAX_SIDE) or aspect > MAX_ASPECT:
+    canvas = side_problems("height", height, MIN_SIDE, MAX_SIDE) + side_problems("width", width, MIN_SIDE, MAX_SIDE)
+    if canvas + aspect_problems(height, width):
         raise ValueError(
             f"outpaint makes a {width}x{height} (WxH) canvas: each side must be {MIN_SIDE}..{MAX_SIDE} and the "
             f"aspect at most {MAX_ASPECT:g}:1 (what the model was trained for): outpaint fewer pixels"

@@ -20,9 +20,14 @@ class CheckpointError(RuntimeError):
 class ArgumentError(ValueError):
     """A bad value, its parts kept: `name` (the API argument), `value`, `what` is wrong, `fix`."""
 
-    def __init__(self, name: str, value: Any, what: str, fix: str):
+    def __init__(self, name: str, value: Any, what: str, fix: str, *, show_value: bool = True):
         self.name, self.value, self.what, self.fix = name, value, what, fix
-        super().__init__(f"{name}={value!r} {what}: {fix}")
+        shown = f"{name}={value!r}" if show_value else name
+        super().__init__(f"{shown}{' ' + what if what else ''}: {fix}")
+
+
+class ArgumentTypeError(ArgumentError, TypeError):
+    """A value of the wrong kind (a str where an int goes): a TypeError too, as Python's own checks raise."""
 
 
 class NoGpu(ArgumentError, RuntimeError):

@@ -14,7 +14,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import optuna
 import yaml
@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from ideogram4.experiment.summary.settings import job_metrics
+from ideogram4.rules import int_problems, raise_first
 
 from ._space import Param, parse_space
 from ._study import (
@@ -63,6 +64,9 @@ class SearchSettings:
     heartbeat_interval: int = 10
     grace_period: int = 30
     max_retry: int = 3
+    EXAMPLES: ClassVar[dict[str, int]] = dict(
+        n_trials=20, n_jobs=1, heartbeat_interval=10, grace_period=30, max_retry=3
+    )
 
     @classmethod
     def from_config(cls, conf: dict) -> SearchSettings:
@@ -70,9 +74,8 @@ class SearchSettings:
         conf = {k: v for k, v in conf.items() if not k.startswith("_")}
         s = cls(**conf)
         for name in ("n_trials", "n_jobs", "heartbeat_interval", "grace_period", "max_retry"):
-            if not isinstance(getattr(s, name), int) or getattr(s, name) < (0 if name == "max_retry" else 1):
-                low = 0 if name == "max_retry" else 1
-                raise ValueError(f"hydra.sweeper.{name} must be a whole number >= {low}, got {getattr(s, name)!r}")
+            low = 0 if name == "max_retry" else 1
+            raise_first(int_problems(f"hydra.sweeper.{name}", getattr(s, name), low, None, cls.EXAMPLES[name]))
         if not s.study_name:
             raise ValueError("hydra.sweeper.study_name is empty; name the study, e.g. hydra.sweeper.study_name=search")
         if not s.objective:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
+from ideogram4.rules import is_int, is_real
 from ideogram4.spec import METRIC_DIRECTIONS
 
 from .caption import caption_facts
@@ -136,9 +137,9 @@ def _typed(metric: str, key: str, value: Any, default: Any) -> Any:
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
+        ok = is_int(value)
     elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = is_real(value)
         value = float(value) if ok else value
     else:
         ok = isinstance(value, type(default))

@@ -2,19 +2,20 @@
 
 A problem reads ``field = value: what is wrong. Fix: what to do`` and all of them are collected into
 one :class:`ConfigError`, so a researcher learns about every mistake at once, in seconds, before any
-weights load. The allowed values come from ``ideogram4.spec`` (the core rejects the same names), so
-validation accepts nothing the pipeline would refuse later. No torch, no transformers here.
+weights load. The value rules are the core's (``ideogram4.rules``, the functions the pipeline raises
+from, limits from ``ideogram4.spec``): each finding names an API argument, turned into its config key
+by the one table ``API_TO_CONFIG``, so validation accepts nothing the pipeline would refuse later.
+No torch, no transformers here.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from typing import Any
 
-from ideogram4 import spec
+from ideogram4 import rules, spec
 from ideogram4.errors import ArgumentError, NoGpu
 from ideogram4.safetensors_header import lora_file_problem
 from ideogram4.sources import parse_source
@@ -40,6 +41,8 @@ API_TO_CONFIG = {
     "fp8_mode": "model.fp8_mode",
     "compile_mode": "model.compile_mode",
     "device": "device",
+    "compile_blocks": "model.compile_blocks",
+    "width x height": "resolution",
 }
 
 
@@ -63,128 +66,80 @@ def _show(value: Any) -> str:
 
 
 def one_of(field_name: str, value: Any, allowed: tuple, what: str = "is not a known option") -> list[str]:
-    return [] if value in allowed else [problem(field_name, value, what, f"use one of {', '.join(allowed)}")]
+    return core_problems(rules.choice_problems(field_name, value, allowed, what))
 
 
 def finite(field_name: str, value: Any) -> list[str]:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return []
-    return [problem(field_name, value, "must be a finite number", f"give a number such as {field_name}=7")]
+    return core_problems(rules.number_problems(field_name, value, 7.0))
 
 
-def core_problems(check, *args, **kwargs) -> list[str]:
-    """Run one of the core's rules (`ideogram4.checks`); its ArgumentError as a problem in config keys."""
-    try:
-        check(*args, **kwargs)
-    except ArgumentError as e:
-        return [core_problem(e)]
-    return []
+def core_problems(findings: list[ArgumentError]) -> list[str]:
+    """The core's findings (`ideogram4.rules`, API names) as problems in config keys."""
+    return [core_problem(e) for e in findings]
+
+
+def to_config_keys(text: str, names: dict[str, str] = API_TO_CONFIG) -> str:
+    """Every API argument named in `text` (as `name=` or `name[`) by its config key, in one pass."""
+    pattern = r"(?<![\w.])(" + "|".join(map(re.escape, sorted(names, key=len, reverse=True))) + r")(?=[=\[]|$)"
+    return re.sub(pattern, lambda m: names[m.group(1)], text)
 
 
 def core_problem(e: ArgumentError, field_name: str | None = None) -> str:
-    """The core's finding in this runner's words: its argument named by its config key."""
-    key = field_name or API_TO_CONFIG.get(e.name, e.name)
-    fix = e.fix.replace(f"{e.name}=", f"{key}=")
+    """The core's finding in this runner's words: its argument named by its config key (or `field_name`)."""
+    names = API_TO_CONFIG | ({e.name: field_name} if field_name else {})
+    key = names.get(e.name) or to_config_keys(e.name, names)
+    fix = to_config_keys(e.fix, names)
     if isinstance(e, NoGpu):
         fix = "run on a GPU machine, or try the runner on CPU with `model=tiny device=cpu`"
-    return problem(key, e.value, e.what, fix)
+    return problem(key, e.value, to_config_keys(e.what, names) or "is not valid", fix)
 
 
 # --- per section ------------------------------------------------------------------------------------
 
 
 def check_model(m: ModelConf) -> list[str]:
-    out = one_of("model.dtype", m.dtype, spec.DTYPES, "is not a supported dtype")
-    out += one_of("model.fp8_mode", m.fp8_mode, spec.FP8_MODES, "is not an fp8 mode")
-    out += one_of("model.offload", m.offload, spec.OFFLOAD_MODES, "is not an offload mode")
-    out += one_of("model.layout", m.layout, spec.CHECKPOINT_LAYOUTS, "is not a checkpoint layout")
-    if m.compile_mode is not None:
-        out += one_of("model.compile_mode", m.compile_mode, spec.COMPILE_MODES, "is not a torch.compile mode")
-    if not 16 <= m.min_side <= m.max_side:
-        out.append(problem("model.min_side", m.min_side, f"must be in 16..model.max_side ({m.max_side})", "use 256"))
-    return out
+    found = rules.dtype_problems("torch_dtype", m.dtype)
+    found += rules.choice_problems("fp8_mode", m.fp8_mode, spec.FP8_MODES, "is not an fp8 mode")
+    found += rules.choice_problems("model.offload", m.offload, spec.OFFLOAD_MODES, "is not an offload mode")
+    found += rules.choice_problems("model.layout", m.layout, spec.CHECKPOINT_LAYOUTS, "is not a checkpoint layout")
+    found += rules.compile_problems(m.compile_blocks, m.compile_mode)
+    found += rules.int_problems("model.min_side", m.min_side, spec.TOKEN_PIXELS, m.max_side, spec.MIN_SIDE)
+    return core_problems(found)
 
 
 def check_resolution(r: ResolutionConf, m: ModelConf) -> list[str]:
-    out = []
-    for name, v in (("resolution.height", r.height), ("resolution.width", r.width)):
-        if v % spec.TOKEN_PIXELS:
-            lo = v // spec.TOKEN_PIXELS * spec.TOKEN_PIXELS
-            hi = lo + spec.TOKEN_PIXELS
-            what = "is not a multiple of 16 (one latent token = 16x16 pixels)"
-            out.append(problem(name, v, what, f"use {lo if lo >= m.min_side else hi} or {hi}"))
-        if not m.min_side <= v <= m.max_side:
-            fix = f"pick a value in {m.min_side}..{m.max_side} (or a preset such as resolution=square_1024)"
-            out.append(problem(name, v, f"is outside {m.min_side}..{m.max_side}", fix))
-    if r.height > 0 and r.width > 0:
-        aspect = max(r.height, r.width) / min(r.height, r.width)
-        if aspect > spec.MAX_ASPECT + 1e-9:
-            fix = "bring width/height within 6:1 (e.g. resolution=banner_6_1 is 2016x336)"
-            out.append(
-                problem("resolution", f"{r.width}x{r.height}", f"aspect ratio {aspect:.2f}:1 is beyond 6:1", fix)
-            )
-    return out
+    low, high = sorted((m.min_side, m.max_side))
+    found = rules.side_problems("height", r.height, low, high) + rules.side_problems("width", r.width, low, high)
+    return core_problems(found + rules.aspect_problems(r.height, r.width))
 
 
 def check_sampler(s: SamplerConf, cfg: float) -> list[str]:
-    out = finite("cfg", cfg) + finite("sampler.polish_cfg", s.polish_cfg)
-    out += finite("sampler.mu", s.mu) + finite("sampler.std", s.std)
-    if not 1 <= s.steps <= spec.MAX_STEPS:
-        fix = "use e.g. sampler.steps=48 (or sampler=turbo_12)"
-        out.append(problem("sampler.steps", s.steps, f"must be in 1..{spec.MAX_STEPS}", fix))
-    if s.guidance_schedule is not None:
-        if len(s.guidance_schedule) != s.steps:
-            what = f"has {len(s.guidance_schedule)} entries but sampler.steps = {s.steps}"
-            fix = (
-                f"give exactly {s.steps} weights (one per step, first step first) or drop the list to use cfg/polish_*"
-            )
-            out.append(problem("sampler.guidance_schedule", s.guidance_schedule, what, fix))
-        out += [p for i, w in enumerate(s.guidance_schedule) for p in finite(f"sampler.guidance_schedule[{i}]", w)]
-    elif s.polish_steps < 0 or (s.steps >= 1 and s.polish_steps >= s.steps):
+    found = rules.schedule_problems(s.steps, s.guidance_schedule, cfg)
+    found += rules.number_problems("sampler.polish_cfg", s.polish_cfg, 3.0)
+    found += rules.number_problems("mu", s.mu, 0.0) + rules.number_problems("std", s.std, 1.5, positive=True)
+    found += rules.choice_problems("final_step", s.final_step, spec.FINAL_STEPS)
+    found += rules.choice_problems("sampler.solver", s.solver, spec.SOLVERS)
+    found += rules.choice_problems("rand_device", s.rand_device, spec.RAND_DEVICES, "is not a noise device")
+    out = core_problems(found)
+    if s.guidance_schedule is None and (s.polish_steps < 0 or (s.steps >= 1 and s.polish_steps >= s.steps)):
         fix = f"set sampler.polish_steps={min(max(s.steps - 1, 0), 1)} (or sampler=constant for no polish)"
         what = f"must be in 0..{max(s.steps - 1, 0)} for sampler.steps = {s.steps}"
         out.append(problem("sampler.polish_steps", s.polish_steps, what, fix))
-    out += one_of("sampler.final_step", s.final_step, spec.FINAL_STEPS)
-    out += one_of("sampler.solver", s.solver, spec.SOLVERS)
-    out += one_of("sampler.rand_device", s.rand_device, spec.RAND_DEVICES, "is not a noise device")
-    if math.isfinite(s.std) and s.std <= 0:
-        out.append(problem("sampler.std", s.std, "must be positive", "use e.g. 1.5 (quality_48) or 1.75"))
     return out
 
 
 def check_image_input(conf: RunConf, edit: bool = False) -> list[str]:
     """input_image + denoising_strength; with a masked edit (`edit`) strength 1.0 is allowed (the rest is kept)."""
-    strength = conf.denoising_strength
-    out = finite("denoising_strength", strength)
-    if out:
-        return out
-    if not 0.0 < strength <= 1.0:
-        out.append(problem("denoising_strength", strength, "must be in (0, 1]", "use e.g. 0.6 with input_image"))
-    if conf.input_image is None and strength != 1.0:
-        fix = "set input_image=path/to.png or denoising_strength=1.0"
-        out.append(problem("denoising_strength", strength, "only applies with an input image", fix))
-    if conf.input_image is not None and strength == 1.0 and not edit:
-        what = "at 1.0 the input image is replaced by noise (it would be ignored)"
-        fix = "lower denoising_strength (e.g. 0.6: keep 40% of the input) or drop input_image"
-        out.append(problem("denoising_strength", strength, what, fix))
-    return out
+    return core_problems(rules.strength_problems(conf.denoising_strength, conf.input_image is not None, edit))
 
 
 def check_counts(conf: RunConf) -> list[str]:
-    out = []
-    if conf.images_per_prompt < 1:
-        fix = "use images_per_prompt=1 or more"
-        out.append(problem("images_per_prompt", conf.images_per_prompt, "must be at least 1", fix))
-    if conf.batch_size < 1:
-        out.append(problem("batch_size", conf.batch_size, "must be at least 1", "use batch_size=1"))
-    return out
+    found = rules.int_problems("images_per_prompt", conf.images_per_prompt, 1, None, 1)
+    return core_problems(found + rules.int_problems("batch_size", conf.batch_size, 1, None, 1))
 
 
 def check_prompts(p: PromptsConf) -> list[str]:
-    out = []
-    if not 1 <= p.max_tokens <= spec.MAX_TEXT_TOKENS:
-        what = f"must be in 1..{spec.MAX_TEXT_TOKENS} (the model reads at most {spec.MAX_TEXT_TOKENS} tokens)"
-        out.append(problem("prompts.max_tokens", p.max_tokens, what, f"use prompts.max_tokens={spec.MAX_TEXT_TOKENS}"))
+    out = core_problems(rules.token_limit_problems("prompts.max_tokens", p.max_tokens))
     if p.upsample:
         from ideogram4.captions.upsample import UpsampleError, check_upsample_available
 
@@ -199,18 +154,13 @@ def check_prompts(p: PromptsConf) -> list[str]:
 def check_tracker(t: TrackerConf) -> list[str]:
     out = one_of("tracker.name", t.name, TRACKERS, "is not a tracker")
     out += one_of("tracker.mode", t.mode, spec.TRACKER_MODES, "is not a W&B mode")
-    if not (math.isfinite(t.init_timeout) and t.init_timeout > 0):
-        out.append(problem("tracker.init_timeout", t.init_timeout, "must be a positive number of seconds", "use 60"))
-    return out
+    return out + core_problems(rules.number_problems("tracker.init_timeout", t.init_timeout, 60, positive=True))
 
 
 def check_output(o: OutputConf) -> list[str]:
-    out = finite("output.uniform_std_threshold", o.uniform_std_threshold)
-    if o.grid_cell_size < 16:
-        out.append(
-            problem("output.grid_cell_size", o.grid_cell_size, "is too small to see", f"use {spec.GRID_CELL_SIZE}")
-        )
-    return out
+    found = rules.number_problems("output.uniform_std_threshold", o.uniform_std_threshold, spec.UNIFORM_STD_THRESHOLD)
+    found += rules.int_problems("output.grid_cell_size", o.grid_cell_size, spec.TOKEN_PIXELS, None, spec.GRID_CELL_SIZE)
+    return core_problems(found)
 
 
 def check_metrics(conf: RunConf) -> list[str]:

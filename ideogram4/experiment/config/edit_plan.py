@@ -11,10 +11,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ideogram4.spec import EDIT_KINDS, EDIT_MARGIN, OUTPAINT_SIDES, TOKEN_PIXELS
+from ideogram4.errors import ArgumentError
+from ideogram4.rules import multiple_problems
+from ideogram4.spec import EDIT_KINDS, EDIT_MARGIN, OUTPAINT_SIDES
 
 from ..run.paths import abspath, file_sha256
-from .checks import problem
+from .checks import core_problem, problem
 from .schema import RunConf
 
 EDIT_FILES = ("mask_image", "strength_map")  # edit keys naming a file (matched by sha256 on reproduce)
@@ -71,6 +73,8 @@ def plan_edit(conf: RunConf, prompts: list) -> tuple[dict | None, dict[str, str]
         for p in prompts if kind == "edit_elements" else prompts[:1]:
             strength = float(conf.denoising_strength)
             open_edit(edit, input_image, [p.caption], r.height, r.width, strength, [f"prompt {p.id!r}"])
+    except ArgumentError as e:  # the core's finding, named by its config key
+        return None, {}, [core_problem(e)]
     except (ValueError, TypeError) as e:
         field = kind or ("mask_blur" if conf.mask_blur else "paste_back")
         what, _, fix = str(e).rpartition(": ")  # the core's "what is wrong: what to do"
@@ -92,7 +96,7 @@ def _outpaint_problem(input_image: str, sides: dict[str, int], height: int, widt
             w, h = im.size
     except (UnidentifiedImageError, OSError):
         return None  # plan_generation reports an unreadable input
-    if any(v < 0 or v % TOKEN_PIXELS for v in sides.values()):
+    if any(v < 0 or multiple_problems("outpaint", v) for v in sides.values()):
         return None  # the core names the bad side
     canvas = (w + sides["left"] + sides["right"], h + sides["top"] + sides["bottom"])
     if canvas == (width, height):

@@ -17,11 +17,12 @@ from omegaconf.errors import MissingMandatoryValue, ValidationError
 
 from ideogram4 import spec
 from ideogram4.checks import ArgumentError, check_device, draw_seed
+from ideogram4.rules import seed_problems
 from ideogram4.safetensors_header import lora_file_problem
 from ideogram4.sources import HUB_FILE, parse_source
 
 from ..run.paths import abspath, file_sha256, file_sha256_cached, folder_fingerprints, original_cwd
-from .checks import ConfigError, check_sections, core_problem, lora_name, problem
+from .checks import ConfigError, check_sections, core_problem, core_problems, lora_name, problem
 from .edit_plan import outpaint_sides, plan_edit
 from .literal import as_typed, literal
 from .prompt_plan import PromptPlan, check_token_counts, plan_prompts, tokenizer_dir_for
@@ -265,11 +266,7 @@ def plan_seeds(seed: Any, per_prompt: int) -> tuple[list[int], list[str], list[s
         )
     starts = [seed] if ok_int else seed
     wanted = [s + k for s in starts for k in range(per_prompt)]
-    problems = [
-        problem("seed", s, "is outside 0..2^63-1", "use a non-negative seed")
-        for s in wanted
-        if not 0 <= s <= spec.MAX_SEED
-    ]
+    problems = core_problems([finding for s in wanted for finding in seed_problems("seeds", s)])
     seeds = list(dict.fromkeys(wanted))
     warnings = []
     if len(seeds) < len(wanted):
