@@ -125,3 +125,7 @@ PRESETS: dict[str, SamplerPreset] = {
         description="DiffSynth-style: constant cfg on every step, ends at t = 1",
     ),
 }
+
+# Reproduce samples a batch-made image as this many copies of itself at most (the batch shape changes the
+# CPU kernels' rounding); a larger recorded batch size in a PNG (data) is not taken
+MAX_REPRODUCE_COPIES = 64

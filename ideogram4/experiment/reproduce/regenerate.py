@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ideogram4 import spec
+
 from ..config.plan import RunPlan, abspath, build_plan
 from ..run import outputs as out_mod
 from ..run.lock import folder_lock
@@ -173,7 +175,9 @@ def _regenerate(
     before.extend(compare_settings(_recorded(emb), _planned(plan)))
     if plan.prompts[0].caption != emb.caption:
         before.differences.append("caption: the text encoder would read another string now")
-    before.extend(compare_provenance(emb.provenance, current_provenance(plan.model.device, determinism_state())))
+    copies = _recorded_batch_size(emb)
+    now = current_provenance(plan.model.device, determinism_state(), batch_size=copies)
+    before.extend(compare_provenance(emb.provenance, now))
     if refused := _report("settings, software and device", before, strict, echo):
         return refused
     loaded, _ = get_pipeline(plan.model)
@@ -183,8 +187,16 @@ def _regenerate(
         if refused := _report("weights", after, strict, echo):
             return refused
         found.extend(after)
-    _generate_one(plan, out, target)
+    _generate_one(plan, out, target, copies)
     return _compare_and_report(emb, target, out, found, echo)
+
+
+def _recorded_batch_size(emb: Embedded) -> int:
+    """How many images shared the image's pipeline call (1 when not recorded or not a small positive int:
+    the PNG is data, and this number only sets how many copies of the one image are sampled at once)."""
+    size = emb.provenance.get("batch_size") if isinstance(emb.provenance, dict) else None
+    valid = isinstance(size, int) and not isinstance(size, bool) and 1 <= size <= spec.MAX_REPRODUCE_COPIES
+    return size if valid else 1
 
 
 def _recorded(emb: Embedded) -> dict:
@@ -224,7 +236,7 @@ def _report(stage: str, found: Comparison, strict: bool, echo) -> Outcome | None
     return None
 
 
-def _generate_one(plan: RunPlan, out: Path, target: Path) -> None:
+def _generate_one(plan: RunPlan, out: Path, target: Path, copies: int) -> None:
     from ..run.jobs import job_context
     from ..run.runner import JobResult, generate, plan_items
     from ..run.tracker import NullTracker
@@ -233,7 +245,7 @@ def _generate_one(plan: RunPlan, out: Path, target: Path) -> None:
         log.info("Replacing the earlier reproduction %s", target)
     item = plan_items(plan)[0]
     item.image_rel = str(target.relative_to(out))
-    generate(plan, job_context(out), [item], NullTracker(), JobResult(out_dir=out))
+    generate(plan, job_context(out), [item], NullTracker(), JobResult(out_dir=out), copies=copies)
 
 
 def _compare_and_report(emb: Embedded, target: Path, out: Path, found: Comparison, echo) -> Outcome:

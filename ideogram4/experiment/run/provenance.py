@@ -62,8 +62,9 @@ def png_provenance(record: dict) -> dict:
     }
 
 
-def current_provenance(device: str, determinism: dict, describe: dict | None = None) -> dict:
-    """The same facts for a run about to happen here (weights only once they are loaded)."""
+def current_provenance(device: str, determinism: dict, describe: dict | None = None, batch_size: int = 1) -> dict:
+    """The same facts for a run about to happen here (weights only once they are loaded); `batch_size`:
+    the images per pipeline call it will run (reproduce runs the recorded one)."""
     from . import outputs
 
     now = {
@@ -72,7 +73,7 @@ def current_provenance(device: str, determinism: dict, describe: dict | None = N
         "code": code_digest(),
         "gpu": outputs.device_name(device),
         "determinism": determinism,
-        "batch_size": 1,
+        "batch_size": batch_size,
     }
     if describe is not None:
         now["weights"] = weights_provenance(describe)
@@ -186,7 +187,7 @@ def describe_change(path: str, then: Any, now: Any) -> str:
     if head == "versions":
         return f"{rest} {then or 'not installed'} then, {now or 'not installed'} now"
     if path == "batch_size":
-        return f"generated in a batch of {then} then, alone now (batched kernels may differ in the last bits)"
+        return f"generated in a batch of {then} then, {now} now (batched kernels may differ in the last bits)"
     if path == "git.commit":
         then, now = str(then)[:12], str(now)[:12]
     return f"{_NAMES.get(path, _label(path))} {_show(then)} then, {_show(now)} now"

@@ -159,7 +159,10 @@ def _generate_with_tracker(
 # --- generation ------------------------------------------------------------------------------------
 
 
-def generate(plan: RunPlan, ctx: JobContext, pending: list[Item], tracker, result: JobResult) -> None:
+def generate(plan: RunPlan, ctx: JobContext, pending: list[Item], tracker, result: JobResult, copies: int = 1) -> None:
+    """Make and write `pending`, `plan.conf.batch_size` images per pipeline call. `copies` > 1 (reproduce
+    only): each call runs that many copies of its one item and writes the first, so the kernels see the
+    batch shape the image was first made in (CPU GEMMs round differently with the batch dimension)."""
     from tqdm.auto import tqdm
 
     from .cache import get_pipeline
@@ -190,11 +193,12 @@ def generate(plan: RunPlan, ctx: JobContext, pending: list[Item], tracker, resul
         for start in range(0, len(pending), bs):
             batch = pending[start : start + bs]
             bar.set_description(f"{ctx.position} | {_batch_label(batch, start, len(pending))}")
-            output, wall = _generate_batch(loaded.pipe, plan, batch, input_image, bar)
+            shaped = batch * copies
+            output, wall = _generate_batch(loaded.pipe, plan, shaped, input_image, bar)
             for j, it in enumerate(batch):
                 if plan.conf.output.save_latents:
                     _save_latents(output.latents[j], ctx.out_dir / it.image_rel)
-                record = make_record(plan, ctx, facts, it, output, j, wall, len(batch), loaded.pipe)
+                record = make_record(plan, ctx, facts, it, output, j, wall, len(shaped), loaded.pipe)
                 writer.add(record, output.images[j], output.edits[j] if output.edits else None)
     finally:
         bar.close()
