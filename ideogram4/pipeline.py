@@ -17,11 +17,11 @@ from typing import Any
 import torch
 
 from . import loading, sampling
-from .captions.upsample import UpsampleMixin
+from .captions.upsample import CaptionWriter
 from .checkpoints import ModelConfig
 from .checks import Request, check_generate_args, check_load_options, check_seed, check_source
 from .errors import memory_tips, out_of_memory_as_tips
-from .lora import LoraMixin
+from .lora import LoraInfo, LoraManager
 from .masks import latent_tokens, paste_back
 from .models.transformer import build_layout
 from .models.vae import from_pil, to_uint8
@@ -44,7 +44,7 @@ class GenerationOutput:
     edits: list | None = None  # masks.EditRegion per image for a masked edit (reference, edited pixels)
 
 
-class Ideogram4Pipeline(LoraMixin, UpsampleMixin):
+class Ideogram4Pipeline:
     def __init__(
         self,
         transformer,
@@ -74,6 +74,8 @@ class Ideogram4Pipeline(LoraMixin, UpsampleMixin):
         self.text_bucket = text_bucket  # pad text rows to a multiple of this (compiled blocks + CUDA graphs)
         self.text_encoder_calls = 0
         self._text_cache = TextCache(text_cache_size)
+        self.lora_manager = LoraManager(transformer, unconditional_transformer)
+        self.caption_writer: CaptionWriter | None = None  # prompt upsampling: set by load_prompt_enhancer_head()
 
     # --- loading -------------------------------------------------------------------------------
 
@@ -141,6 +143,50 @@ class Ideogram4Pipeline(LoraMixin, UpsampleMixin):
 
     def describe(self) -> dict:
         return dict(self.info)
+
+    # --- LoRA (state in self.lora_manager) ------------------------------------------------------
+
+    @property
+    def loras(self) -> dict[str, LoraInfo]:
+        return self.lora_manager.loras
+
+    def list_loras(self) -> list[dict]:
+        return self.lora_manager.list_loras()
+
+    def load_lora(self, source, *args, **kwargs) -> str:
+        """`load_lora(source, scale=1.0, target="transformer", name=None, merge=False, ...)` (LoraManager.load),
+        or DiffSynth's `load_lora(pipe.transformer, source, alpha=1.0)` (LoraManager.load_into)."""
+        if isinstance(source, torch.nn.Module):
+            return self.lora_manager.load_into(source, *args, **kwargs)
+        return self.lora_manager.load(source, *args, **kwargs)
+
+    def set_lora_scale(self, name: str, scale: float) -> None:
+        self.lora_manager.set_scale(name, scale)
+
+    def unload_lora(self, name: str | None = None) -> None:
+        self.lora_manager.unload(name)
+
+    def clear_lora(self) -> None:
+        """DiffSynth's name for unload_lora()."""
+        self.lora_manager.unload()
+
+    # --- prompt upsampling (state in self.caption_writer) -------------------------------------------
+
+    def load_prompt_enhancer_head(self, head: str | None = None, *, revision: str | None = None):
+        """Read the LM head (file, folder or hub repo id; see CaptionWriter) for `upsample_prompt`."""
+        if self.caption_writer is None:
+            self.caption_writer = self.new_caption_writer()
+        return self.caption_writer.load_prompt_enhancer_head(head, revision=revision)
+
+    def new_caption_writer(self, head=None) -> CaptionWriter:
+        """A caption writer over this pipeline's text encoder (same device and offload rule)."""
+        te, offload = self.text_encoder, self.offload_text_encoder
+        return CaptionWriter(te, self.tokenizer, self.info, head=head, device=self.device, offload=offload)
+
+    def upsample_prompt(self, text, height: int = 1024, width: int = 1024, seed: int = 0, **options) -> str:
+        """A plain prompt -> a structured caption (CaptionWriter.upsample_prompt, same options)."""
+        writer = self.caption_writer or self.new_caption_writer()  # without a head: says how to load one
+        return writer.upsample_prompt(text, height, width, seed, **options)
 
     # --- text ----------------------------------------------------------------------------------
 

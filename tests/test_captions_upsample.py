@@ -35,19 +35,18 @@ def writer(tiny_original, head_dir):
 
 @pytest.fixture(scope="module")
 def captions(writer, tiny_original):
-    """Seeds 0 and 1, then seed 0 again from scratch (cache emptied) by the full pipeline (the mixin is
-    among Ideogram4Pipeline's bases): three generations."""
-    from ideogram4.captions.upsample import UpsampleMixin
+    """Seeds 0 and 1, then seed 0 again from scratch (cache emptied) by the full pipeline (through its
+    caption writer): three generations."""
     from ideogram4.pipeline import Ideogram4Pipeline as Pipeline
 
-    assert issubclass(Pipeline, UpsampleMixin)
     UPSAMPLE_CACHE.clear()
     first = {seed: writer.upsample_prompt(PROMPT, 768, 1024, seed, max_new_tokens=MAX_NEW) for seed in (0, 1)}
     UPSAMPLE_CACHE.clear()
     pipe = Pipeline.from_pretrained(tiny_original, torch_dtype=torch.float32, device="cpu")
-    pipe.prompt_enhancer_head = writer.prompt_enhancer_head
+    assert pipe.caption_writer is None  # no head loaded: no writer
+    pipe.caption_writer = pipe.new_caption_writer(head=writer.head)
     again = pipe.upsample_prompt(PROMPT, 768, 1024, 0, max_new_tokens=MAX_NEW)
-    assert pipe.upsample_generations == 1
+    assert pipe.caption_writer.generations == 1
     return first, again
 
 
@@ -69,13 +68,13 @@ def test_upsampling_is_deterministic_per_seed(captions):
 
 def test_same_prompt_seed_and_aspect_is_a_cache_hit(writer, tiny_original, captions):
     first, _ = captions
-    runs, hits = writer.upsample_generations, UPSAMPLE_CACHE.hits
+    runs, hits = writer.generations, UPSAMPLE_CACHE.hits
     assert writer.upsample_prompt(PROMPT, 1536, 2048, 0, max_new_tokens=MAX_NEW) == first[0]  # 4:3 as 768x1024
     # Another pipeline over the same weight files shares the process-wide cache (a sweep rebuilds pipelines).
     twin = CaptionWriter.from_pretrained(tiny_original, device="cpu", torch_dtype=torch.float32)
-    twin.prompt_enhancer_head = writer.prompt_enhancer_head
+    twin.head = writer.head
     assert twin.upsample_prompt(PROMPT, 768, 1024, 0, max_new_tokens=MAX_NEW) == first[0]
-    assert (writer.upsample_generations, twin.upsample_generations) == (runs, 0)
+    assert (writer.generations, twin.generations) == (runs, 0)
     assert UPSAMPLE_CACHE.hits == hits + 2
 
 
@@ -88,18 +87,18 @@ def test_command_line_upsample_prints_the_same_caption(tiny_original, head_dir, 
 
 def test_a_structured_prompt_is_kept_as_it_is(writer):
     caption = {"compositional_deconstruction": {"background": "b", "elements": []}, "high_level_description": "x"}
-    runs = writer.upsample_generations
+    runs = writer.generations
     assert writer.upsample_prompt(caption) == serialize_caption(caption)
     assert writer.upsample_prompt(json.dumps(caption)) == serialize_caption(caption)
-    assert writer.upsample_generations == runs
+    assert writer.generations == runs
 
 
 def test_output_that_is_no_caption_is_retried_then_a_clear_error(tiny_original):
     w = CaptionWriter.from_pretrained(tiny_original, device="cpu", torch_dtype=torch.float32)
-    w.prompt_enhancer_head = tiny_head(w.tokenizer, seed=1, closing_bias=0.0)
+    w.head = tiny_head(w.tokenizer, seed=1, closing_bias=0.0)
     with pytest.raises(UpsampleError, match=r"no valid caption .* in 2 attempt\(s\) \(seed=5\): .*max_new_tokens"):
         w.upsample_prompt(PROMPT, 512, 512, 5, max_new_tokens=4, attempts=2, constrained=False)
-    assert w.upsample_generations == 2
+    assert w.generations == 2
 
 
 def test_without_a_head_the_error_says_how_to_load_one(tiny_original):

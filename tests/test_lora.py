@@ -396,8 +396,25 @@ def test_diffsynth_call_form(ours, shapes, tmp_path):
     info = ours.loras[name]
     assert (info.target, info.scale, info.merged, info.layout) == ("unconditional_transformer", 0.5, False, "diffsynth")
     ours.clear_lora()
-    ours.load_lora(ours.transformer, lora_config=ModelConfig(path=str(path)), alpha=1.0, hotload=False)
-    assert list(ours.loras.values())[0].merged
+    ours.load_lora(ours.transformer, ModelConfig(path=str(path)), alpha=1.0)
+    assert [(i.target, i.scale, i.merged) for i in ours.loras.values()] == [("transformer", 1.0, False)]
+
+
+@pytest.mark.parametrize(
+    "args, kwargs",
+    [
+        ((), dict(state_dict={})),  # the source is the first argument (a state dict too)
+        ((), dict(lora_config="x.safetensors")),
+        (("x.safetensors",), dict(alpha=0.5)),  # alpha belongs to DiffSynth's form; here it is scale
+        (("x.safetensors",), dict(hotload=False)),  # merge=True
+        (("MODULE", "x.safetensors"), dict(scale=0.5)),  # DiffSynth's form takes alpha
+    ],
+)
+def test_one_spelling_per_argument(args, kwargs, ours):
+    args = tuple(ours.transformer if a == "MODULE" else a for a in args)
+    with pytest.raises(TypeError, match="unexpected keyword argument|missing 1 required"):
+        ours.load_lora(*args, **kwargs)
+    assert_untouched(ours)
 
 
 def test_without_unconditional_transformer(tiny_original, shapes, tmp_path):
@@ -473,17 +490,17 @@ def test_sync_loras_reuses_what_it_can(ours, shapes, tmp_path):
     a, _ = lora_file(tmp_path, shapes, seed=0)
     b, _ = lora_file(tmp_path, shapes, seed=1)
     assert read_lora(a) is read_lora(a)  # read once, then from the cache
-    assert ours.sync_loras({"s": {"path": a, "scale": 0.5}}) == {"s": "loaded"}
-    assert ours.sync_loras({"s": {"path": a, "scale": 1.0}}) == {"s": "rescaled"}
-    assert ours.sync_loras({"s": {"path": a, "scale": 1.0}}) == {"s": "kept"}
-    assert ours.sync_loras({"s": {"path": b, "scale": 1.0}, "t": {"path": a, "target": "both"}}) == {
+    assert ours.lora_manager.sync({"s": {"source": a, "scale": 0.5}}) == {"s": "loaded"}
+    assert ours.lora_manager.sync({"s": {"source": a, "scale": 1.0}}) == {"s": "rescaled"}
+    assert ours.lora_manager.sync({"s": {"source": a, "scale": 1.0}}) == {"s": "kept"}
+    assert ours.lora_manager.sync({"s": {"source": b, "scale": 1.0}, "t": {"source": a, "target": "both"}}) == {
         "s": "reloaded",
         "t": "loaded",
     }
     with pytest.raises(LoraError):
-        ours.sync_loras({"u": {"path": tmp_path / "nope.safetensors"}})
+        ours.lora_manager.sync({"u": {"source": tmp_path / "nope.safetensors"}})
     assert set(ours.loras) == {"s", "t"}  # a bad spec changes nothing
-    assert ours.sync_loras({}) == {"s": "unloaded", "t": "unloaded"}
+    assert ours.lora_manager.sync({}) == {"s": "unloaded", "t": "unloaded"}
     assert_untouched(ours)
 
 

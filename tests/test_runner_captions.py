@@ -51,9 +51,9 @@ def test_a_sweep_over_cfg_upsamples_each_prompt_once(tmp_path, tiny_root, head_d
           "prompts.upsample_max_new_tokens=300", *TINY, "tracker=none"]  # fmt: skip
     (first,) = run_inprocess([*up, "cfg=3"], tmp_path / "0", tiny_root).made
     pipe = cache._CURRENT.pipe
-    generations = pipe.upsample_generations
+    generations = pipe.caption_writer.generations
     (second,) = run_inprocess([*up, "cfg=7"], tmp_path / "1", tiny_root).made
-    assert pipe.upsample_generations == generations  # the second job reused the caption
+    assert pipe.caption_writer.generations == generations  # the second job reused the caption
     assert first["caption"] == second["caption"] and first["upsampled_from"] == "a red fox asleep in the snow"
     caption = parse_caption(first["caption"])
     assert isinstance(caption, dict) and not [i for i in validate_caption(caption) if i.severity == "error"]

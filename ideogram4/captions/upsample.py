@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import uuid
+import weakref
 from collections import OrderedDict
 from pathlib import Path
 
@@ -139,23 +140,59 @@ def accept_caption(raw: str) -> tuple[str | None, str]:
     return caption, ""
 
 
+_TOKENS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> its cache token
+
+
 def _identity(module) -> str:
     """A token naming this module object for as long as it lives (ids get reused after GC)."""
-    return module.__dict__.setdefault("_ideogram4_cache_token", uuid.uuid4().hex)
+    return _TOKENS.setdefault(module, uuid.uuid4().hex)
 
 
-class UpsampleMixin:
-    """`upsample_prompt` for a pipeline holding `text_encoder` (Ideogram4TextEncoder) and `tokenizer`.
+class CaptionWriter:
+    """Prompt upsampling over a text encoder (Ideogram4TextEncoder) and its tokenizer, with its own state:
+    the LM head (`load_prompt_enhancer_head()`, or `head=`: an `nn.Linear(hidden, vocab)`), the caption
+    model built around it, the caption cache and a count of generations.
 
-    Add it to the pipeline's bases; load the head with `load_prompt_enhancer_head()` (or assign an
-    `nn.Linear(hidden, vocab)` to `prompt_enhancer_head`). Optional attributes used when present:
-    `info["fingerprints"]["text_encoder"]` (cache identity), `offload_text_encoder` and `device`
-    (the encoder visits `device` for the generation, as it does to encode).
+    `info["fingerprints"]["text_encoder"]` names the encoder's weights in the (process-wide) cache key;
+    `device` is where to generate (default: where the encoder is); `offload=True` moves the encoder
+    and head there for the generation and back, as the pipeline does to encode.
     """
 
-    prompt_enhancer_head = None  # nn.Linear(hidden, vocab): Qwen3-VL-8B-Instruct's LM head
-    upsample_cache = UPSAMPLE_CACHE
-    upsample_generations = 0  # generate() runs of this object (retries included); cache hits run none
+    def __init__(
+        self,
+        text_encoder,
+        tokenizer,
+        info: dict | None = None,
+        *,
+        head=None,
+        device=None,
+        offload: bool = False,
+        cache: CaptionCache = UPSAMPLE_CACHE,
+    ):
+        self.text_encoder, self.tokenizer, self.info = text_encoder, tokenizer, info or {}
+        self.head = head
+        self.device, self.offload = device, offload
+        self.cache = cache
+        self.generations = 0  # generate() runs of this writer (retries included); cache hits run none
+        self._built: tuple = (None, None, None)  # (head, caption model, outlines processor or None)
+
+    @classmethod
+    def from_pretrained(cls, source: str, *, device: str = "cpu", torch_dtype=None, revision: str | None = None):
+        """The text encoder and tokenizer of an Ideogram 4 checkpoint folder or repo id (nothing else is read)."""
+        import torch
+
+        from ..checkpoints import load_text_encoder
+        from ..prompts import bundled_tokenizer_dir, load_tokenizer
+
+        where = parse_source(source)
+        root = where.path if where.is_local else hub_folder(where.repo_id, ["text_encoder/*", "tokenizer/*"], revision)
+        if not (root / "text_encoder").is_dir():
+            raise UpsampleError(
+                f"{source} has no text_encoder/ folder: give an Ideogram 4 checkpoint folder or repo id"
+            )
+        text_encoder, te_info = load_text_encoder(root / "text_encoder", torch_dtype or torch.bfloat16, device)
+        tokenizer = load_tokenizer(root / "tokenizer" if (root / "tokenizer").is_dir() else bundled_tokenizer_dir())
+        return cls(text_encoder, tokenizer, {"fingerprints": {"text_encoder": te_info["fingerprint"]}})
 
     def load_prompt_enhancer_head(self, head: str | None = None, *, revision: str | None = None):
         """Read the LM head (file, folder or hub repo id; default DEFAULT_HEAD) next to the text encoder."""
@@ -181,9 +218,9 @@ class UpsampleMixin:
         linear = torch.nn.Linear(hidden, vocab, bias=bias in keys, device="meta")
         state = {"weight": reader.get(weight)} | ({"bias": reader.get(bias)} if bias in keys else {})
         linear.load_state_dict({k: v.to(ref.device, ref.dtype) for k, v in state.items()}, assign=True)
-        self.prompt_enhancer_head = linear.eval().requires_grad_(False)
-        self.prompt_enhancer_head.__dict__["_ideogram4_cache_token"] = "file:" + fingerprint(files)
-        return self.prompt_enhancer_head
+        self.head = linear.eval().requires_grad_(False)
+        _TOKENS[self.head] = "file:" + fingerprint(files)  # the same file read again is the same head
+        return self.head
 
     def upsample_prompt(
         self,
@@ -211,7 +248,7 @@ class UpsampleMixin:
             return serialize_caption(parsed)
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"text={text!r}: give a non-empty plain prompt to upsample")
-        if self.prompt_enhancer_head is None:
+        if self.head is None:
             raise UpsampleError(
                 "prompt upsampling needs the LM head: call load_prompt_enhancer_head() first "
                 f"(default {DEFAULT_HEAD!r}, or a local file/folder)"
@@ -227,37 +264,38 @@ class UpsampleMixin:
             int(max_new_tokens),
             bool(constrained),
         )
-        cached = self.upsample_cache.get(key)
+        cached = self.cache.get(key)
         if cached is not None:
             return cached
         caption = self._write_caption(text, height, width, seed, temperature, max_new_tokens, attempts, constrained)
-        self.upsample_cache.put(key, caption)
+        self.cache.put(key, caption)
         return caption
 
     def _upsample_weights_key(self) -> tuple[str, str]:
-        fingerprints = (getattr(self, "info", None) or {}).get("fingerprints") or {}
+        fingerprints = self.info.get("fingerprints") or {}
         text_encoder = fingerprints.get("text_encoder")
         te_key = f"file:{text_encoder}" if text_encoder else _identity(self.text_encoder)
-        return te_key, _identity(self.prompt_enhancer_head)
+        return te_key, _identity(self.head)
 
     def _caption_enhancer(self, constrained: bool):
         """The generative model (shared encoder body + head) and the outlines processor, built once per head."""
-        state = self.__dict__.setdefault("_upsample_state", {})
-        if state.get("head") is not self.prompt_enhancer_head:
-            state.clear()
-            state["head"] = self.prompt_enhancer_head
-            state["model"] = build_caption_model(
-                self.text_encoder.language_model, self.prompt_enhancer_head, self.tokenizer
+        head, model, processor = self._built
+        if head is not self.head:
+            head, model, processor = (
+                self.head,
+                build_caption_model(self.text_encoder.language_model, self.head, self.tokenizer),
+                None,
             )
-        if constrained and "processor" not in state:
+        if constrained and processor is None:
             if not constrained_decoding_available():
                 raise UpsampleError("constrained=True needs `outlines`: pip install 'ideogram4-runner[upsample]'")
             from diffusers.pipelines.ideogram4.prompt_enhancer import build_caption_logits_processor
 
-            state["processor"] = build_caption_logits_processor(state["model"], self.tokenizer)
+            processor = build_caption_logits_processor(model, self.tokenizer)
         if not constrained and not constrained_decoding_available():
             log.warning("`outlines` is not installed: captions are generated unconstrained, checked and retried")
-        return state["model"], state.get("processor") if constrained else None
+        self._built = (head, model, processor)
+        return model, processor if constrained else None
 
     def _write_caption(self, text, height, width, seed, temperature, max_new_tokens, attempts, constrained) -> str:
         import torch
@@ -270,7 +308,7 @@ class UpsampleMixin:
         reasons = []
         with self._encoder_on_device() as device:
             for _ in range(max(1, attempts)):
-                self.upsample_generations += 1
+                self.generations += 1
                 (raw,) = generate_captions(
                     model,
                     self.tokenizer,
@@ -299,17 +337,17 @@ class UpsampleMixin:
         import torch
 
         home = next(self.text_encoder.parameters()).device
-        target = torch.device(getattr(self, "device", home))
-        move = bool(getattr(self, "offload_text_encoder", False)) and target != home
+        target = torch.device(self.device or home)
+        move = self.offload and target != home
         if move:
             self.text_encoder.to(target)
-            self.prompt_enhancer_head.to(target)
+            self.head.to(target)
         try:
             yield target if move else home
         finally:
             if move:
                 self.text_encoder.to(home)
-                self.prompt_enhancer_head.to(home)
+                self.head.to(home)
 
 
 def build_caption_model(language_model, head, tokenizer):
@@ -331,28 +369,3 @@ def build_caption_model(language_model, head, tokenizer):
     model.generation_config.eos_token_id = stop
     model.generation_config.pad_token_id = stop[0]
     return model.eval()
-
-
-class CaptionWriter(UpsampleMixin):
-    """Only what upsampling needs (text encoder, tokenizer, head): for the command line and scripts."""
-
-    def __init__(self, text_encoder, tokenizer, info: dict | None = None):
-        self.text_encoder, self.tokenizer, self.info = text_encoder, tokenizer, info or {}
-
-    @classmethod
-    def from_pretrained(cls, source: str, *, device: str = "cpu", torch_dtype=None, revision: str | None = None):
-        """The text encoder and tokenizer of an Ideogram 4 checkpoint folder or repo id (nothing else is read)."""
-        import torch
-
-        from ..checkpoints import load_text_encoder
-        from ..prompts import bundled_tokenizer_dir, load_tokenizer
-
-        where = parse_source(source)
-        root = where.path if where.is_local else hub_folder(where.repo_id, ["text_encoder/*", "tokenizer/*"], revision)
-        if not (root / "text_encoder").is_dir():
-            raise UpsampleError(
-                f"{source} has no text_encoder/ folder: give an Ideogram 4 checkpoint folder or repo id"
-            )
-        text_encoder, te_info = load_text_encoder(root / "text_encoder", torch_dtype or torch.bfloat16, device)
-        tokenizer = load_tokenizer(root / "tokenizer" if (root / "tokenizer").is_dir() else bundled_tokenizer_dir())
-        return cls(text_encoder, tokenizer, {"fingerprints": {"text_encoder": te_info["fingerprint"]}})

@@ -3,6 +3,6 @@ pipeline's load/scale/unload methods (`manager`). The low-rank layer itself is `
 
 from .files import LoraError, read_lora
 from .layouts import map_lora
-from .manager import LoraInfo, LoraMixin, linear_shapes
+from .manager import LoraInfo, LoraManager, linear_shapes
 
-__all__ = ["LoraError", "LoraInfo", "LoraMixin", "linear_shapes", "map_lora", "read_lora"]
+__all__ = ["LoraError", "LoraInfo", "LoraManager", "linear_shapes", "map_lora", "read_lora"]

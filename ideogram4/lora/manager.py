@@ -1,4 +1,4 @@
-"""The pipeline's LoRA methods (`LoraMixin`, a base class of `Ideogram4Pipeline`).
+"""`LoraManager`: the LoRAs of a pipeline (`Ideogram4Pipeline.lora_manager`), behind its LoRA methods:
 
     name = pipe.load_lora("style.safetensors", scale=0.8)            # conditional DiT, as diffusers
     pipe.load_lora("owner/repo/lora.safetensors", target="both", revision="abc123")
@@ -79,36 +79,35 @@ def _refresh_compiled(nets: list[nn.Module]) -> None:
         torch._dynamo.reset()
 
 
-class LoraMixin:
-    """load_lora / set_lora_scale / unload_lora / loras for a pipeline with `transformer` and
-    `unconditional_transformer` (None when not loaded) attributes."""
+class LoraManager:
+    """The LoRAs loaded into a pipeline's transformers: their order, scales, targets and merge state.
 
-    @property
-    def _lora_registry(self) -> dict[str, _Loaded]:
-        return self.__dict__.setdefault("_loras", {})
+    `transformer` is the conditional DiT; `unconditional_transformer` the other one, or None when the
+    conditional network serves both branches. The pipeline exposes this as its `load_lora` etc."""
+
+    def __init__(self, transformer: nn.Module, unconditional_transformer: nn.Module | None = None):
+        self.transformer = transformer
+        self.unconditional_transformer = unconditional_transformer
+        self._loaded: dict[str, _Loaded] = {}  # load order
 
     @property
     def loras(self) -> dict[str, LoraInfo]:
-        """The loaded LoRAs in load order, name -> LoraInfo (copies: edit through set_lora_scale)."""
-        return {name: replace(entry.info) for name, entry in self._lora_registry.items()}
+        """The loaded LoRAs in load order, name -> LoraInfo (copies: edit through set_scale)."""
+        return {name: replace(entry.info) for name, entry in self._loaded.items()}
 
     def list_loras(self) -> list[dict]:
         return [asdict(info) for info in self.loras.values()]
 
-    def load_lora(
+    def load(
         self,
-        source=None,
-        scale=1.0,
+        source,
+        scale: float = 1.0,
         target: str = "transformer",
         name: str | None = None,
         merge: bool = False,
         *,
         weight_name: str | None = None,
         revision: str | None = None,
-        lora_config=None,
-        alpha: float | None = None,
-        hotload: bool | None = None,
-        state_dict: dict | None = None,
         verbose: int = 1,
     ) -> str:
         """Load a LoRA and return its name.
@@ -117,22 +116,13 @@ class LoraMixin:
         `weight_name=`; `revision=` pins it), a DiffSynth ModelConfig, a state dict, or a `LoraFile`.
         `target`: "transformer" (default: the conditional DiT, as diffusers does), "unconditional_transformer"
         or "both" (as DiffSynth's validation scripts do). `name`: defaults to the file's stem.
-        DiffSynth's form `load_lora(pipe.transformer, path, alpha=0.8)` is accepted too (`hotload=False`
-        means merge, as DiffSynth fuses by default; here the runtime path is the default).
+        `merge=True` folds it into float base weights (restored on unload) instead of the runtime path.
         """
-        if isinstance(source, nn.Module):  # DiffSynth: load_lora(module, lora_config, alpha=...)
-            target, source, scale = self._target_of(source), scale, 1.0
-        if alpha is not None:
-            if scale not in (1.0, alpha):
-                raise LoraError(f"scale={scale!r} and alpha={alpha!r}: give one (alpha is DiffSynth's name for scale)")
-            scale = alpha
-        source = next((s for s in (state_dict, lora_config, source) if s is not None), None)
-        merge = merge if hotload is None else not hotload
         scale = _check_scale(scale)
-        nets = self._lora_nets(target)
+        nets = self._nets(target)
         if name is not None and (not isinstance(name, str) or not name):
             raise LoraError(f"name={name!r}: a LoRA name must be a non-empty string")
-        if name in self._lora_registry:
+        if name in self._loaded:
             raise LoraError(
                 f"a LoRA named {name!r} is already loaded: unload_lora({name!r}) first, or pick another name"
             )
@@ -146,13 +136,18 @@ class LoraMixin:
         _refresh_compiled(nets)
         shape = dict(layout=weights.layout, rank=weights.rank, merged=merge, layers=len(weights.layers))
         info = LoraInfo(name, file.path, file.sha256, scale, target, addnet_hash=file.addnet_hash, **shape)
-        self._lora_registry[name] = _Loaded(info, [m for per_net in modules for m in per_net])
+        self._loaded[name] = _Loaded(info, [m for per_net in modules for m in per_net])
         if verbose:
             detail = (name, info.layout, info.rank, info.layers, target, scale, "merged" if merge else "runtime path")
             log.info("LoRA %r (%s, rank %d, %d Linears) loaded into %s at scale %g (%s)", *detail)
         return name
 
-    def set_lora_scale(self, name: str, scale: float) -> None:
+    def load_into(self, module: nn.Module, source, alpha: float = 1.0, verbose: int = 1) -> str:
+        """DiffSynth's call form, `load_lora(pipe.transformer, path, alpha=0.8)`: `module` names the
+        target, `alpha` is the scale; the LoRA runs as the runtime path (merge through `load`)."""
+        return self.load(source, alpha, self._target_of(module), verbose=verbose)
+
+    def set_scale(self, name: str, scale: float) -> None:
         """Change a loaded LoRA's scale in place (no reload; a merged LoRA is re-merged from the kept weights)."""
         entry = self._entry(name)
         scale = _check_scale(scale)
@@ -160,19 +155,15 @@ class LoraMixin:
             lora_path.set_scale(module, name, scale)
         entry.info.scale = scale
 
-    def unload_lora(self, name: str | None = None) -> None:
+    def unload(self, name: str | None = None) -> None:
         """Remove one LoRA (all when name is None); merged weights return bit for bit."""
-        names = list(self._lora_registry) if name is None else [self._entry(name).info.name]
+        names = list(self._loaded) if name is None else [self._entry(name).info.name]
         for n in reversed(names):
-            for module in self._lora_registry[n].modules:
+            for module in self._loaded[n].modules:
                 lora_path.detach(module, n)
-            del self._lora_registry[n]
+            del self._loaded[n]
 
-    def clear_lora(self, verbose: int = 1) -> None:
-        """DiffSynth's name for unload_lora()."""
-        self.unload_lora()
-
-    def sync_loras(self, specs: Mapping[str, Mapping]) -> dict[str, str]:
+    def sync(self, specs: Mapping[str, Mapping]) -> dict[str, str]:
         """Make the loaded LoRAs exactly `specs` ({name: {source, scale, target, merge, weight_name,
         revision}}), changing only what differs. For a sweep: a scale change is applied in place, the
         same file (by sha256) and target stays loaded, anything else is (re)loaded; names not in `specs`
@@ -181,18 +172,16 @@ class LoraMixin:
         """
         wanted = {}
         for name, spec in specs.items():
-            spec = dict(spec)
-            source = spec.pop("source", None) or spec.pop("path", None)
-            file = read_lora(source, spec.get("weight_name"), spec.get("revision"))
+            file = read_lora(spec.get("source"), spec.get("weight_name"), spec.get("revision"))
             target = spec.get("target", "transformer")
-            map_lora(file, linear_shapes(self._lora_nets(target)[0]))
+            map_lora(file, linear_shapes(self._nets(target)[0]))
             wanted[name] = (file, _check_scale(spec.get("scale", 1.0)), target, bool(spec.get("merge", False)))
         actions = {}
-        for name in [n for n in self._lora_registry if n not in wanted]:
-            self.unload_lora(name)
+        for name in [n for n in self._loaded if n not in wanted]:
+            self.unload(name)
             actions[name] = "unloaded"
         for name, (file, scale, target, merge) in wanted.items():
-            loaded = self._lora_registry.get(name)
+            loaded = self._loaded.get(name)
             same = loaded is not None and (loaded.info.sha256, loaded.info.target, loaded.info.merged) == (
                 file.sha256,
                 target,
@@ -200,41 +189,41 @@ class LoraMixin:
             )
             if same:
                 actions[name] = "kept" if loaded.info.scale == scale else "rescaled"
-                self.set_lora_scale(name, scale)
+                self.set_scale(name, scale)
                 continue
             if loaded is not None:
-                self.unload_lora(name)
-            self.load_lora(file, scale, target, name, merge)
+                self.unload(name)
+            self.load(file, scale, target, name, merge)
             actions[name] = "reloaded" if loaded is not None else "loaded"
         return actions
 
     # --- helpers -----------------------------------------------------------------------------------
 
     def _entry(self, name: str) -> _Loaded:
-        if name not in self._lora_registry:
-            loaded = ", ".join(repr(n) for n in self._lora_registry) or "none"
+        if name not in self._loaded:
+            loaded = ", ".join(repr(n) for n in self._loaded) or "none"
             raise LoraError(f"no LoRA named {name!r} is loaded (loaded: {loaded})")
-        return self._lora_registry[name]
+        return self._loaded[name]
 
     def _free_name(self, stem: str) -> str:
         name, i = stem, 2
-        while name in self._lora_registry:
+        while name in self._loaded:
             name, i = f"{stem}-{i}", i + 1
         return name
 
     def _target_of(self, module: nn.Module) -> str:
         for target in ("transformer", "unconditional_transformer"):
-            if module is getattr(self, target, None):
+            if module is not None and module is getattr(self, target):
                 return target
         raise LoraError(
             "load_lora(module, ...): module must be pipe.transformer or pipe.unconditional_transformer "
             "(DiffSynth's pipe.dit / pipe.dit_uncond)"
         )
 
-    def _lora_nets(self, target: str) -> list[nn.Module]:
+    def _nets(self, target: str) -> list[nn.Module]:
         if target not in LORA_TARGETS:
             raise LoraError(f"target={target!r}: use one of {LORA_TARGETS} (default 'transformer', as diffusers)")
-        uncond = getattr(self, "unconditional_transformer", None)
+        uncond = self.unconditional_transformer
         if target == "transformer":
             return [self.transformer]
         if uncond is None:

@@ -123,7 +123,7 @@ class GenPlan:
         return {k: v for k, v in self.edit.items() if k != "kind" and not k.endswith("_sha256")} | self.edit_files
 
     def lora_specs(self) -> dict[str, dict]:
-        """What Ideogram4Pipeline.sync_loras takes."""
+        """What LoraManager.sync takes."""
         keep = ("source", "scale", "target", "merge", "weight_name", "revision")
         return {d["name"]: {k: d[k] for k in keep} for d in self.loras}
 

@@ -207,7 +207,7 @@ def generate(plan: RunPlan, ctx: JobContext, pending: list[Item], tracker, resul
 
 def sync_loras(pipe, plan: RunPlan) -> None:
     """Make the pipeline's LoRAs this job's (a scale change is applied in place: no reload of anything)."""
-    actions = pipe.sync_loras(plan.gen.lora_specs())
+    actions = pipe.lora_manager.sync(plan.gen.lora_specs())
     for name, action in actions.items():
         scale = next((d["scale"] for d in plan.gen.loras if d["name"] == name), None)
         what = {"kept": "already loaded", "rescaled": "scale changed in place", "unloaded": "removed"}.get(
@@ -219,7 +219,7 @@ def sync_loras(pipe, plan: RunPlan) -> None:
 def upsample_prompts(pipe, plan: RunPlan, pending: list[Item]) -> None:
     """Plain prompts -> structured captions (once per prompt; the pipeline caches across jobs)."""
     p = plan.conf.prompts
-    if pipe.prompt_enhancer_head is None:
+    if pipe.caption_writer is None or pipe.caption_writer.head is None:
         pipe.load_prompt_enhancer_head(p.upsample_head)
     for prompt in {id(it.prompt): it.prompt for it in pending}.values():
         if isinstance(prompt.prompt, str) and prompt.upsampled_from is None:
