@@ -238,7 +238,7 @@ def test_image_stats_sharpness_is_scikit_images_laplacian():
     assert sharpness(Image.fromarray(pixels)) == pytest.approx(expected, rel=1e-12) and PACKAGES == {}
 
 
-def test_a_new_metric_is_one_file(tmp_path, monkeypatch):
+def test_a_new_metric_is_one_file_named_in_the_list(tmp_path, monkeypatch):
     import ideogram4.metrics as package
     from ideogram4.metrics import registry
 
@@ -251,6 +251,9 @@ def test_a_new_metric_is_one_file(tmp_path, monkeypatch):
     )
     monkeypatch.setattr(package, "__path__", [*package.__path__, str(tmp_path)])
     registry._registry.cache_clear()
+    assert "brightness" not in metric_names()  # a file alone is not a metric: the list names it
+    monkeypatch.setattr(registry, "METRIC_MODULES", (*registry.METRIC_MODULES, "brightness"))
+    registry._registry.cache_clear()
     try:
         scored = score_image(check_metrics(["brightness", "image_stats"]), Image.new("RGB", (8, 8), "white"), None)
         assert scored.values["brightness"] == 255 and scored.versions == {"brightness": "1", "image_stats": "1"}
@@ -258,6 +261,32 @@ def test_a_new_metric_is_one_file(tmp_path, monkeypatch):
         monkeypatch.undo()
         registry._registry.cache_clear()
     assert "brightness" not in metric_names()
+
+
+def test_the_registry_imports_exactly_the_metric_modules():
+    """The list is every module of the package that defines NAME (read from the source, not imported),
+    and building the registry imports nothing else (no __main__, no test helper)."""
+    import ast
+    from pathlib import Path
+
+    from ideogram4.metrics import registry
+
+    def defines_name(path: Path) -> bool:
+        tree = ast.parse(path.read_text())
+        targets = [t for node in tree.body if isinstance(node, ast.Assign) for t in node.targets]
+        names = [n for t in targets for n in (t.elts if isinstance(t, ast.Tuple) else [t])]
+        return any(isinstance(n, ast.Name) and n.id == "NAME" for n in names)
+
+    folder = Path(registry.__file__).parent
+    assert set(registry.METRIC_MODULES) == {p.stem for p in folder.glob("*.py") if defines_name(p)}
+    assert not (folder / "tiny_clip.py").exists()  # the test helper lives in tests/
+    code = (
+        "import json, sys; from ideogram4.metrics import metric_names; metric_names(); "
+        "print(json.dumps([m for m in sys.modules if m.startswith('ideogram4.metrics.')]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    imported = {m.removeprefix("ideogram4.metrics.") for m in json.loads(out)}
+    assert imported - {"registry", "caption", "scorer"} == set(registry.METRIC_MODULES)
 
 
 # --- background scorer ----------------------------------------------------------------------------------

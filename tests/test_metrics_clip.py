@@ -5,9 +5,9 @@ import shutil
 
 import pytest
 from PIL import Image
+from tiny_clip import save_tiny_clip
 
 from ideogram4.metrics import MetricError, Scorer, get_metric
-from ideogram4.metrics.tiny_clip import save_tiny_clip
 
 
 @pytest.fixture(scope="module")

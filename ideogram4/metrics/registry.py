@@ -1,4 +1,4 @@
-"""The metric registry: every module of this package that defines NAME is a metric.
+"""The metric registry: the modules named in METRIC_MODULES (a new metric is added there).
 
 A metric module defines
     NAME, VERSION   the name users select; VERSION changes whenever its values change meaning
@@ -22,7 +22,6 @@ import functools
 import importlib
 import importlib.util
 import json
-import pkgutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -150,14 +149,16 @@ def _typed(metric: str, key: str, value: Any, default: Any) -> Any:
     return value
 
 
+# The metric modules of this package, by module name (each imports nothing heavy at import time).
+METRIC_MODULES = ("clip_score", "edit", "edit_caption", "image_stats", "ocr", "palette")
+
+
 @functools.cache
 def _registry() -> dict[str, Metric]:
     found: dict[str, Metric] = {}
     owner_of_key: dict[str, str] = {}
-    for info in pkgutil.iter_modules(importlib.import_module(__package__).__path__):
-        module = importlib.import_module(f"{__package__}.{info.name}")
-        if not hasattr(module, "NAME"):
-            continue
+    for module_name in METRIC_MODULES:
+        module = importlib.import_module(f"{__package__}.{module_name}")
         assert module.NAME not in found, f"two metric modules are named {module.NAME!r}"
         for key in module.KEYS:
             assert key not in owner_of_key, f"value {key!r} is produced by {owner_of_key[key]} and {module.NAME}"
