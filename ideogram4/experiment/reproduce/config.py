@@ -9,6 +9,7 @@ folder of the original run is needed; the user's overrides go on top.
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import os
 import re
@@ -25,7 +26,15 @@ from ideogram4.spec import PNG_CAPTION_KEY, PNG_CONFIG_KEY, PNG_PROVENANCE_KEY, 
 from ..config.literal import literal, literal_tree
 from ..config.schema import RunConf, register_configs
 
-CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
+
+def conf_dir() -> Path:
+    """The runner's Hydra config folder, found as package data: it ships in the wheel as
+    ideogram4/experiment/conf (in a source checkout that is a link to the top-level conf/)."""
+    return Path(str(importlib.resources.files("ideogram4.experiment") / "conf"))
+
+
+CONF_DIR = conf_dir()
+
 # keys of the reproduce command itself, never carried into the regenerated run
 OWN_KEYS = ("reproduce", "reproduce_strict")
 
