@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .present import label_map, round_value, search_objective
+from .present import label_map, round_value, search_objective, value_order
 
 PSEUDO_KEYS = ("prompt", "seed")
 TRIAL_KEY = "trial"
@@ -48,9 +48,7 @@ class Layout:
 def _order(key: str, values: set[str], first_seen: list[str]) -> list[str]:
     if key == "prompt":
         return [v for v in first_seen if v in values]
-    from .summary.settings import _value_order
-
-    return sorted(values, key=_value_order)
+    return sorted(values, key=value_order)
 
 
 def check_axes(available: list[str], x: str | None, y: str | None, z: str | None, prefix: str = "grid") -> None:

@@ -147,3 +147,11 @@ def fixed_settings(record: dict, swept: list[str]) -> list[tuple[str, str]]:
         {"resolution"} if {"resolution.height", "resolution.width", "resolution"} & set(swept) else set()
     )
     return [(k, str(v)) for k, v in found if v is not None and k not in hidden]
+
+
+def value_order(text: str) -> tuple:
+    """Sort key for setting values as text: empty first, then numbers by value, then other text."""
+    try:
+        return (1, float(text), "")
+    except ValueError:
+        return (0 if text == "" else 2, 0.0, text)

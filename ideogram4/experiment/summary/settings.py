@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..grid import JobFolder, swept_keys
+from ..present import value_order
 from ..run import outputs as out_mod
 
 log = logging.getLogger("ideogram4.experiment")
@@ -49,15 +50,8 @@ def job_metrics(job_dir: str | Path) -> list[dict[str, float]]:
     return [record_metrics(r) for r in records]
 
 
-def _value_order(text: str) -> tuple:
-    try:
-        return (1, float(text), "")
-    except ValueError:
-        return (0 if text == "" else 2, 0.0, text)
-
-
 def is_number(text: str) -> bool:
-    return _value_order(text)[0] == 1
+    return value_order(text)[0] == 1
 
 
 def load_settings(jobs: list[JobFolder]) -> tuple[list[str], list[Setting], list[str]]:
@@ -86,5 +80,5 @@ def load_settings(jobs: list[JobFolder]) -> tuple[list[str], list[Setting], list
                 name,
                 ", ".join(sorted(seen)),
             )
-    settings = sorted(by_values.values(), key=lambda s: tuple(_value_order(v) for v in s.values.values()))
+    settings = sorted(by_values.values(), key=lambda s: tuple(value_order(v) for v in s.values.values()))
     return swept, settings, metrics
