@@ -29,7 +29,7 @@ def check_command_line() -> None:
     """Unknown keys and group options: one line, exit 2, before Hydra composes (and before any weights)."""
     from ideogram4.experiment.config.checks import ConfigError
     from ideogram4.experiment.config.overrides import check_overrides, overrides_from_argv
-    from ideogram4.experiment.run.entry import EXIT_CONFIG
+    from ideogram4.experiment.run.exits import EXIT_CONFIG
 
     overrides = overrides_from_argv(sys.argv[1:])
     try:
@@ -45,7 +45,7 @@ if __name__ == "__main__":
     try:
         main()
     except KeyboardInterrupt:  # between jobs (inside a job, run_job says the same and exits 130)
-        from ideogram4.experiment.run.entry import EXIT_INTERRUPTED, INTERRUPTED
+        from ideogram4.experiment.run.exits import EXIT_INTERRUPTED, INTERRUPTED
 
         print(INTERRUPTED, file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)

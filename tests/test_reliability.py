@@ -271,7 +271,7 @@ def test_unwritable_output_is_reported_before_weights_load(tmp_path, tiny_root, 
 
 
 def test_full_disk_while_saving_is_one_clear_error(tmp_path, tiny_root, monkeypatch):
-    from ideogram4.experiment.run.entry import EXIT_OUTPUT, classify
+    from ideogram4.experiment.run.exits import EXIT_OUTPUT, classify
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")

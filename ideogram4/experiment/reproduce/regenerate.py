@@ -29,6 +29,7 @@ from ideogram4 import spec
 
 from ..config.plan import RunPlan, abspath, build_plan
 from ..run import outputs as out_mod
+from ..run.exits import EXIT_INTERRUPTED, classify
 from ..run.lock import folder_lock
 from ..run.manifest import OutputWriteError
 from ..run.provenance import Comparison, compare_provenance, compare_settings, current_provenance, weights_provenance
@@ -289,8 +290,6 @@ def _write_report(out: Path, emb: Embedded, outcome: Outcome) -> None:
 
 def guarded(fn: Callable[[], Outcome]) -> int:
     """Run a reproduction; a user-fixable error is one line on stderr and its exit code."""
-    from ..run.entry import EXIT_INTERRUPTED, classify
-
     try:
         return fn().code
     except KeyboardInterrupt:

@@ -1,0 +1,26 @@
+"""The runner's exit codes and which errors are the user's to fix (one line each), shared by `run.py`'s
+jobs (`entry`) and the reproduction commands (`reproduce`)."""
+
+from __future__ import annotations
+
+from ideogram4.errors import CheckpointError, GpuOutOfMemory, UpsampleError, is_out_of_memory
+
+from ..config.checks import ConfigError
+from .lock import FolderInUse
+from .manifest import OutputWriteError
+
+EXIT_CONFIG, EXIT_WEIGHTS, EXIT_OUTPUT, EXIT_RUNTIME, EXIT_INTERRUPTED = 2, 3, 4, 5, 130
+INTERRUPTED = "Interrupted. Finished images and their manifest lines are saved; run the same command again to resume."
+
+
+def classify(e: BaseException) -> tuple[int, str] | None:
+    """(exit code, one-line message) for an error the user can act on; None: a bug (keep the traceback)."""
+    if isinstance(e, ConfigError):
+        return EXIT_CONFIG, str(e)
+    if isinstance(e, CheckpointError):
+        return EXIT_WEIGHTS, f"Weights: {e}"
+    if isinstance(e, (OutputWriteError, FolderInUse)):
+        return EXIT_OUTPUT, f"Output: {e}"
+    if isinstance(e, (GpuOutOfMemory, UpsampleError)) or is_out_of_memory(e):
+        return EXIT_RUNTIME, str(e).splitlines()[0]
+    return None
