@@ -93,10 +93,11 @@ def diffusers_twin(model: Ideogram4Transformer):
     return twin.eval().requires_grad_(False)
 
 
-def fp8_twin(model: Ideogram4Transformer, mode: str = "fp8_matmul") -> Ideogram4Transformer:
+def fp8_twin(model: Ideogram4Transformer, mode: str = "fp8_matmul", fast_accum: bool = False) -> Ideogram4Transformer:
     """Our DiT in the fp8 release format (every Linear e4m3 + per-row scale, absmax/448), sharing the
-    non-Linear tensors with `model`. Extra memory: one byte per Linear parameter."""
-    from ideogram4.models.quant import quantize_rowwise, swap_linears_for_fp8
+    non-Linear tensors with `model`, set up as the loader does (fp8_matmul: w1|w3 as one weight).
+    Extra memory: one byte per Linear parameter."""
+    from ideogram4.models.quant import fuse_shared_inputs, quantize_rowwise, swap_linears_for_fp8
 
     linears = {n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
     sd = {}
@@ -108,8 +109,10 @@ def fp8_twin(model: Ideogram4Transformer, mode: str = "fp8_matmul") -> Ideogram4
             sd[key] = value
     with torch.device("meta"):
         twin = Ideogram4Transformer(model.config)
-    swap_linears_for_fp8(twin, linears, mode)
+    swap_linears_for_fp8(twin, linears, mode, fast_accum=fast_accum)
     twin.load_state_dict(sd, strict=True, assign=True)
+    if mode == "fp8_matmul":
+        fuse_shared_inputs(twin)
     return twin.eval().requires_grad_(False)
 
 

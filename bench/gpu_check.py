@@ -1,12 +1,14 @@
-"""One-call GPU check: full-size random DiTs built on the GPU, timed against diffusers, fp8 and compile,
-then the CUDA-only behaviours (noise, peak memory, offload, VAE tiling, nf4, regional compile).
+"""One-call GPU check: full-size random DiTs built on the GPU, timed against diffusers, fp8 (with and
+without fast accumulation), compiled, streamed offload and the CUDA-graph mode, then the CUDA-only
+behaviours (noise, peak memory, offload, no host sync in the loop, nf4, VAE tiling, regional compile).
 
     python bench/gpu_check.py                          # one H100/H200, <= 8 min from a cold start
     python bench/gpu_check.py --small --out /tmp/gc    # the same sections on the CPU, tiny sizes (CI)
 
 Writes DIR/gpu_check.json and DIR/gpu_check.md (default DIR: bench/out/gpu_check) after every section,
 so a run cut short still leaves its numbers; the most important numbers come first (ours bf16,
-diffusers bf16 and their ratio, fp8 matmul, compiled, then the checks). Sections that would not fit
+diffusers bf16 and their ratio, fp8 matmul, compiled, offload streamed, reduce-overhead, then the
+checks). The full-size DiTs are dropped after nf4, before the VAE checks. Sections that would not fit
 in --budget-s are skipped with reason "time budget". A previous gpu_check.json in DIR is kept, renamed
 with its time stamp. Exit status: 0 when every section ran and no check failed, 2 otherwise.
 
@@ -23,6 +25,7 @@ import time
 
 T_START = time.perf_counter()
 os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")  # before CUDA starts
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing to download; the GPU host has no registry access
 
 import argparse  # noqa: E402
 import sys  # noqa: E402
@@ -34,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as C  # noqa: E402
 import gpu_check_dit as dit  # noqa: E402
+import gpu_check_fast as fast  # noqa: E402
 import gpu_check_pipeline as pl  # noqa: E402
 import gpu_check_report as report  # noqa: E402
 import torch  # noqa: E402
@@ -43,29 +47,46 @@ from ideogram4.models.transformer import Ideogram4Config  # noqa: E402
 CHECKS = (
     "ours_vs_diffusers",
     "fp8_matmul_vs_bf16",
+    "fp8_fast_accum_vs_bf16",
     "compiled_vs_eager",
+    "offload_streamed_vs_resident",
+    "reduce_overhead_vs_eager",
     "rand_device_cuda",
     "manifest_peak_memory_gpu_name",
     "offload_text_encoder",
     "offload_transformers_one_step",
-    "vae_tiling_2048",
+    "no_host_sync_in_loop",
     "nf4_one_step",
+    "vae_tiling_2048",
     "pipeline_compile_blocks",
 )
+# check -> (variant, the variant it is held against, fp8 tolerance?)
+AGREEMENT = {
+    "ours_vs_diffusers": ("diffusers_bf16", "ours_bf16", False),
+    "fp8_matmul_vs_bf16": ("ours_fp8_matmul", "ours_bf16", True),
+    "fp8_fast_accum_vs_bf16": ("ours_fp8_matmul_fast_accum", "ours_bf16", True),
+    "compiled_vs_eager": ("ours_compiled", "ours_bf16", False),
+    "offload_streamed_vs_resident": ("ours_offload_streamed", "ours_bf16", False),
+    "reduce_overhead_vs_eager": ("ours_reduce_overhead", "ours_bf16", False),
+}
 VARIANT_KEYS = ("status", "per_step_s", "s_per_image_48", "peak_memory_bytes")
 # Seconds a section needs (full size on an H100; --small on 2 CPU cores): skipped when they would not fit.
 ESTIMATE_S = {
     "ours_bf16": (45, 3),
     "diffusers_bf16": (45, 3),
-    "ours_fp8_matmul": (45, 3),
-    "ours_compiled": (150, 8),
+    "ours_fp8_matmul": (60, 3),
+    "ours_fp8_matmul_fast_accum": (15, 2),
+    "ours_compiled": (120, 8),
+    "ours_offload_streamed": (60, 3),
+    "ours_reduce_overhead": (200, 8),
     "tiny_pipeline": (20, 12),
     "rand_device_cuda": (5, 2),
     "manifest_peak_memory_gpu_name": (5, 1),
     "offload_text_encoder": (10, 4),
-    "offload_transformers_one_step": (40, 4),
-    "vae_tiling_2048": (30, 3),
+    "offload_transformers_one_step": (15, 4),
+    "no_host_sync_in_loop": (10, 4),
     "nf4_one_step": (60, 1),
+    "vae_tiling_2048": (30, 3),
     "pipeline_compile_blocks": (90, 6),
 }
 SECTIONS = tuple(ESTIMATE_S)
@@ -245,34 +266,34 @@ class Run:
 def run_variants(run: Run) -> None:
     a, r = run.args, run.result
     variants, checks = r["variants"], r["checks"]
+    sections = {
+        "ours_bf16": lambda: dit.ours_bf16(run.bench),
+        "diffusers_bf16": lambda: dit.diffusers_bf16(run.bench),
+        "ours_fp8_matmul": lambda: dit.ours_fp8_matmul(run.bench),
+        "ours_fp8_matmul_fast_accum": lambda: fast.ours_fp8_matmul_fast_accum(run.bench),
+        "ours_compiled": lambda: dit.ours_compiled(run.bench, a.compile_backend, a.compile_mode),
+        "ours_offload_streamed": lambda: fast.ours_offload_streamed(run.bench),
+        "ours_reduce_overhead": lambda: fast.ours_reduce_overhead(run.bench, a.compile_backend, reduce_mode(a)),
+    }
+    for name, fn in sections.items():
 
-    def ours_bf16():
-        variants["ours_bf16"] = dit.ours_bf16(run.bench)
+        def go(name=name, fn=fn):
+            variants[name] = fn()
+            for check, (variant, other, fp8) in AGREEMENT.items():
+                if variant == name:
+                    checks[check] = dit.agreement(run.bench, variant, other, fp8=fp8)
 
-    def diffusers_bf16():
-        variants["diffusers_bf16"] = dit.diffusers_bf16(run.bench)
-        checks["ours_vs_diffusers"] = dit.agreement(run.bench, "ours_bf16", "diffusers_bf16")
-
-    def fp8():
-        variants["ours_fp8_matmul"] = dit.ours_fp8_matmul(run.bench)
-        checks["fp8_matmul_vs_bf16"] = dit.agreement(run.bench, "ours_fp8_matmul", "ours_bf16", fp8=True)
-
-    def compiled():
-        variants["ours_compiled"] = dit.ours_compiled(run.bench, a.compile_backend, a.compile_mode)
-        checks["compiled_vs_eager"] = dit.agreement(run.bench, "ours_compiled", "ours_bf16")
-
-    run.section("ours_bf16", ours_bf16)
-    no_dit = None if run.bench.cond is not None else "needs the bf16 DiTs (ours_bf16 did not finish)"
-    run.section("diffusers_bf16", diffusers_bf16, no_dit)
-    run.section("ours_fp8_matmul", fp8, no_dit)
-    run.section("ours_compiled", compiled, no_dit)
-    for name, (variant, other) in {
-        "ours_vs_diffusers": ("diffusers_bf16", "ours_bf16"),
-        "fp8_matmul_vs_bf16": ("ours_fp8_matmul", "ours_bf16"),
-        "compiled_vs_eager": ("ours_compiled", "ours_bf16"),
-    }.items():
+        no_dit = None if name == "ours_bf16" or run.bench.cond is not None else "needs the bf16 DiTs (ours_bf16)"
+        run.section(name, go, no_dit)
+    run.bench.fp8 = None
+    for name, (variant, other, _) in AGREEMENT.items():
         if checks[name].get("reason") == "not reached":  # the variant was skipped or failed
             checks[name]["reason"] = f"needs {variant} and {other}: {variants[variant].get('reason')}"
+
+
+def reduce_mode(args) -> str | None:
+    """The CUDA-graph mode on a GPU; --small's backend takes no inductor mode (and a CPU has no graphs)."""
+    return "reduce-overhead" if args.compile_backend == "inductor" and not args.small else None
 
 
 def run_checks(run: Run) -> None:
@@ -294,11 +315,12 @@ def run_checks(run: Run) -> None:
     check("rand_device_cuda", lambda: pl.rand_device_cuda(run.tiny))
     check("manifest_peak_memory_gpu_name", lambda: pl.manifest_peak_memory_gpu_name(run.tiny))
     check("offload_text_encoder", lambda: pl.offload_text_encoder(run.tiny))
-    check("offload_transformers_one_step", lambda: pl.offload_transformers(run.tiny, run.bench.cond))
-    check("vae_tiling_2048", lambda: pl.vae_tiling(a.device, a.dtype, a.small))
+    check("offload_transformers_one_step", lambda: pl.offload_transformers(run.tiny))
+    check("no_host_sync_in_loop", lambda: pl.no_host_sync_in_loop(run.tiny))
     check("nf4_one_step", lambda: pl.nf4_one_step(run.bench, a.device))
-    run.bench.cond = run.bench.uncond = None  # the full-size DiTs are no longer needed
+    run.bench.cond = run.bench.uncond = None  # the full-size DiTs go before the VAE's 2048^2 decodes
     C.free_memory()
+    check("vae_tiling_2048", lambda: pl.vae_tiling(a.device, a.dtype, a.small))
     check("pipeline_compile_blocks", lambda: pl.pipeline_compile_blocks(run.tiny, a.compile_backend, a.compile_mode))
     if run.tiny is not None:
         run.tiny.close()

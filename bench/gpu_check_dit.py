@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import _common as C
 import torch
 
-from ideogram4 import flops, sampling
+from ideogram4 import flops, loading, sampling
+from ideogram4.checks import check_load_options
 from ideogram4.models.quant import fp8_matmul_supported, fp8_paths
 from ideogram4.models.transformer import Ideogram4Config, build_layout
 
@@ -47,6 +48,7 @@ class DitBench:
     latents: dict = field(default_factory=dict)  # variant -> final latents (CPU, fp32)
     cond: torch.nn.Module | None = None
     uncond: torch.nn.Module | None = None
+    fp8: tuple | None = None  # the fp8 twins, kept from ours_fp8_matmul for its fast-accumulation rerun
 
     def __post_init__(self):
         self.clock = C.Clock(self.device)
@@ -83,15 +85,26 @@ class DitBench:
 # --- the loops -------------------------------------------------------------------------------------
 
 
-def ours_loop(bench: DitBench, cond, uncond, marks: list) -> torch.Tensor:
+def ours_loop(bench: DitBench, cond, uncond, marks: list, text_len=None, step_begin=None) -> torch.Tensor:
+    """The pipeline's loop at the transformer level. `text_len`: text rows padded to this (CUDA-graph
+    buckets, left padding masked out); `step_begin`: run first in every step (CUDA graphs' step mark)."""
     dev, dt, n = bench.device, bench.dtype, bench.grid
-    cond_layout = build_layout(cond.config, [bench.text_tokens], n, n, 1, dev, dt)
-    uncond_layout = build_layout(uncond.config, None, n, n, 1, dev, dt)
+    cfg = bench.config
+    cond_layout = build_layout(cfg, [bench.text_tokens], n, n, 1, dev, dt, text_len)
+    uncond_layout = build_layout(cfg, None, n, n, 1, dev, dt)
+    text = bench.text
+    if text_len is not None and text_len > bench.text_tokens:
+        text = torch.nn.functional.pad(text, (0, 0, text_len - bench.text_tokens, 0))  # left padding
+    for net, layout, features in ((cond, cond_layout, text), (uncond, uncond_layout, None)):
+        if getattr(net, "dynamic_sequence", False):
+            layout.mark_dynamic(*([features] if features is not None else []))
     times = bench.times.to(dev)  # once: a per-step host-to-device copy would sync the stream
     z = bench.noise.to(dev, torch.float32)
     for i, w in enumerate(bench.weights):
+        if step_begin is not None:
+            step_begin()
         t = times[i].expand(1)
-        v = cond(z, t, cond_layout, bench.text)
+        v = cond(z, t, cond_layout, text)
         if w != 1.0:
             v = sampling.guide(v, uncond(z, t, uncond_layout, None), w)
         z = sampling.euler_step(z, v, times[i], times[i + 1])
@@ -109,6 +122,7 @@ def measure(bench: DitBench, name: str, run, nets: list) -> dict:
         torch.cuda.reset_peak_memory_stats()
         resident = torch.cuda.memory_allocated()
     marks: list = []
+    compile0 = loading.COMPILE_CLOCK.seconds()
     start, t0 = clock.mark(), time.perf_counter()
     try:
         latents = run(marks)
@@ -117,6 +131,7 @@ def measure(bench: DitBench, name: str, run, nets: list) -> dict:
         for t in timers:
             t.remove()
     wall = time.perf_counter() - t0
+    compile_s = loading.COMPILE_CLOCK.seconds() - compile0
     if len(marks) != bench.steps:
         raise RuntimeError(f"{name}: {len(marks)} step marks for {bench.steps} steps")
     w = bench.warmup
@@ -135,6 +150,7 @@ def measure(bench: DitBench, name: str, run, nets: list) -> dict:
         "cond_pass_s_median": C.Stats.of(cond_s).median,
         "uncond_pass_s_median": C.Stats.of(uncond_s).median,
         "first_step_s": clock.seconds(start, marks[0]),  # warm-up: cuBLAS/autotune/compile
+        "compile_s": compile_s,  # torch.compile's work (and CUDA-graph recording) inside the warm-up
         "call_wall_s": wall,
         "weights_bytes": weights,
         "peak_memory_bytes": peak,  # the process: other variants' weights stay resident meanwhile
@@ -214,24 +230,42 @@ def diffusers_bf16(bench: DitBench) -> dict:
 def ours_fp8_matmul(bench: DitBench) -> dict:
     if not fp8_matmul_supported(bench.device):
         return {"status": "skipped", "reason": "fp8 tensor cores need CUDA compute capability >= 8.9"}
-    # +1 byte per Linear parameter while this runs; the twins go when it returns.
+    # +1 byte per Linear parameter while the twins live (kept for ours_fp8_matmul_fast_accum).
     cond, uncond = C.fp8_twin(bench.cond, "fp8_matmul"), C.fp8_twin(bench.uncond, "fp8_matmul")
+    bench.fp8 = (cond, uncond)
     out = measure(bench, "ours_fp8_matmul", lambda marks: ours_loop(bench, cond, uncond, marks), [cond, uncond])
     out["fp8_paths"] = fp8_paths(cond)
+    out["fast_accum"] = False
     out["weights_bytes_note"] = "fp8 Linears; norms, embeddings and biases shared with ours_bf16"
     return out
 
 
-def ours_compiled(bench: DitBench, backend: str, mode: str | None) -> dict:
-    """Regional compile of the bf16 DiTs, in place: each block compiled, one graph per sequence length
-    (cond T + N, uncond N) shared by all 68 blocks; static shapes, so each graph gets its best kernels."""
-    for net in (bench.cond, bench.uncond):
+def compile_options(bench: DitBench, backend: str, mode: str | None):
+    """The loader's options for this compile (the pipeline's `loading.compile_nets` does the work)."""
+    flags = dict(load_unconditional=True, offload_text_encoder=False, offload_transformers=False, vae_tiling=False)
+    return check_load_options(bench.dtype, bench.device, "dequantize_per_call", backend, mode, **flags)
+
+
+def uncompile(*nets) -> None:
+    """Back to eager, in place (later sections time or reuse the same DiTs)."""
+    for net in nets:
+        net._compiled_call_impl = None
+        net.dynamic_sequence = False
         for block in net.layers:
-            block.compile(backend=backend, mode=mode, dynamic=False)
+            block._compiled_call_impl = None
+
+
+def ours_compiled(bench: DitBench, backend: str, mode: str | None) -> dict:
+    """What from_pretrained(compile_blocks=...) does without CUDA graphs: each block compiled, one graph
+    shared by all 68 blocks, dynamic in the sequence length only (cond T + N and uncond N share it)."""
     cond, uncond = bench.cond, bench.uncond
-    out = measure(bench, "ours_compiled", lambda marks: ours_loop(bench, cond, uncond, marks), [cond, uncond])
-    out["compile"] = {"backend": backend, "mode": mode, "dynamic": False, "regional": True}
-    out["first_step_note"] = "first_step_s includes compiling the block for both sequence lengths"
+    scope = loading.compile_nets([cond, uncond], compile_options(bench, backend, mode))
+    try:
+        out = measure(bench, "ours_compiled", lambda marks: ours_loop(bench, cond, uncond, marks), [cond, uncond])
+    finally:
+        uncompile(cond, uncond)
+    out["compile"] = {"backend": backend, "mode": mode, "scope": scope, "dynamic": "sequence length"}
+    out["first_step_note"] = "first_step_s includes compile_s (the block graph, compiled once for both lengths)"
     return out
 
 
@@ -273,7 +307,10 @@ def ratios(variants: dict, on_gpu: bool) -> dict:
     for key, fast, slow, goal in (
         ("ours_vs_diffusers", "ours_bf16", "diffusers_bf16", 1.5),
         ("fp8_vs_bf16", "ours_fp8_matmul", "ours_bf16", 1.4),
+        ("fp8_fast_accum_vs_bf16", "ours_fp8_matmul_fast_accum", "ours_bf16", 1.4),
         ("compiled_vs_eager", "ours_compiled", "ours_bf16", None),
+        ("reduce_overhead_vs_eager", "ours_reduce_overhead", "ours_bf16", None),
+        ("offload_streamed_vs_resident", "ours_offload_streamed", "ours_bf16", None),  # < 1: the cost
     ):
         a, b = _median(variants, fast), _median(variants, slow)
         entry = {"value": b / a if a and b else None, "definition": f"{slow} / {fast} per-step median", "goal": goal}
@@ -310,7 +347,7 @@ def mfu(bench: DitBench, variants: dict, device_name: str | None) -> dict:
         entry = {"achieved_tflops": useful / t / 1e12, "mfu": flops.mfu(useful, t, peak) if peak else None}
         if name == "diffusers_bf16" and peak:
             entry["hfu_padded_flops"] = flops.mfu(padded, t, peak)
-        if name == "ours_fp8_matmul" and peak_fp8:
+        if name.startswith("ours_fp8_matmul") and peak_fp8:
             entry["mfu_vs_fp8_peak"] = flops.mfu(useful, t, peak_fp8)
         out["per_variant"][name] = entry
     return out

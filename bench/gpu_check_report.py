@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import json
 
-VARIANTS = ("ours_bf16", "diffusers_bf16", "ours_fp8_matmul", "ours_compiled")
+VARIANTS = (
+    "ours_bf16",
+    "diffusers_bf16",
+    "ours_fp8_matmul",
+    "ours_fp8_matmul_fast_accum",
+    "ours_compiled",
+    "ours_offload_streamed",
+    "ours_reduce_overhead",
+)
 
 
 def _ms(x) -> str:

@@ -34,9 +34,11 @@ from .rules import (
     strength_problems,
 )
 from .spec import (
+    COMPILE_AUTO,
+    CUDA_GRAPH_COMPILE_MODES,
     DTYPES,
     FINAL_STEPS,
-    FP8_MODES,
+    FP8_MODE_OPTIONS,
     LATENT_CHANNELS,
     OUTPUT_TYPES,
     RAND_DEVICES,
@@ -130,13 +132,19 @@ class LoadOptions:
 
     torch_dtype: torch.dtype
     device: str
-    fp8_mode: str
+    fp8_mode: str  # spec.FP8_MODE_OPTIONS; "auto" is resolved at load time (loading.choose_fp8_mode)
     load_unconditional: bool
     offload_text_encoder: bool
     offload_transformers: bool
     vae_tiling: bool
-    compile_blocks: str | None  # the torch.compile backend, None = eager
+    compile_blocks: str | None  # the torch.compile backend, None = eager ("auto" already resolved)
     compile_mode: str | None  # an inductor mode (spec.COMPILE_MODES), None = torch's default
+    fp8_fast_accum: bool = False  # cuBLAS fast accumulation in fp8 matmuls
+
+    @property
+    def cuda_graphs(self) -> bool:
+        """CUDA graphs replay the compiled DiT (whole-model compile, text buckets, a step mark per step)."""
+        return self.compile_blocks == "inductor" and self.compile_mode in CUDA_GRAPH_COMPILE_MODES
 
 
 def check_source(source: Any, model_configs: Any, tokenizer_config: Any, revision: Any, tokenizer_source: Any):
@@ -172,13 +180,15 @@ def check_load_options(
     if not isinstance(torch_dtype, torch.dtype) or str(torch_dtype).replace("torch.", "") not in DTYPES:
         raise ValueError(f"torch_dtype={torch_dtype!r}: use one of {', '.join(f'torch.{d}' for d in DTYPES)}")
     device = check_device("device", device)
-    check_choice("fp8_mode", fp8_mode, FP8_MODES)
+    check_choice("fp8_mode", fp8_mode, FP8_MODE_OPTIONS)
     if fp8_mode == "fp8_matmul" and not fp8_matmul_supported(device):
         raise ValueError(
             f"fp8_mode='fp8_matmul' needs fp8 tensor cores (compute capability >= 8.9: Ada, Hopper); "
             f"{device} has none: use fp8_mode='dequantize_once' (fastest) or 'dequantize_per_call'"
         )
-    raise_first(compile_problems(compile_blocks, compile_mode))
+    raise_first(compile_problems(compile_blocks, compile_mode, device, flags.get("offload_transformers", False)))
+    if compile_blocks == COMPILE_AUTO:
+        compile_blocks = torch.device(device).type == "cuda"
     backend = ("inductor" if compile_blocks is True else compile_blocks) or None
     flags = {name: check_flag(name, value) for name, value in flags.items()}
     return LoadOptions(torch_dtype, device, fp8_mode, compile_blocks=backend, compile_mode=compile_mode, **flags)

@@ -110,7 +110,7 @@ def memory_tips(info: dict, batch: int = 1, height: int = 0, width: int = 0) -> 
     if info.get("format") != "nf4" and "nf4" not in str(info.get("source", "")):
         tips.append(MemoryTip("source", "ideogram-ai/ideogram-4-nf4", "4-bit weights fit a 24 GB card; CUDA only"))
     if not info.get("offload_transformers", False):
-        tips.append(MemoryTip("offload_transformers", True, "the DiTs visit the GPU pass by pass: slow"))
+        tips.append(MemoryTip("offload_transformers", True, "the DiTs stream to the GPU block by block: PCIe-bound"))
     if height * width > 1024 * 1024:
         tips.append(MemoryTip("resolution", (1024, 1024), f"{width}x{height} now; memory grows with the pixels"))
     return tips

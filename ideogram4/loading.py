@@ -3,21 +3,30 @@
 Each step is a plain function of checked options (`checks.LoadOptions`), so the pipeline class only
 composes them.
 
+`fp8_mode` (the fp8 release): "auto" (the default) is `dequantize_once` where the device holds both
+DiTs in the compute dtype, else `dequantize_per_call` (`choose_fp8_mode`); "fp8_matmul" multiplies in
+fp8 (`fp8_fast_accum=True`: cuBLAS's faster, less exact accumulation).
+
 Memory modes (for 24 GB cards): `offload_text_encoder` keeps the text encoder on the CPU and moves it
-to the GPU only to encode a prompt not yet in the cache; `offload_transformers` keeps both DiTs on the
-CPU and moves each to the GPU for its pass (slow: PCIe-bound, ~0.4 s per step for fp8 at 25 GB/s);
-`vae_tiling` decodes 2048^2 in tiles. `compile_blocks` compiles each transformer block (regional
-torch.compile: one compiled block reused 34 times); a string names the torch.compile backend.
-`compile_mode` picks an inductor mode (spec.COMPILE_MODES); "reduce-overhead" replays CUDA graphs,
-with text padded to multiples of 64 tokens so that few shapes are recorded.
+to the GPU only to encode a prompt not yet in the cache; `offload_transformers` keeps the DiTs' blocks
+in pinned CPU memory and streams each to the GPU one block ahead of its use (models/offload.py:
+PCIe-bound, computed ~1.4 s per guided step in bf16 at 25 GB/s, half in fp8; not yet measured);
+`vae_tiling` decodes 2048^2 in tiles. `compile_blocks` ("auto", the default: inductor on CUDA)
+compiles each transformer block (regional torch.compile: one graph reused 34 times, dynamic in the
+sequence length only); a string names the torch.compile backend. `compile_mode` picks an inductor mode
+(spec.COMPILE_MODES); "reduce-overhead" and "max-autotune" replay CUDA graphs: the whole DiT is then
+one graph (`compile_nets`) and text is padded to multiples of 64 tokens so that few shapes are recorded.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import torch.nn as nn
 
 from .checkpoints import (
@@ -28,15 +37,18 @@ from .checkpoints import (
     resolve_model_configs,
     resolve_source,
 )
+from .checkpoints.readers import weight_files
 from .checks import LoadOptions
+from .models.offload import stream_blocks
 from .models.quant import fp8_paths
 from .prompts import load_tokenizer
+from .spec import CUDA_GRAPH_TEXT_BUCKET
 
 log = logging.getLogger(__name__)
 
-# Text rows are padded to a multiple of this when CUDA graphs replay the compiled blocks: each new
-# sequence length records a new graph, and 2048 / 64 = 32 lengths at most per resolution.
-CUDA_GRAPH_TEXT_BUCKET = 64
+# fp8_mode="auto" keeps this much device memory free beyond the weights: activations at 2048^2, the VAE
+# decode (tiled or not) and the allocator's slack.
+FP8_AUTO_HEADROOM_BYTES = 12 * 2**30
 
 
 @dataclass
@@ -66,16 +78,52 @@ def resolve_paths(
     return paths
 
 
+def component_bytes(paths: dict[str, Path], name: str) -> int:
+    return sum(f.stat().st_size for f in weight_files(paths[name], name)) if name in paths else 0
+
+
+def device_memory_bytes(device: str) -> int:
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_properties(torch.device(device)).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def choose_fp8_mode(paths: dict[str, Path], opts: LoadOptions) -> tuple[str, str]:
+    """fp8_mode="auto" -> (mode, why). The rule: `dequantize_once` (full speed) when the device's memory
+    holds both DiTs in the compute dtype (file bytes x dtype size: fp8 is 1 byte per weight), the text
+    encoder (unless offloaded), the VAE and FP8_AUTO_HEADROOM_BYTES; else `dequantize_per_call` (1 byte
+    per weight resident). With offload_transformers the fp8 bytes are what crosses PCIe: per call."""
+    if opts.fp8_mode != "auto":
+        return opts.fp8_mode, "requested"
+    if opts.offload_transformers:
+        return "dequantize_per_call", "auto: offload_transformers streams fp8 weights (half the bytes of bf16)"
+    dits = component_bytes(paths, "transformer") + component_bytes(paths, "unconditional_transformer")
+    need = dits * opts.torch_dtype.itemsize + component_bytes(paths, "vae") + FP8_AUTO_HEADROOM_BYTES
+    if not opts.offload_text_encoder:
+        need += component_bytes(paths, "text_encoder")
+    have = device_memory_bytes(opts.device)
+    mode = "dequantize_once" if need <= have else "dequantize_per_call"
+    return mode, f"auto: needs {need / 2**30:.1f} GiB for dequantize_once, {opts.device} has {have / 2**30:.1f} GiB"
+
+
 def load_components(paths: dict[str, Path], opts: LoadOptions) -> Components:
-    """Every module on its device (the CPU for offloaded ones), eval mode, no gradients."""
+    """Every module on its device, eval mode, no gradients; with offload_transformers the DiTs' blocks
+    stay in pinned CPU memory and stream in per pass (models/offload.py)."""
+    fp8_mode, why = choose_fp8_mode(paths, opts)
     dit_device = "cpu" if opts.offload_transformers else opts.device
-    transformer, t_info = load_transformer(paths["transformer"], opts.torch_dtype, dit_device, opts.fp8_mode)
-    uncond, u_info = None, None
-    if "unconditional_transformer" in paths:
-        uncond, u_info = load_transformer(
-            paths["unconditional_transformer"], opts.torch_dtype, dit_device, opts.fp8_mode
-        )
-    else:
+    nets, infos = [], []
+    for name in ("transformer", "unconditional_transformer"):
+        net, info = None, None
+        if name in paths:
+            net, info = load_transformer(paths[name], opts.torch_dtype, dit_device, fp8_mode, opts.fp8_fast_accum)
+            if info["fp8_mode"]:
+                info["fp8_mode_rule"] = why
+            if opts.offload_transformers and torch.device(opts.device).type == "cuda":
+                stream_blocks(net, opts.device)
+        nets.append(net)
+        infos.append(info)
+    (transformer, uncond), (t_info, u_info) = nets, infos
+    if uncond is None:
         log.warning(
             "no unconditional_transformer loaded: the conditional transformer serves the unconditional "
             "branch with empty text (DiffSynth's fallback; images differ from the official method)"
@@ -89,20 +137,62 @@ def load_components(paths: dict[str, Path], opts: LoadOptions) -> Components:
     return Components(transformer, uncond, text_encoder, vae, load_tokenizer(paths["tokenizer"]), infos)
 
 
-def compile_blocks(nets: list[nn.Module | None], backend: str, mode: str | None) -> None:
-    """Regional compile: each transformer block is compiled; the 34 blocks share one compiled graph.
+def compile_nets(nets: list[nn.Module | None], opts: LoadOptions, scope: str | None = None) -> str:
+    """torch.compile the DiTs; returns the scope, "blocks" or "model" (default: "model" exactly when
+    CUDA graphs replay; bench/gpu_check passes it to run the whole-DiT path with another backend).
 
-    Sequence lengths are dynamic (text length varies per prompt, the unconditional pass has no text),
-    so a new prompt length reuses the graph instead of recompiling.
+    Without CUDA graphs, regional compile: each block is compiled and the 34 blocks share one graph.
+    With CUDA graphs (spec.CUDA_GRAPH_COMPILE_MODES), the whole DiT is one graph: per-block graphs would
+    feed one replay's outputs into the next replay of the same graph, which overwrites them (pytorch
+    #152887); the pipeline marks each denoising step (`torch.compiler.cudagraph_mark_step_begin`).
+    Either way only the sequence length is dynamic (marked on the inputs, `SequenceLayout.mark_dynamic`):
+    a new prompt length reuses the graph, every other dimension is specialised.
     """
+    scope = scope or ("model" if opts.cuda_graphs else "blocks")
     for net in nets:
-        for block in net.layers if net is not None else ():
-            block.compile(backend=backend, mode=mode, dynamic=True)
+        if net is None:
+            continue
+        net.dynamic_sequence = True
+        if scope == "model":
+            net.compile(backend=opts.compile_blocks, mode=opts.compile_mode, dynamic=False)
+            continue
+        for block in net.layers:
+            block.compile(backend=opts.compile_blocks, mode=opts.compile_mode, dynamic=False)
+    return scope
 
 
 def text_bucket(opts: LoadOptions) -> int | None:
-    """Pad text to a bucket only where shapes are recorded one by one (CUDA graphs)."""
-    return CUDA_GRAPH_TEXT_BUCKET if opts.compile_blocks and opts.compile_mode == "reduce-overhead" else None
+    """Pad text to a bucket only where shapes are recorded one by one (CUDA graphs); elsewhere exact
+    lengths, so a batch of one text length runs without an attention mask."""
+    return CUDA_GRAPH_TEXT_BUCKET if opts.cuda_graphs else None
+
+
+class CompileClock:
+    """Wall seconds torch.compile spends compiling (dynamo, the backend, CUDA-graph recording), summed
+    over the process, so that a call can report them apart from its sampling time."""
+
+    def __init__(self):
+        self.total = 0.0
+        self._started: float | None = None
+
+    def _start(self, _args) -> None:
+        self._started = time.perf_counter()
+
+    def _end(self, _args) -> None:
+        if self._started is not None:
+            self.total += time.perf_counter() - self._started
+            self._started = None
+
+    def seconds(self) -> float:
+        from torch._dynamo.callback import callback_handler
+
+        if self._start not in callback_handler.start_callbacks:  # torch._dynamo.reset() clears them
+            callback_handler.register_start_callback(self._start)
+            callback_handler.register_end_callback(self._end)
+        return self.total
+
+
+COMPILE_CLOCK = CompileClock()
 
 
 def build_info(
@@ -125,7 +215,9 @@ def build_info(
         "format": t_info["format"],
         "layout": t_info["layout"],
         "fp8_mode": t_info["fp8_mode"],
-        # which path each Linear actually takes, e.g. {"fp8_matmul": 136, "dequantize_per_call": 108}
+        "fp8_mode_rule": t_info.get("fp8_mode_rule"),
+        "fp8_fast_accum": opts.fp8_fast_accum if t_info["fp8_mode"] == "fp8_matmul" else None,
+        # which path each Linear actually takes, e.g. {"fp8_matmul": 170, "dequantize_per_call": 74}
         "fp8_paths": fp8_paths(parts.transformer) if t_info["format"] == "fp8" else None,
         "unconditional": "unconditional_transformer" if u_info else "conditional fallback",
         "load_unconditional": u_info is not None,
@@ -139,6 +231,7 @@ def build_info(
         "vae_tiling": opts.vae_tiling,
         "compile_blocks": opts.compile_blocks or False,
         "compile_mode": (opts.compile_mode or "default") if opts.compile_blocks == "inductor" else None,
+        "compile_scope": ("model" if opts.cuda_graphs else "blocks") if opts.compile_blocks else None,
         "text_bucket": text_bucket(opts),
         "fingerprints": {
             "transformer": t_info["fingerprint"],

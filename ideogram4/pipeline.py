@@ -60,6 +60,7 @@ class Ideogram4Pipeline:
         offload_transformers: bool = False,
         text_cache_size: int = 256,
         text_bucket: int | None = None,
+        cuda_graphs: bool = False,
     ):
         self.transformer = transformer
         self.unconditional_transformer = unconditional_transformer
@@ -72,6 +73,7 @@ class Ideogram4Pipeline:
         self.offload_text_encoder = offload_text_encoder
         self.offload_transformers = offload_transformers
         self.text_bucket = text_bucket  # pad text rows to a multiple of this (compiled blocks + CUDA graphs)
+        self.cuda_graphs = cuda_graphs  # compiled DiTs replay CUDA graphs: one step mark per denoising step
         self.text_encoder_calls = 0
         self._text_cache = TextCache(text_cache_size)
         self.lora_manager = LoraManager(transformer, unconditional_transformer)
@@ -91,19 +93,20 @@ class Ideogram4Pipeline:
         revision: str | None = None,
         tokenizer_source: str | None = None,
         load_unconditional: bool = True,
-        fp8_mode: str = "dequantize_per_call",
+        fp8_mode: str = "auto",
         offload_text_encoder: bool = False,
         offload_transformers: bool = False,
         vae_tiling: bool = False,
-        compile_blocks: bool | str = False,
+        compile_blocks: bool | str = "auto",
         compile_mode: str | None = None,
+        fp8_fast_accum: bool = False,
     ) -> Ideogram4Pipeline:
         """From a folder or hub repo id (`source`), or from DiffSynth-style `model_configs`.
 
         Without an `unconditional_transformer` (not listed, or `load_unconditional=False`), the
         conditional network also serves the unconditional branch (DiffSynth's fallback; not the
-        official method), and the pipeline logs that it does. The memory modes and `compile_*` are
-        described in `ideogram4.loading`. Every option is checked before any file is read.
+        official method), and the pipeline logs that it does. `fp8_mode`, the memory modes and
+        `compile_*` are described in `ideogram4.loading`. Every option is checked before any file is read.
         """
         check_source(source, model_configs, tokenizer_config, revision, tokenizer_source)
         opts = check_load_options(
@@ -116,6 +119,7 @@ class Ideogram4Pipeline:
             offload_text_encoder=offload_text_encoder,
             offload_transformers=offload_transformers,
             vae_tiling=vae_tiling,
+            fp8_fast_accum=fp8_fast_accum,
         )
         t0 = time.perf_counter()
         paths = loading.resolve_paths(
@@ -124,9 +128,7 @@ class Ideogram4Pipeline:
         with out_of_memory_as_tips(lambda: memory_tips({**asdict(opts), "source": source})):
             parts = loading.load_components(paths, opts)
         if opts.compile_blocks:
-            loading.compile_blocks(
-                [parts.transformer, parts.unconditional_transformer], opts.compile_blocks, opts.compile_mode
-            )
+            loading.compile_nets([parts.transformer, parts.unconditional_transformer], opts)
         info = loading.build_info(source, model_configs, revision, paths, parts, opts)
         info["load_s"] = round(time.perf_counter() - t0, 3)
         log.info("loaded Ideogram 4 (%s, %s, %s) in %.1f s", info["format"], info["dtype"], opts.device, info["load_s"])
@@ -138,6 +140,7 @@ class Ideogram4Pipeline:
             dtype=opts.torch_dtype,
             info=info,
             text_bucket=loading.text_bucket(opts),
+            cuda_graphs=opts.cuda_graphs,
             **offload,
         )
 
@@ -214,16 +217,10 @@ class Ideogram4Pipeline:
     # --- sampling ------------------------------------------------------------------------------
 
     def _velocity(self, net, layout, text) -> sampling.Velocity:
-        return partial(self._run, net, layout=layout, text=text)
-
-    def _run(self, net, z, t, layout, text):
-        if not self.offload_transformers or self.device.type == "cpu":
-            return net(z, t, layout, text)
-        net.to(self.device)
-        try:
-            return net(z, t, layout, text)
-        finally:
-            net.to("cpu")
+        # Offloaded DiTs stream their blocks in inside the call; compiled ones get one graph per text length.
+        if getattr(net, "dynamic_sequence", False):
+            layout.mark_dynamic(*([text] if text is not None else []))
+        return partial(net, layout=layout, text_features=text)
 
     def _text_branch(self, net, captions: list[str], req: Request) -> tuple[sampling.Velocity, list[bool]]:
         """`net` reading `captions`: its velocity function, and which captions came from the cache."""
@@ -288,18 +285,28 @@ class Ideogram4Pipeline:
             req.steps, req.height, req.width, req.mu, req.std, req.final_step, req.denoising_strength
         )
         z, edit = self._initial_latents(req, times)
+        compile_s = loading.COMPILE_CLOCK.seconds()
         t2 = time.perf_counter()
-        z = sampling.denoise(cond, z, times, req.guidance_schedule, uncond, req.step_callback, req.progress, edit)
+        step_begin = torch.compiler.cudagraph_mark_step_begin if self.cuda_graphs else None
+        z = sampling.denoise(
+            cond, z, times, req.guidance_schedule, uncond, req.step_callback, req.progress, edit, step_begin
+        )
         if cuda:
             torch.cuda.synchronize(self.device)
         t3 = time.perf_counter()
+        compile_s = loading.COMPILE_CLOCK.seconds() - compile_s
         images = self._decode(z, req)
         return GenerationOutput(
             images=images,
             latents=z.cpu(),
             captions=req.captions,
             seeds=req.seeds,
-            timings={"text_encoding_s": t1 - t0, "sampling_s": t3 - t2, "decoding_s": time.perf_counter() - t3},
+            timings={  # compile_s: torch.compile's work in this call (first call per shape), not in sampling_s
+                "text_encoding_s": t1 - t0,
+                "compile_s": compile_s,
+                "sampling_s": t3 - t2 - compile_s,
+                "decoding_s": time.perf_counter() - t3,
+            },
             text_cache_hits=hits,
             peak_memory_bytes=torch.cuda.max_memory_allocated(self.device) if cuda else None,
             unconditional=uncond_name,

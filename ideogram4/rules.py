@@ -14,7 +14,17 @@ import numbers
 from typing import Any
 
 from .errors import ArgumentError, ArgumentTypeError
-from .spec import COMPILE_MODES, DTYPES, MAX_ASPECT, MAX_SEED, MAX_STEPS, MAX_TEXT_TOKENS, TOKEN_PIXELS
+from .spec import (
+    COMPILE_AUTO,
+    COMPILE_MODES,
+    CUDA_GRAPH_COMPILE_MODES,
+    DTYPES,
+    MAX_ASPECT,
+    MAX_SEED,
+    MAX_STEPS,
+    MAX_TEXT_TOKENS,
+    TOKEN_PIXELS,
+)
 
 Findings = list[ArgumentError]
 
@@ -157,15 +167,33 @@ def dtype_problems(name: str, value: Any) -> Findings:
     return choice_problems(name, value, DTYPES, "is not a supported dtype")
 
 
-def compile_problems(compile_blocks: Any, compile_mode: Any) -> Findings:
-    """compile_blocks: True (inductor), False or a backend name; compile_mode only with inductor."""
+def compile_problems(
+    compile_blocks: Any, compile_mode: Any, device: Any = None, offload_transformers: bool = False
+) -> Findings:
+    """compile_blocks: "auto" (inductor on CUDA), True (inductor), False or a backend name; compile_mode
+    only with inductor; a CUDA-graph mode not with offloaded (streamed) transformers. `device` None: not
+    known yet (the runner's "auto"), so "auto" is taken as compiling."""
     if not isinstance(compile_blocks, (bool, str)) or compile_blocks == "":
-        fix = "pass True (inductor), False, or a torch.compile backend"
+        fix = "pass 'auto' (inductor on CUDA), True (inductor), False, or a torch.compile backend"
         return [ArgumentTypeError("compile_blocks", compile_blocks, "", fix)]
     if compile_mode is None:
         return []
     out = choice_problems("compile_mode", compile_mode, COMPILE_MODES)
-    if not out and compile_blocks not in (True, "inductor"):
+    if out:
+        return out
+    if compile_blocks == COMPILE_AUTO and device is not None and not str(device).startswith("cuda"):
+        what = f"with compile_blocks='auto' on {device}: 'auto' compiles on CUDA only"
+        out.append(
+            ArgumentError("compile_mode", compile_mode, what, "pass compile_blocks=True to compile here, or drop it")
+        )
+    elif compile_blocks not in (True, "inductor", COMPILE_AUTO):
         what = f"is an inductor mode but compile_blocks={compile_blocks!r}"
         out.append(ArgumentError("compile_mode", compile_mode, what, "pass compile_blocks=True (inductor), or drop it"))
+    elif compile_mode in CUDA_GRAPH_COMPILE_MODES and offload_transformers:
+        what = "replays CUDA graphs, which need the DiT weights at fixed GPU addresses, but offloaded transformers stream in"
+        out.append(
+            ArgumentError(
+                "compile_mode", compile_mode, what, "drop one: compile_mode='default', or no transformer offload"
+            )
+        )
     return out

@@ -159,12 +159,15 @@ def denoise(
     step_callback: Callable[[int, int], None] | None = None,
     progress: bool = False,
     edit: Blend | None = None,
+    step_begin: Callable[[], None] | None = None,
 ) -> torch.Tensor:
     """Euler from times[0] to times[-1]: z (B, N, 128) float32 -> the sample, float32.
 
     Step i uses guidance weight guidance_schedule[i]; a weight of 1 skips the unconditional pass
     (its velocity would be multiplied by 0), as does `uncond_velocity=None`. With `edit` (see
-    `edit_blend`), the z reached by step i is passed through edit(i + 1, z).
+    `edit_blend`), the z reached by step i is passed through edit(i + 1, z). `step_begin` runs first
+    in every step (CUDA graphs: `torch.compiler.cudagraph_mark_step_begin`). The times reach the
+    device once, before the loop: no step waits on a host-to-device copy.
     """
     from tqdm.auto import tqdm
 
@@ -172,9 +175,12 @@ def denoise(
     if times.shape != (steps + 1,):
         raise ValueError(f"times has shape {tuple(times.shape)} for {steps} steps: expected ({steps + 1},)")
     batch = z.shape[0]
+    times_on_device = times.to(z.device, non_blocking=True)  # `times` outlives the copy
     for i in tqdm(range(steps), desc="sampling", disable=not progress, leave=False):
-        t, t_next = times[i], times[i + 1]
-        t_batch = t.expand(batch).to(z.device)
+        if step_begin is not None:
+            step_begin()
+        t, t_next = times[i], times[i + 1]  # CPU values: float() reads them without a device sync
+        t_batch = times_on_device[i].expand(batch)
         v = velocity(z, t_batch)
         w = guidance_schedule[i]
         if w != 1.0 and uncond_velocity is not None:

@@ -25,6 +25,9 @@ MAX_SEED = 2**63 - 1  # seeds are 0 .. MAX_SEED (torch.Generator.manual_seed tak
 # --- options ----------------------------------------------------------------------------------------
 DTYPES = ("bfloat16", "float16", "float32")
 FP8_MODES = ("dequantize_per_call", "dequantize_once", "fp8_matmul")
+# "auto": dequantize_once where the device holds both DiTs in the compute dtype, else dequantize_per_call
+# (the rule: `loading.choose_fp8_mode`)
+FP8_MODE_OPTIONS = ("auto", *FP8_MODES)
 CHECKPOINT_LAYOUTS = ("original", "fp8", "diffusers")  # the tiny model's folder layouts
 OFFLOAD_MODES = ("none", "text_encoder", "transformers", "all")
 FINAL_STEPS = ("official", "clean")
@@ -32,6 +35,12 @@ SOLVERS = ("euler",)
 RAND_DEVICES = ("cpu", "cuda")
 OUTPUT_TYPES = ("pil", "np", "latent")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# The inductor modes that replay CUDA graphs: the whole DiT is compiled as one graph (a graph's outputs
+# are overwritten by its next replay, so blocks must not feed each other replayed outputs) and text is
+# padded to buckets (each shape records its own graph).
+CUDA_GRAPH_COMPILE_MODES = ("reduce-overhead", "max-autotune")
+CUDA_GRAPH_TEXT_BUCKET = 64  # text rows padded to a multiple of this: 2048 / 64 = 32 shapes per resolution
+COMPILE_AUTO = "auto"  # compile_blocks="auto": inductor on CUDA, eager elsewhere
 LORA_TARGETS = ("transformer", "unconditional_transformer", "both")  # "transformer": as diffusers
 # which way a metric value is better; "neither" for a plain statistic (pixel_std, sharpness, ...)
 METRIC_DIRECTIONS = ("higher", "lower", "neither")

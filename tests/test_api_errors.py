@@ -35,7 +35,7 @@ def no_loading(monkeypatch):
         (
             dict(fp8_mode="fastest"),
             ValueError,
-            r"fp8_mode='fastest' is not an option: use one of 'dequantize_per_call'",
+            r"fp8_mode='fastest' is not an option: use one of 'auto', 'dequantize_per_call'",
         ),
         (dict(torch_dtype=torch.float64), ValueError, r"torch_dtype=torch\.float64: use one of torch\.bfloat16"),
         (dict(device="tpu"), ValueError, r"device='tpu' is not a device: use one of 'cpu', 'cuda'"),
@@ -43,16 +43,25 @@ def no_loading(monkeypatch):
         (dict(offload_text_encoder="yes"), TypeError, r"offload_text_encoder='yes' is a str: pass True or False"),
         (dict(vae_tiling=1), TypeError, r"vae_tiling=1 is a int: pass True or False"),
         (dict(load_unconditional=None), TypeError, r"load_unconditional=None"),
-        (dict(compile_blocks=1), TypeError, r"compile_blocks=1: pass True \(inductor\), False, or a torch.compile"),
+        (
+            dict(compile_blocks=1),
+            TypeError,
+            r"compile_blocks=1: pass 'auto' \(inductor on CUDA\), True \(inductor\), False, or a torch.compile",
+        ),
         (
             dict(compile_blocks=True, compile_mode="fast"),
             ValueError,
             r"compile_mode='fast' is not an option.*'reduce-overhead'",
         ),
         (
-            dict(compile_mode="max-autotune"),
+            dict(compile_blocks=False, compile_mode="max-autotune"),
             ValueError,
             r"compile_mode='max-autotune' is an inductor mode but compile_blocks=False: pass compile_blocks=True",
+        ),
+        (
+            dict(compile_mode="max-autotune"),  # compile_blocks="auto" compiles on CUDA only
+            ValueError,
+            r"compile_mode='max-autotune' with compile_blocks='auto' on cpu: .* pass compile_blocks=True",
         ),
         (dict(compile_blocks="eager", compile_mode="default"), ValueError, r"compile_blocks='eager'"),
         (dict(source=42), TypeError, r"source=42: pass a folder path or a hub repo id"),

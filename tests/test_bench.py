@@ -47,7 +47,7 @@ def test_gpu_protocol_small_on_cpu(bench_modules, tmp_path):
         for name in ("ours-bf16", "ours-fp8", "diffusers-bf16"):
             assert v[name]["call"]["n"] == 1 and v[name]["per_step"]["n"] == 1
             assert v[name]["call"]["median"] > 0 and v[name]["speedup_vs_diffusers"] > 0
-        assert v["ours-fp8"]["fp8_paths"]["fp8_matmul"] == 4 * TINY_DIT.num_layers
+        assert v["ours-fp8"]["fp8_paths"]["fp8_matmul"] == 5 * TINY_DIT.num_layers
         assert v["ours-bf16"]["fp8_paths"] == {"float": v["ours-bf16"]["fp8_paths"]["float"]}
         # ours skips the unconditional pass when the guidance weight is 1; diffusers runs it anyway
         assert v["ours-bf16"]["uncond_pass"]["n"] == (2 if c["cfg"] else 0)
@@ -80,12 +80,20 @@ def test_cpu_bench_tiny(bench_modules, tmp_path):
 
 # --- bench/gpu_check.py ------------------------------------------------------------------------------
 
-GPU_CHECK_VARIANTS = ("ours_bf16", "diffusers_bf16", "ours_fp8_matmul", "ours_compiled")
+# the issue's table (issue 11), then the fast paths of issue 25
+GPU_CHECK_VARIANTS = ("ours_bf16", "diffusers_bf16", "ours_fp8_matmul", "ours_compiled") + (
+    "ours_fp8_matmul_fast_accum",
+    "ours_offload_streamed",
+    "ours_reduce_overhead",
+)
 # Checks the CPU can decide (values measured there) and the ones that are about CUDA (null + reason).
 CPU_CHECKS = (
     "ours_vs_diffusers",
     "fp8_matmul_vs_bf16",
+    "fp8_fast_accum_vs_bf16",
     "compiled_vs_eager",
+    "offload_streamed_vs_resident",
+    "reduce_overhead_vs_eager",
     "vae_tiling_2048",
     "pipeline_compile_blocks",
 )
@@ -94,6 +102,7 @@ CUDA_CHECKS = (
     "manifest_peak_memory_gpu_name",
     "offload_text_encoder",
     "offload_transformers_one_step",
+    "no_host_sync_in_loop",
 )
 
 
@@ -138,8 +147,19 @@ def test_gpu_check_small_writes_every_key(gpu_check_small):
         assert s["n"] == steps["timed"] and 0 < s["min"] <= s["median"] <= s["max"]
         assert v["s_per_image_48"] == pytest.approx(48 * s["median"])
         assert v["peak_memory_bytes"] is None and "CUDA" in v["peak_memory_reason"]
-    assert r["variants"]["ours_fp8_matmul"]["fp8_paths"]["fp8_matmul"] == 4 * TINY_DIT.num_layers
+    assert r["variants"]["ours_fp8_matmul"]["fp8_paths"]["fp8_matmul"] == 5 * TINY_DIT.num_layers
+    assert r["variants"]["ours_fp8_matmul_fast_accum"]["fast_accum"] is True
     assert r["variants"]["ours_compiled"]["compile"]["backend"] == "aot_eager"
+    assert r["variants"]["ours_compiled"]["compile"]["scope"] == "blocks"
+    assert r["variants"]["ours_compiled"]["compile_s"] > 0  # reported apart from the timed steps
+    assert r["variants"]["ours_reduce_overhead"]["compile"]["scope"] == "model"
+    assert r["variants"]["ours_reduce_overhead"]["text_rows"]["padded_to"] % 64 == 0
+    streamed = r["variants"]["ours_offload_streamed"]
+    assert streamed["streamed_bytes_per_step"] > 0 and streamed["streamed_gb_per_s"] > 0
+    # on the CPU the streamed DiTs give the resident ones' latents bit for bit
+    assert r["checks"]["offload_streamed_vs_resident"]["value"]["max_abs"] == 0
+    order = [s["name"] for s in r["sections"]]
+    assert order.index("nf4_one_step") < order.index("vae_tiling_2048")  # DiTs dropped before the VAE
     assert any("scaled_dot_product" in k for k in r["variants"]["ours_bf16"]["attention_kernels"])
 
     medians = {k: r["variants"][k]["per_step_s"]["median"] for k in GPU_CHECK_VARIANTS}

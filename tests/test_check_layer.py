@@ -85,7 +85,14 @@ SAME_RULE = [
     (["sampler.steps=2", "sampler.guidance_schedule=[7]"], lambda: checks.check_schedule(2, [7.0], 7.0)),
     (["denoising_strength=0.5"], lambda: checks.check_strength(0.5, img2img=False)),
     (["seed=-1"], lambda: checks.check_seed("seeds", -1)),
-    (["model.compile_mode=max-autotune"], lambda: rules.raise_first(rules.compile_problems(False, "max-autotune"))),
+    (
+        ["model.compile_mode=max-autotune"],
+        lambda: rules.raise_first(rules.compile_problems("auto", "max-autotune", "cpu")),
+    ),
+    (
+        ["model.compile_blocks=false", "model.compile_mode=max-autotune"],
+        lambda: rules.raise_first(rules.compile_problems(False, "max-autotune")),
+    ),
 ]
 
 

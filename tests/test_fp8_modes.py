@@ -90,8 +90,8 @@ def test_dequantize_once_equals_per_call_exactly_on_a_model():
     assert fp8_paths(models["dequantize_once"]) == {"float": fp8_paths(ref)["float"]}
     assert set(fp8_paths(models["dequantize_per_call"])) == {"dequantize_per_call"}
     paths = fp8_paths(models["fp8_matmul"])
-    # per block: qkv, o, w1, w3 in fp8 matmuls; w2 and adaln_modulation protected
-    assert paths["fp8_matmul"] == 4 * TINY_DIT.num_layers
+    # per block: qkv, o, w1, w3, w2 in fp8 matmuls; adaln_modulation protected
+    assert paths["fp8_matmul"] == 5 * TINY_DIT.num_layers
     assert paths["dequantize_per_call"] == sum(paths.values()) - paths["fp8_matmul"]
 
     g = torch.Generator().manual_seed(4)
@@ -117,8 +117,8 @@ def test_protected_layers_stay_weight_only():
     quant.swap_linears_for_fp8(model, names, "fp8_matmul")
     modes = {n: m.mode for n, m in model.named_modules() if isinstance(m, Fp8Linear)}
     assert modes["layers.0.attention.qkv"] == modes["layers.1.feed_forward.w1"] == "fp8_matmul"
+    assert modes["layers.0.feed_forward.w2"] == "fp8_matmul"
     for name in (
-        "layers.0.feed_forward.w2",
         "llm_cond_proj",
         "layers.1.adaln_modulation",
         "adaln_proj",
@@ -130,6 +130,10 @@ def test_protected_layers_stay_weight_only():
         assert modes[name] == "dequantize_per_call", name
     with pytest.raises(ValueError, match="fp8_mode"):
         quant.swap_linears_for_fp8(model, names, "fp8_fast")
+    with torch.device("meta"):
+        model = Ideogram4Transformer(TINY_DIT)
+    quant.swap_linears_for_fp8(model, names, "fp8_matmul", quant.FP8_MATMUL_PROTECTED_WITH_W2)
+    assert model.get_submodule("layers.1.feed_forward.w2").mode == "dequantize_per_call"
 
 
 def test_fp8_matmul_support_probe():

@@ -263,3 +263,28 @@ def test_launcher_configs_compose():
     cfg = compose(["hydra/launcher=submitit_local"], return_hydra_config=True)
     assert "LocalLauncher" in cfg.hydra.launcher._target_
     assert "ComparisonGridCallback" in cfg.hydra.callbacks.comparison_grid._target_
+
+
+def test_model_compile_and_fp8_settings_are_checked():
+    from ideogram4.experiment.config.checks import check_model
+    from ideogram4.experiment.config.schema import ModelConf
+
+    assert check_model(ModelConf()) == []  # defaults: fp8_mode=auto, compile_blocks=auto
+    for ok in (True, False, "auto", "aot_eager"):
+        assert check_model(ModelConf(compile_blocks=ok)) == []
+    (bad,) = check_model(ModelConf(compile_blocks=""))
+    assert bad.startswith("model.compile_blocks") and "auto" in bad
+    (bad,) = check_model(ModelConf(fp8_mode="fastest"))
+    assert "model.fp8_mode" in bad and "auto" in bad
+
+
+def test_runner_jobs_grow_cuda_segments():
+    """PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True is set before any job touches CUDA."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTORCH_CUDA_ALLOC_CONF"}
+    code = "import os, ideogram4.experiment.run.entry; print(os.environ['PYTORCH_CUDA_ALLOC_CONF'])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "expandable_segments:True"

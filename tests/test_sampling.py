@@ -152,3 +152,30 @@ def test_denoise_guides_and_skips_the_unconditional_pass_at_weight_one():
     torch.testing.assert_close(z, 0.25 * (7 * a - 6 * b) + 0.25 * a)
     with pytest.raises(ValueError, match=r"times has shape \(3,\) for 3 steps: expected \(4,\)"):
         sampling.denoise(lambda z, t: a, torch.zeros(1, 4, 128), times, [7.0] * 3)
+
+
+def test_denoise_moves_the_times_to_the_device_once_and_marks_each_step(monkeypatch):
+    """No step waits on a host-to-device copy: the timesteps cross once, before the loop (every step's
+    t is a view of that one tensor); `step_begin` (CUDA graphs' step mark) runs at the top of each step."""
+    times = sampling.timesteps(4, 64, 64)
+    seen, events = [], []
+    copies = []
+    real_to = torch.Tensor.to
+
+    def counting_to(self, *args, **kwargs):
+        copies.append(self.shape)
+        return real_to(self, *args, **kwargs)
+
+    def velocity(z, t):
+        events.append("pass")
+        seen.append(t)
+        return torch.zeros_like(z)
+
+    monkeypatch.setattr(torch.Tensor, "to", counting_to)
+    z = torch.randn(2, 4, 128)
+    sampling.denoise(velocity, z, times, [7.0] * 4, velocity, step_begin=lambda: events.append("mark"))
+    monkeypatch.undo()
+    assert copies == [times.shape]
+    assert len({t.untyped_storage().data_ptr() for t in seen}) == 1
+    assert [float(t[0]) for t in seen[::2]] == times[:-1].tolist() and all(t.shape == (2,) for t in seen)
+    assert events == ["mark", "pass", "pass"] * 4

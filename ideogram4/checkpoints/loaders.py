@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import CheckpointError
-from ..models.quant import materialize_fp8, swap_linears_for_fp8
+from ..models.quant import fuse_shared_inputs, materialize_fp8, swap_linears_for_fp8
 from ..models.transformer import Ideogram4Config, Ideogram4Transformer
 from ..spec import FP8_MODES
 from .readers import SafetensorsReader, cast, detect_format, fill_module, fingerprint, folder_of, weight_files
@@ -69,7 +69,7 @@ def read_dit_state_dict(reader: SafetensorsReader, dtype: torch.dtype, device: s
 
 
 def load_transformer(
-    path: Path, dtype: torch.dtype, device: str, fp8_mode: str = "dequantize_per_call"
+    path: Path, dtype: torch.dtype, device: str, fp8_mode: str = "dequantize_per_call", fast_accum: bool = False
 ) -> tuple[Ideogram4Transformer, dict]:
     if fp8_mode not in FP8_MODES:
         raise ValueError(f"fp8_mode={fp8_mode!r}: use one of {FP8_MODES}")
@@ -89,10 +89,13 @@ def load_transformer(
                 if k.endswith(".weight_scale") and ".to_k." not in k and ".to_v." not in k
             }
             # fp8_matmul keeps the fragile layers (quant.FP8_MATMUL_PROTECTED) on the weight-only path
-            swap_linears_for_fp8(model, quantized, "dequantize_per_call" if fp8_mode == "dequantize_once" else fp8_mode)
+            load_mode = "dequantize_per_call" if fp8_mode == "dequantize_once" else fp8_mode
+            swap_linears_for_fp8(model, quantized, load_mode, fast_accum=fast_accum)
         fill_module(model, read_dit_state_dict(reader, dtype, device), str(files[0]))
         if fmt == "fp8" and fp8_mode == "dequantize_once":
-            materialize_fp8(model, dtype)
+            materialize_fp8(model, dtype)  # one Linear at a time: peak = the model + one float Linear
+        elif fmt == "fp8" and fp8_mode == "fp8_matmul":
+            fuse_shared_inputs(model)  # w1|w3 as one weight: one GEMM
     model.eval().requires_grad_(False)
     info = {
         "format": fmt,

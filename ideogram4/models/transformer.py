@@ -19,6 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .quant import Fp8Linear, fp8_shared_input, fuse_linear_pair
+
 IMAGE_POSITION_OFFSET = 65536
 
 
@@ -90,7 +92,17 @@ class SequenceLayout:
     num_image_tokens: int
     cos: torch.Tensor  # (B, L, head_dim), compute dtype
     sin: torch.Tensor
-    attn_mask: torch.Tensor | None  # (B, 1, L, L) bool, True = attend; None = attend everywhere
+    attn_mask: torch.Tensor | None  # (B, 1, 1, L) bool, True = a key to attend to; None = every key
+
+    def mark_dynamic(self, *tensors: torch.Tensor) -> None:
+        """Tell torch.compile that the sequence length (dim 1 of `tensors`, of cos/sin, the last dim of
+        the mask) varies between calls: one graph serves every prompt length; other dims stay static."""
+        if torch.compiler.is_compiling():
+            return
+        for t in (*tensors, self.cos, self.sin):
+            torch._dynamo.maybe_mark_dynamic(t, 1)
+        if self.attn_mask is not None:
+            torch._dynamo.maybe_mark_dynamic(self.attn_mask, 3)
 
 
 def build_layout(
@@ -128,11 +140,9 @@ def build_layout(
             text_pos[b, text_len - n :] = torch.arange(n, device=device)[:, None]
             valid[b, text_len - n :] = True
         positions = torch.cat([text_pos, image_pos.expand(batch_size, -1, -1)], dim=1)
-        if all(n == text_len for n in text_lengths):
-            attn_mask = None
-        else:
-            # Two segments per row: padding (attends to itself, never NaN) and the real sequence.
-            attn_mask = (valid[:, :, None] == valid[:, None, :])[:, None]
+        # Padding rows are never keys, so they cannot change a real row; as queries they read the real
+        # keys (never an all-masked, NaN row) and are dropped. One (B, 1, 1, L) mask, broadcast.
+        attn_mask = None if all(n == text_len for n in text_lengths) else valid[:, None, None, :]
     cos, sin = mrope_tables(positions, config.head_dim, config.rope_theta, config.mrope_section)
     return SequenceLayout(text_len, num_image, cos.to(dtype), sin.to(dtype), attn_mask)
 
@@ -159,15 +169,49 @@ class Attention(nn.Module):
         return self.o(out.transpose(1, 2).reshape(B, L, -1))
 
 
+def _fuse_again_after_load(module: FeedForward, _incompatible_keys) -> None:
+    """load_state_dict(assign=True) replaces w1's and w3's weights: lay the new ones out as one again."""
+    if module.gate_up_fused:
+        module.fuse_gate_up()
+
+
 class FeedForward(nn.Module):
     def __init__(self, config: Ideogram4Config):
         super().__init__()
         self.w1 = nn.Linear(config.emb_dim, config.intermediate_size, bias=False)
         self.w2 = nn.Linear(config.intermediate_size, config.emb_dim, bias=False)
         self.w3 = nn.Linear(config.emb_dim, config.intermediate_size, bias=False)
+        self.gate_up_fused = False  # w1 and w3 stored as one fp8 tensor (one GEMM); see fuse_gate_up
+        self.register_load_state_dict_post_hook(_fuse_again_after_load)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        # fp8 matmuls: w1 and w3 share one quantisation of x (and one GEMM once fused).
+        shared = fp8_shared_input(self.w1, self.w3, x, self.gate_up_fused)
+        gate, up = shared if shared is not None else (self.w1(x), self.w3(x))
+        return self.w2(F.silu(gate) * up)
+
+    def fuse_gate_up(self) -> bool:
+        """Lay w1 and w3 out as one fp8 weight when both run fp8 matmuls; False where they do not."""
+        pair = (self.w1, self.w3)
+        self.gate_up_fused = all(
+            isinstance(m, Fp8Linear) and m.mode == "fp8_matmul" and not m.weight.is_meta for m in pair
+        )
+        if self.gate_up_fused:
+            fuse_linear_pair(*pair)
+        return self.gate_up_fused
+
+    def _apply(self, fn, recurse=True):
+        # Module.to / .cuda / .half give w1 and w3 separate storage again: lay them out as one after it.
+        out = super()._apply(fn, recurse)
+        if self.gate_up_fused:
+            self.fuse_gate_up()
+        return out
+
+    def __setstate__(self, state):
+        # copy.deepcopy and pickle copy each parameter on its own: lay the copies out as one again.
+        super().__setstate__(state)
+        if self.gate_up_fused:
+            self.fuse_gate_up()
 
 
 class Block(nn.Module):
@@ -233,6 +277,8 @@ class Ideogram4Transformer(nn.Module):
         self.embed_image_indicator = nn.Embedding(2, d)  # row 0: text (and padding), row 1: image
         self.layers = nn.ModuleList(Block(config) for _ in range(config.num_layers))
         self.final_layer = FinalLayer(config)
+        self.dynamic_sequence = False  # set by regional compile: the blocks' sequence length is dynamic
+        self.block_streamer = None  # offload.BlockStreamer: blocks live on the CPU, streamed in per pass
 
     @property
     def compute_dtype(self) -> torch.dtype:
@@ -251,12 +297,23 @@ class Ideogram4Transformer(nn.Module):
         c = F.silu(self.adaln_proj(self.t_embedding(t)))[:, None]  # (B, 1, adaln_dim)
 
         h = self.input_proj(image_tokens.to(cd)) + self.embed_image_indicator.weight[1]
-        if layout.text_len:
-            assert text_features is not None and text_features.shape[1] == layout.text_len
+        num_image = h.shape[1]
+        # Shapes only, no `layout.text_len`: a compiled whole DiT would specialise on that int.
+        if text_features is not None:
+            assert text_features.shape[1] + num_image == layout.cos.shape[1], "text_features and layout differ"
             text = self.llm_cond_proj(self.llm_cond_norm(text_features.to(cd))) + self.embed_image_indicator.weight[0]
             h = torch.cat([text, h], dim=1)  # (B, Lt + Li, D)
 
-        for block in self.layers:
-            h = block(h, c, layout)
+        if self.dynamic_sequence:
+            layout.mark_dynamic(h)
+        streamer = self.block_streamer
+        if streamer is None:
+            for block in self.layers:
+                h = block(h, c, layout)
+        else:
+            for i, block in enumerate(self.layers):
+                streamer.before(i)
+                h = block(h, c, layout)
+                streamer.after(i)
 
-        return self.final_layer(h[:, layout.text_len :], c).float()
+        return self.final_layer(h[:, h.shape[1] - num_image :], c).float()

@@ -97,12 +97,14 @@ def core_problem(e: ArgumentError, field_name: str | None = None) -> str:
 # --- per section ------------------------------------------------------------------------------------
 
 
-def check_model(m: ModelConf) -> list[str]:
+def check_model(m: ModelConf, device: str | None = None) -> list[str]:
     found = rules.dtype_problems("torch_dtype", m.dtype)
-    found += rules.choice_problems("fp8_mode", m.fp8_mode, spec.FP8_MODES, "is not an fp8 mode")
+    found += rules.choice_problems("fp8_mode", m.fp8_mode, spec.FP8_MODE_OPTIONS, "is not an fp8 mode")
     found += rules.choice_problems("model.offload", m.offload, spec.OFFLOAD_MODES, "is not an offload mode")
     found += rules.choice_problems("model.layout", m.layout, spec.CHECKPOINT_LAYOUTS, "is not a checkpoint layout")
-    found += rules.compile_problems(m.compile_blocks, m.compile_mode)
+    streamed = m.offload in ("transformers", "all")
+    on = None if device in (None, "auto") else device  # "auto" resolves at load time
+    found += rules.compile_problems(m.compile_blocks, m.compile_mode, on, offload_transformers=streamed)
     found += rules.int_problems("model.min_side", m.min_side, spec.TOKEN_PIXELS, m.max_side, spec.MIN_SIDE)
     return core_problems(found)
 
@@ -221,7 +223,7 @@ def check_sections(conf: RunConf) -> list[str]:
     from .edit_plan import edit_kind  # imports this module
 
     return (
-        check_model(conf.model)
+        check_model(conf.model, conf.device or conf.model.device)
         + check_resolution(conf.resolution, conf.model)
         + check_sampler(conf.sampler, conf.cfg)
         + check_image_input(conf, edit_kind(conf) is not None)

@@ -55,6 +55,8 @@ class ModelPlan:
         c = self.conf
         ident = {"source": self.source, "revision": c.revision, "tokenizer_source": c.tokenizer_source}
         ident.update(dtype=c.dtype, load_unconditional=c.load_unconditional, fp8_mode=c.fp8_mode)
+        if c.fp8_fast_accum:  # changes fp8_matmul's numbers
+            ident["fp8_fast_accum"] = True
         if self.kind == "tiny":
             ident["layout"] = c.layout
         if self.kind == "local":
@@ -74,6 +76,7 @@ class ModelPlan:
             offload_transformers=c.offload in ("transformers", "all"),
             vae_tiling=c.vae_tiling,
             compile_blocks=c.compile_blocks,
+            fp8_fast_accum=c.fp8_fast_accum,
         )
         if c.compile_mode is not None:
             options["compile_mode"] = c.compile_mode

@@ -34,12 +34,15 @@ class ModelConf:
     dtype: str = "bfloat16"  # bfloat16 | float16 | float32
     device: str = "cuda"  # used unless the top-level `device` is set
     load_unconditional: bool = True
-    fp8_mode: str = "dequantize_per_call"
+    # auto (dequantize_once where memory allows, else dequantize_per_call) | dequantize_per_call |
+    # dequantize_once | fp8_matmul
+    fp8_mode: str = "auto"
+    fp8_fast_accum: bool = False  # fp8_matmul: cuBLAS's faster, less exact fp8 accumulation
     # none | text_encoder (text encoder on the CPU between prompts) | transformers (both DiTs on the
     # CPU, moved in per pass: slow) | all
     offload: str = "none"
     vae_tiling: bool = False  # decode in tiles (2048^2 on 24 GB cards)
-    compile_blocks: bool = False  # regional torch.compile of the transformer blocks
+    compile_blocks: Any = "auto"  # auto (inductor on CUDA) | true | false | a torch.compile backend name
     compile_mode: Optional[str] = None  # torch.compile mode (ideogram4.spec.COMPILE_MODES); null: default
     # tiny only: which checkpoint layout to build and where to cache it
     layout: str = "original"
