@@ -125,6 +125,7 @@ PIXEL_KEYS: dict[str, tuple[str, ...] | None] = {
         "device",
         "load_unconditional",
         "fp8_mode",
+        "fp8_fast_accum",
         "offload",
         "vae_tiling",
         "compile_blocks",
