@@ -137,9 +137,10 @@ def load_components(paths: dict[str, Path], opts: LoadOptions) -> Components:
     return Components(transformer, uncond, text_encoder, vae, load_tokenizer(paths["tokenizer"]), infos)
 
 
-def compile_nets(nets: list[nn.Module | None], opts: LoadOptions, scope: str | None = None) -> str:
-    """torch.compile the DiTs; returns the scope, "blocks" or "model" (default: "model" exactly when
-    CUDA graphs replay; bench/gpu_check passes it to run the whole-DiT path with another backend).
+def compile_nets(nets: list[nn.Module | None], opts: LoadOptions, scope: str | None = None) -> str | None:
+    """torch.compile the DiTs (nothing without `opts.compile_blocks`); returns the scope, "blocks" or
+    "model" (default: "model" exactly when CUDA graphs replay; bench/gpu_check passes it to run the
+    whole-DiT path with another backend).
 
     Without CUDA graphs, regional compile: each block is compiled and the 34 blocks share one graph.
     With CUDA graphs (spec.CUDA_GRAPH_COMPILE_MODES), the whole DiT is one graph: per-block graphs would
@@ -148,6 +149,8 @@ def compile_nets(nets: list[nn.Module | None], opts: LoadOptions, scope: str | N
     Either way only the sequence length is dynamic (marked on the inputs, `SequenceLayout.mark_dynamic`):
     a new prompt length reuses the graph, every other dimension is specialised.
     """
+    if not opts.compile_blocks:
+        return None
     scope = scope or ("model" if opts.cuda_graphs else "blocks")
     for net in nets:
         if net is None:

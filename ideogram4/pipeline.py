@@ -127,8 +127,7 @@ class Ideogram4Pipeline:
         )
         with out_of_memory_as_tips(lambda: memory_tips({**asdict(opts), "source": source})):
             parts = loading.load_components(paths, opts)
-        if opts.compile_blocks:
-            loading.compile_nets([parts.transformer, parts.unconditional_transformer], opts)
+        loading.compile_nets([parts.transformer, parts.unconditional_transformer], opts)
         info = loading.build_info(source, model_configs, revision, paths, parts, opts)
         info["load_s"] = round(time.perf_counter() - t0, 3)
         log.info("loaded Ideogram 4 (%s, %s, %s) in %.1f s", info["format"], info["dtype"], opts.device, info["load_s"])
