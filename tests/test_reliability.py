@@ -129,7 +129,7 @@ def test_a_reused_sweep_folder_grid_shows_only_the_current_values(tmp_path):
 def test_input_image_needs_strength_below_one_and_its_content_is_in_the_key(tmp_path, tiny_root):
     img = tmp_path / "in.png"
     Image.new("RGB", (64, 64), "red").save(img)
-    with pytest.raises(ConfigError, match="denoising_strength.*ignored"):
+    with pytest.raises(ConfigError, match="denoising_strength = 1.0.*would ignore it.*Fix"):
         plan([f"input_image={img}", *TINY[1:]])
     out = tmp_path / "job"
     args = [*FAST, "prompt=a cat", f"input_image={img}", "denoising_strength=0.5"]

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from .config.edit_plan import recorded_region
-from .run.entry import EXIT_OUTPUT
+from .run.exits import EXIT_OUTPUT
 from .run.lock import FolderInUse, folder_lock
 from .run.manifest import MANIFEST, append_manifest, latest_records, read_manifest
 from .run.records import ImageRecord, now_utc
