@@ -150,9 +150,10 @@ class LoadOptions:
 def check_source(source: Any, model_configs: Any, tokenizer_config: Any, revision: Any, tokenizer_source: Any):
     from .checkpoints import ModelConfig
 
-    if (source is None) == (model_configs is None):
+    if source is None and model_configs is None:
         raise ValueError(
-            "pass a source (folder or repo id) or model_configs=[ModelConfig(...), ...]: exactly one of the two"
+            "pass a source (folder or repo id), model_configs=[ModelConfig(...), ...], or both "
+            "(each config then replaces its component of the source)"
         )
     if source is not None and not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"source={source!r}: pass a folder path or a hub repo id such as 'ideogram-ai/ideogram-4-fp8'")

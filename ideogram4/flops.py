@@ -202,6 +202,35 @@ def image_flops(
     return cond.scale(n_cond) + uncond.scale(n_uncond)
 
 
+def sampled_image_flops(
+    config: Ideogram4Config,
+    text_tokens: int,
+    image_tokens: int,
+    cond_passes: int,
+    uncond_passes: int,
+    uncond_text_tokens: int = 0,
+) -> int:
+    """Matmul FLOPs of one image as it was sampled: the passes that ran, each at its exact length
+    (`uncond_text_tokens`: a negative prompt's length; 0 for the unconditional transformer)."""
+    cond = exact_pass_flops(config, text_tokens, image_tokens).scale(cond_passes)
+    return (cond + exact_pass_flops(config, uncond_text_tokens, image_tokens).scale(uncond_passes)).total
+
+
+def batch_flops(
+    config: Ideogram4Config, image_tokens: int, text: list[int], uncond_text: list[int], passes: dict[str, int]
+) -> list[int]:
+    """`sampled_image_flops` for each image of a batch: its own text lengths, the passes the batch made."""
+    cond, uncond = passes["conditional"], passes["unconditional"]
+    return [sampled_image_flops(config, t, image_tokens, cond, uncond, u) for t, u in zip(text, uncond_text)]
+
+
+def sampling_cost(config: Ideogram4Config, image_tokens: int, passes: dict[str, int], texts, encode) -> dict:
+    """A generate call's cost record: the DiT calls per branch and each image's matmul FLOPs. `texts`:
+    (captions, negative prompts); their token counts come from `encode` (the pipeline's text cache)."""
+    lengths = [[encode(c)[0].shape[1] if c else 0 for c in t] for t in texts]
+    return {"transformer_passes": dict(passes), "flops": batch_flops(config, image_tokens, *lengths, passes)}
+
+
 def mfu(flops: float, seconds: float, peak: float) -> float:
     """Model FLOPs utilisation: useful FLOPs / (time x peak rate)."""
     return flops / (seconds * peak)

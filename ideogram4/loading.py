@@ -23,13 +23,14 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
 from .checkpoints import (
+    COMPONENTS,
     ModelConfig,
     load_text_encoder,
     load_transformer,
@@ -37,12 +38,13 @@ from .checkpoints import (
     resolve_model_configs,
     resolve_source,
 )
-from .checkpoints.readers import weight_files
+from .checkpoints.readers import tokenizer_fingerprint, weight_files
 from .checks import LoadOptions
+from .errors import memory_tips, out_of_memory_as_tips
 from .models.offload import stream_blocks
 from .models.quant import fp8_paths
 from .prompts import load_tokenizer
-from .spec import CUDA_GRAPH_TEXT_BUCKET
+from .spec import CUDA_GRAPH_TEXT_BUCKET, VARIANTS, variant_for
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +71,41 @@ def resolve_paths(
     tokenizer_source: str | None,
     load_unconditional: bool,
 ) -> dict[str, Path]:
-    """{component: local file or folder}; downloads what a hub source lacks in the local cache."""
-    if source is not None:
-        return resolve_source(str(source), revision, tokenizer_source, load_unconditional)
-    paths = resolve_model_configs(model_configs, tokenizer_config)
+    """{component: local file or folder}; downloads what a hub source lacks in the local cache.
+
+    With both a source and configs, each config replaces its component and the source gives the rest."""
+    configs = [mc for mc in [*(model_configs or []), tokenizer_config] if mc is not None]
     if not load_unconditional:
-        paths.pop("unconditional_transformer", None)
-    return paths
+        configs = [mc for mc in configs if mc.component_name() != "unconditional_transformer"]
+    if source is None:
+        return resolve_model_configs(configs, None)
+    overrides = resolve_model_configs(configs, None, required=())
+    base = resolve_source(str(source), revision, tokenizer_source, load_unconditional, elsewhere=tuple(overrides))
+    return {**base, **overrides}
+
+
+def component_sources(source: str | None, configs: list[ModelConfig], revision: str | None) -> dict[str, dict]:
+    """Where each component was asked for: {component: {"source": repo id or path, "revision": ...}}."""
+    out = {c: {"source": str(source), "revision": revision} for c in COMPONENTS} if source is not None else {}
+    for mc in configs:
+        out[mc.component_name()] = {"source": mc.model_id or mc.path, "revision": mc.revision}
+    return out
+
+
+def load(source: str | None, configs: tuple, revision, tokenizer_source, opts: LoadOptions) -> tuple[Components, dict]:
+    """(Components, describe()'s dict): the files (fetched), the modules (compiled when asked), where each
+    came from. `configs`: (model_configs, tokenizer_config) as from_pretrained got them."""
+    t0 = time.perf_counter()
+    model_configs, tokenizer_config = configs
+    paths = resolve_paths(source, model_configs, tokenizer_config, revision, tokenizer_source, opts.load_unconditional)
+    given = [*(model_configs or []), *([tokenizer_config] if tokenizer_config else [])]
+    sources = component_sources(source, given, revision)
+    with out_of_memory_as_tips(lambda: memory_tips({**asdict(opts), "source": source})):
+        parts = load_components(paths, opts, variant_for(sources.get("transformer", {}).get("source")))
+    compile_nets([parts.transformer, parts.unconditional_transformer], opts)
+    info = build_info(source, given or None, revision, sources, paths, parts, opts)
+    info["load_s"] = round(time.perf_counter() - t0, 3)
+    return parts, info
 
 
 def component_bytes(paths: dict[str, Path], name: str) -> int:
@@ -106,9 +136,10 @@ def choose_fp8_mode(paths: dict[str, Path], opts: LoadOptions) -> tuple[str, str
     return mode, f"auto: needs {need / 2**30:.1f} GiB for dequantize_once, {opts.device} has {have / 2**30:.1f} GiB"
 
 
-def load_components(paths: dict[str, Path], opts: LoadOptions) -> Components:
+def load_components(paths: dict[str, Path], opts: LoadOptions, variant: str | None = None) -> Components:
     """Every module on its device, eval mode, no gradients; with offload_transformers the DiTs' blocks
-    stay in pinned CPU memory and stream in per pass (models/offload.py)."""
+    stay in pinned CPU memory and stream in per pass (models/offload.py). `variant`: the spec.VARIANTS
+    entry the transformer comes from (single-branch; its caveat is logged)."""
     fp8_mode, why = choose_fp8_mode(paths, opts)
     dit_device = "cpu" if opts.offload_transformers else opts.device
     nets, infos = [], []
@@ -123,10 +154,14 @@ def load_components(paths: dict[str, Path], opts: LoadOptions) -> Components:
         nets.append(net)
         infos.append(info)
     (transformer, uncond), (t_info, u_info) = nets, infos
-    if uncond is None:
+    if variant is not None:
+        log.info("%s is single-branch: no unconditional transformer is needed at guidance 1", variant)
+        if VARIANTS[variant].note:
+            log.warning("%s: %s", variant, VARIANTS[variant].note)
+    elif uncond is None:
         log.warning(
-            "no unconditional_transformer loaded: the conditional transformer serves the unconditional "
-            "branch with empty text (DiffSynth's fallback; images differ from the official method)"
+            "no unconditional_transformer loaded: at guidance weights other than 1 the conditional transformer "
+            "serves the unconditional branch with empty text (DiffSynth's fallback; images differ from the official method)"
         )
     text_device = "cpu" if opts.offload_text_encoder else opts.device
     text_encoder, te_info = load_text_encoder(paths["text_encoder"], opts.torch_dtype, text_device)
@@ -202,11 +237,13 @@ def build_info(
     source: str | None,
     model_configs: list[ModelConfig] | None,
     revision: str | None,
+    sources: dict[str, dict],
     paths: dict[str, Path],
     parts: Components,
     opts: LoadOptions,
 ) -> dict:
-    """What `describe()` returns: the options under their from_pretrained names, and what was loaded."""
+    """What `describe()` returns: the options under their from_pretrained names, and what was loaded
+    (`sources`: `component_sources`' answer, recorded per loaded component with its fingerprint)."""
     t_info, u_info = parts.infos["transformer"], parts.infos["unconditional_transformer"]
     return {
         "source": str(source)
@@ -241,6 +278,11 @@ def build_info(
             "unconditional_transformer": u_info["fingerprint"] if u_info else None,
             "text_encoder": parts.infos["text_encoder"]["fingerprint"],
             "vae": parts.infos["vae"]["fingerprint"],
+            "tokenizer": tokenizer_fingerprint(paths["tokenizer"]),
         },
+        # a distilled variant (spec.VARIANTS) when the transformer comes from one: the guard's cue
+        "variant": variant_for((sources.get("transformer") or {}).get("source")),
+        # per component: the source asked for (repo id or path) and its revision; loaded ones only
+        "components": {c: s for c, s in sources.items() if c in paths},
         "paths": {k: str(v) for k, v in paths.items()},
     }

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -21,12 +21,14 @@ from .captions.upsample import CaptionWriter
 from .checkpoints import ModelConfig
 from .checks import Request, check_generate_args, check_load_options, check_seed, check_source
 from .errors import memory_tips, out_of_memory_as_tips
+from .flops import sampling_cost
 from .lora import LoraInfo, LoraManager
 from .masks import latent_tokens, paste_back
 from .models.transformer import build_layout
 from .models.vae import from_pil, to_uint8
 from .spec import DEFAULT_STEPS, EDIT_MARGIN
 from .text import TextCache, check_token_counts, encode_caption, pack_text
+from .variants import warn_against_card
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,8 @@ class GenerationOutput:
     peak_memory_bytes: int | None = None
     unconditional: str = "unconditional_transformer"  # which network gave v_uncond
     edits: list | None = None  # masks.EditRegion per image for a masked edit (reference, edited pixels)
+    # {"transformer_passes": this batch's DiT calls per branch, "flops": per image, its passes' matmul FLOPs}
+    cost: dict = field(default_factory=dict)
 
 
 class Ideogram4Pipeline:
@@ -100,7 +104,7 @@ class Ideogram4Pipeline:
         compile_mode: str | None = None,
         fp8_fast_accum: bool = False,
     ) -> Ideogram4Pipeline:
-        """From a folder or hub repo id (`source`), or from DiffSynth-style `model_configs`.
+        """From a folder or hub repo id (`source`), `model_configs`, or both (each config replacing its component).
 
         Without an `unconditional_transformer` (not listed, or `load_unconditional=False`), the
         conditional network also serves the unconditional branch (DiffSynth's fallback; not the
@@ -120,15 +124,7 @@ class Ideogram4Pipeline:
             vae_tiling=vae_tiling,
             fp8_fast_accum=fp8_fast_accum,
         )
-        t0 = time.perf_counter()
-        paths = loading.resolve_paths(
-            source, model_configs, tokenizer_config, revision, tokenizer_source, load_unconditional
-        )
-        with out_of_memory_as_tips(lambda: memory_tips({**asdict(opts), "source": source})):
-            parts = loading.load_components(paths, opts)
-        loading.compile_nets([parts.transformer, parts.unconditional_transformer], opts)
-        info = loading.build_info(source, model_configs, revision, paths, parts, opts)
-        info["load_s"] = round(time.perf_counter() - t0, 3)
+        parts, info = loading.load(source, (model_configs, tokenizer_config), revision, tokenizer_source, opts)
         log.info("loaded Ideogram 4 (%s, %s, %s) in %.1f s", info["format"], info["dtype"], opts.device, info["load_s"])
         modules = (parts.transformer, parts.text_encoder, parts.vae, parts.tokenizer, parts.unconditional_transformer)
         offload = dict(offload_text_encoder=opts.offload_text_encoder, offload_transformers=opts.offload_transformers)
@@ -277,6 +273,8 @@ class Ideogram4Pipeline:
             torch.cuda.reset_peak_memory_stats(self.device)
         t0 = time.perf_counter()
         cond, uncond, uncond_name, hits = self._guidance_branches(req)
+        cond, uncond, passes = sampling.counted(cond, uncond)
+        texts = (req.captions, req.negatives)  # what each image's passes read (no negative: no text)
         t1 = time.perf_counter()
         times = sampling.timesteps(
             req.steps, req.height, req.width, req.mu, req.std, req.final_step, req.denoising_strength
@@ -304,6 +302,7 @@ class Ideogram4Pipeline:
             peak_memory_bytes=torch.cuda.max_memory_allocated(self.device) if cuda else None,
             unconditional=uncond_name,
             edits=req.edit.regions if req.edit is not None else None,
+            cost=sampling_cost(self.transformer.config, z.shape[1], passes, texts, self.encode_prompt),
         )
 
     @torch.no_grad()
@@ -348,6 +347,7 @@ class Ideogram4Pipeline:
         """
         keywords = {name: value for name, value in locals().items() if name not in ("self", "prompts", "seeds")}
         req = check_generate_args(prompts, seeds, **keywords)  # every keyword argument, by its name
+        warn_against_card(self.info.get("variant"), req, self.unconditional_transformer is not None)
         if self.tokenizer is not None:
             check_token_counts(self.tokenizer, [c for c in req.captions + req.negatives if c not in self._text_cache])
         with out_of_memory_as_tips(lambda: memory_tips(self.describe(), req.batch, req.height, req.width)):

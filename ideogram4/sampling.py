@@ -191,3 +191,18 @@ def denoise(
         if step_callback is not None:
             step_callback(i, steps)
     return z
+
+
+def counted(cond: Velocity, uncond: Velocity) -> tuple[Velocity, Velocity, dict[str, int]]:
+    """The two branches, each counting its calls in the returned {"conditional": n, "unconditional": m}
+    (a call serves the whole batch): what a sampling run cost, as the cost record and tests read it."""
+    passes = {"conditional": 0, "unconditional": 0}
+
+    def counting(velocity: Velocity, branch: str) -> Velocity:
+        def call(z, t):
+            passes[branch] += 1
+            return velocity(z, t)
+
+        return call
+
+    return counting(cond, "conditional"), counting(uncond, "unconditional"), passes

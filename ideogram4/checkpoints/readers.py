@@ -99,6 +99,18 @@ def fingerprint(files: list[Path]) -> str:
     return h.hexdigest()[:16]
 
 
+# The files that decide a tokenizer's token ids and chat template. tokenizer_config.json is left out:
+# it also records how it was saved (e.g. `local_files_only`, true when built offline), not what it does.
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json")
+
+
+def tokenizer_fingerprint(path: Path) -> str:
+    """A tokenizer's identity: its defining files (all files of the folder when it has none of them)."""
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    defining = [f for f in files if f.name in TOKENIZER_FILES]
+    return fingerprint(defining or files)
+
+
 def detect_format(keys: list[str]) -> str:
     if any(".quant_state.bitsandbytes__" in k for k in keys):
         return "nf4"

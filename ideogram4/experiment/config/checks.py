@@ -43,6 +43,8 @@ API_TO_CONFIG = {
     "device": "device",
     "compile_blocks": "model.compile_blocks",
     "width x height": "resolution",
+    "load_unconditional": "model.load_unconditional",
+    "negative_prompt": "negative_prompt",
 }
 
 

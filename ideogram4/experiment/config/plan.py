@@ -23,6 +23,7 @@ from ideogram4.sources import HUB_FILE, parse_source
 
 from ..run.paths import abspath, file_sha256, file_sha256_cached, folder_fingerprints, original_cwd
 from .checks import ConfigError, check_sections, core_problem, core_problems, lora_name, problem
+from .components import components_identity, model_configs, plan_components, variant_warnings
 from .edit_plan import outpaint_sides, plan_edit
 from .literal import as_typed, literal
 from .prompt_plan import PromptPlan, check_token_counts, plan_prompts, tokenizer_dir_for
@@ -38,10 +39,19 @@ class ModelPlan:
     kind: str  # hub | local | tiny
     source: str  # what from_pretrained gets ("tiny" is built into its cache folder at load time)
     device: str
+    # components from elsewhere: {component: {"source": hub id or absolute path, "revision": ..., "local": bool}}
+    components: dict[str, dict] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
         return self.conf.name
+
+    @property
+    def dtype(self) -> str:
+        return "float32" if self.conf.tiny_variants else self.conf.dtype
+
+    def model_configs(self) -> list[dict]:
+        return model_configs(self.components)
 
     def tiny_cache_dir(self) -> str | None:
         return abspath(self.conf.cache_dir) if self.conf.cache_dir else None
@@ -61,6 +71,7 @@ class ModelPlan:
             ident["layout"] = c.layout
         if self.kind == "local":
             ident["files"] = folder_fingerprints(self.source)
+        ident.update(components_identity(self.components, c.tiny_variants))
         return ident
 
     def pipeline_options(self) -> dict:
@@ -173,6 +184,7 @@ def build_plan(cfg: DictConfig, *, check_tokens: bool = True) -> RunPlan:
         problems += check_token_counts(prompts, conf.prompts.max_tokens, tokenizer_dir_for(model.kind, model.source))
     if problems:
         raise ConfigError(problems, warnings)
+    warnings += variant_warnings(model, gen)
     config = asdict(conf)
     return RunPlan(conf=conf, model=model, gen=gen, prompts=prompts, seeds=seeds, config=config, warnings=warnings)
 
@@ -221,13 +233,15 @@ def _interpolated_strings(tree: Any, path: str):
 def plan_model(conf: RunConf) -> tuple[ModelPlan, list[str]]:
     m = conf.model
     kind, source, problems = resolve_model_source(m)
+    components, component_problems = plan_components(m)
+    problems += component_problems
     device_field = "device" if conf.device else "model.device"
-    device = conf.device or m.device
+    device = conf.device or ("cpu" if m.tiny_variants else m.device)
     try:
         device = check_device("device", device, auto=True)
     except ArgumentError as e:
         problems.append(core_problem(e, device_field))
-    return ModelPlan(conf=m, kind=kind, source=source, device=device), problems
+    return ModelPlan(conf=m, kind=kind, source=source, device=device, components=components), problems
 
 
 def resolve_model_source(m: ModelConf) -> tuple[str, str, list[str]]:

@@ -20,6 +20,16 @@ from ideogram4.spec import EDIT_MARGIN, GRID_CELL_SIZE, MAX_SIDE, MIN_SIDE, UNIF
 
 
 @dataclass
+class ComponentConf:
+    """Where one component comes from when not from `model.source` (e.g. a distilled transformer)."""
+
+    # null: model.source. A hub repo id (its <component>/ folder is fetched), a local checkpoint
+    # folder (its <component>/ is used), the component's own folder, or one .safetensors file
+    source: Optional[str] = None
+    revision: Optional[str] = None  # of `source` (a hub branch, tag or commit)
+
+
+@dataclass
 class ModelConf:
     """Where the weights come from and how they are placed."""
 
@@ -50,6 +60,15 @@ class ModelConf:
     # resolution limits this model accepts (the real model: 256..2048)
     min_side: int = MIN_SIDE
     max_side: int = MAX_SIDE
+    # per component, a source other than `source`: model.transformer.source=fal/ideogram-v4-instant
+    transformer: ComponentConf = field(default_factory=ComponentConf)
+    unconditional_transformer: ComponentConf = field(default_factory=ComponentConf)
+    text_encoder: ComponentConf = field(default_factory=ComponentConf)
+    vae: ComponentConf = field(default_factory=ComponentConf)
+    tokenizer: ComponentConf = field(default_factory=ComponentConf)
+    # true: every hub source (base release, distilled transformer, LoRA) is replaced by a tiny random
+    # stand-in in the same layout, built locally (ideogram4.tiny); runs on the CPU in float32
+    tiny_variants: bool = False
 
 
 @dataclass
@@ -223,12 +242,14 @@ class RunConf:
 _REGISTERED = False
 
 
-def sampler_node(name: str) -> SamplerConf:
-    """The `sampler` group entry for a core preset (ideogram4.spec.PRESETS is the only copy)."""
+def sampler_node(name: str) -> dict:
+    """The `sampler` group entry for a core preset (ideogram4.spec.PRESETS is the only copy): the
+    sampler node and the preset's guidance weight as the top-level `cfg` (7 for the official presets,
+    1 for the distilled ones), so `sampler=instant_8` runs without CFG; `cfg=...` still overrides."""
     from ideogram4.spec import PRESETS
 
     p = PRESETS[name]
-    return SamplerConf(
+    node = SamplerConf(
         name=name,
         steps=p.steps,
         polish_steps=p.polish_steps,
@@ -237,6 +258,7 @@ def sampler_node(name: str) -> SamplerConf:
         std=p.std,
         final_step=p.final_step,
     )
+    return {"sampler": node, "cfg": p.cfg}
 
 
 def register_configs() -> None:
@@ -251,5 +273,5 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConf)
     for name in PRESETS:
-        cs.store(group="sampler", name=name, node=sampler_node(name))
+        cs.store(group="sampler", name=name, node=sampler_node(name), package="_global_")
     _REGISTERED = True

@@ -131,6 +131,7 @@ PIXEL_KEYS: dict[str, tuple[str, ...] | None] = {
         "compile_blocks",
         "compile_mode",
         "layout",
+        "tiny_variants",
         "min_side",
         "max_side",
     ),
@@ -215,6 +216,8 @@ def model_places(emb: Embedded, known: dict, overrides: dict[str, Any]) -> dict:
             f"Fix: pass model=<{names}> (the weight fingerprints are compared)"
         )
     node = OmegaConf.to_container(OmegaConf.load(conf), resolve=False)
+    if isinstance(node.get("model"), dict):  # a global-package file (fal_*: it also picks a sampler)
+        node = node["model"]
     local = recorded.get("path") or (recorded.get("source") if node.get("source") == "local" else None)
     if local and not any(k in overrides for k in ("model.path", "model.source")):
         raise ReproduceError(

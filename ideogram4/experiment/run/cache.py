@@ -13,10 +13,11 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from ideogram4 import spec
 from ideogram4.checks import ArgumentError, check_device
 from ideogram4.errors import CheckpointError
 
-from ..config.checks import ConfigError, core_problem
+from ..config.checks import ConfigError, core_problem, problem
 from ..config.plan import ModelPlan
 
 log = logging.getLogger("ideogram4.experiment")
@@ -114,15 +115,21 @@ def _load(model: ModelPlan):
     except ArgumentError as e:
         raise ConfigError([core_problem(e)]) from None
 
-    from ideogram4 import Ideogram4Pipeline
+    from ideogram4 import Ideogram4Pipeline, ModelConfig
 
-    source = model.source
+    source, configs = model.source, model.model_configs()
     if model.kind == "tiny":
         from ideogram4.tiny import ensure_tiny_checkpoint
 
         source = ensure_tiny_checkpoint(model.tiny_cache_dir(), layout=model.conf.layout)
-    kwargs = dict(model.pipeline_options(), torch_dtype=getattr(torch, model.conf.dtype))
-    log.info("Loading pipeline %s from %s (%s on %s)", model.name, source, model.conf.dtype, model.device)
+    elif model.conf.tiny_variants:
+        source, configs = tiny_variant_sources(model, configs)
+    kwargs = dict(model.pipeline_options(), torch_dtype=getattr(torch, model.dtype))
+    if configs:
+        kwargs["model_configs"] = [ModelConfig(**c) for c in configs]
+    if model.conf.tiny_variants:
+        kwargs["tokenizer_source"] = None
+    log.info("Loading pipeline %s from %s (%s on %s)", model.name, source, model.dtype, model.device)
     t0 = time.perf_counter()
     try:
         pipe = Ideogram4Pipeline.from_pretrained(source, **kwargs)
@@ -138,6 +145,47 @@ def _load(model: ModelPlan):
             raise RuntimeError(f"Loading {model.name} failed: {memory_advice(e)}") from e
         raise
     return pipe, source, time.perf_counter() - t0
+
+
+def tiny_stand_in(field_name: str, source: str, cache_dir: str | None) -> str:
+    """The local tiny build for a hub source under model.tiny_variants=true (a local path stays)."""
+    from ideogram4.tiny import TINY_BASE_LAYOUTS
+    from ideogram4.tiny import tiny_stand_in as build
+
+    if os.path.exists(source):
+        return source
+    local = build(source, cache_dir)
+    if local is None:
+        known = [*TINY_BASE_LAYOUTS, *(v.repo for v in spec.VARIANTS.values())]
+        what = "has no tiny stand-in (model.tiny_variants=true replaces hub sources by tiny builds)"
+        raise ConfigError([problem(field_name, source, what, f"use one of {', '.join(known)}, or a local folder")])
+    return local
+
+
+def tiny_variant_sources(model: ModelPlan, configs: list[dict]) -> tuple[str, list[dict]]:
+    """(base source, component configs) with every hub source replaced by its tiny stand-in."""
+    cache = model.tiny_cache_dir()
+    base = tiny_stand_in("model.source", model.source, cache)
+    swapped = []
+    for c in configs:
+        where = c.get("path") or c["model_id"]
+        swapped.append(
+            {"path": tiny_stand_in(f"model.{c['component']}.source", where, cache), "component": c["component"]}
+        )
+    return base, swapped
+
+
+def lora_specs_to_load(plan) -> dict[str, dict]:
+    """The job's LoRA specs for Ideogram4Pipeline.sync_loras; with model.tiny_variants=true, hub files
+    are replaced by their tiny stand-ins."""
+    specs = plan.gen.lora_specs()
+    if not plan.model.conf.tiny_variants:
+        return specs
+    cache_dir = plan.model.tiny_cache_dir()
+    return {
+        name: dict(s, source=tiny_stand_in(f"lora.{i}.path", s["source"], cache_dir), revision=None, weight_name=None)
+        for i, (name, s) in enumerate(specs.items())
+    }
 
 
 def release() -> None:

@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass, field
 
 from . import outputs as out_mod
+from .cost import cost_record
 from .records import ImageRecord
 
 log = logging.getLogger("ideogram4.experiment")
@@ -34,8 +35,9 @@ def job_facts(plan, loaded, reused: bool) -> JobFacts:
     from ideogram4.determinism import determinism_state
 
     model = {k: v for k, v in plan.config["model"].items() if k != "cache_dir"}
+    m = plan.model
     model.update(
-        kind=plan.model.kind, source=plan.model.source, device=plan.model.device, resolved_source=loaded.source_path
+        kind=m.kind, source=m.source, device=m.device, resolved_source=loaded.source_path, components=m.components
     )
     pipeline = {"load_id": loaded.load_id, "reused": reused, "load_s": round(loaded.load_s, 3), "pid": os.getpid()}
     return JobFacts(
@@ -79,6 +81,7 @@ def make_record(plan, ctx, facts: JobFacts, it, output, j: int, wall: float, bat
         weights=facts.weights,
         timings=dict(output.timings, wall_s=round(wall, 4)),
         batch_size=batch_size,
+        cost=cost_record(output, j, batch_size),
         peak_memory_bytes=output.peak_memory_bytes,
         text_cache_hit=bool(hits[j]) if hits else None,
         text_encoder_calls=getattr(pipe, "text_encoder_calls", None),

@@ -18,7 +18,7 @@ from typing import Any
 
 PROVENANCE_VERSION = 1
 # describe() keys that say where or when the weights were read, not what they are
-_WEIGHTS_LOCATION = ("paths", "load_s", "source", "revision", "device", "dtype")
+_WEIGHTS_LOCATION = ("paths", "load_s", "source", "revision", "device", "dtype", "components")
 # model keys that name a place: a different place holding the same files (fingerprints) is no difference
 _MODEL_LOCATION = ("path", "source", "resolved_source", "cache_dir")
 # where an input file was: its sha256 (recorded beside it) says whether the content differs
@@ -148,7 +148,10 @@ def _plain(value: Any) -> Any:
 def _is_location(path: str) -> bool:
     head, _, leaf = path.partition(".")
     lora_place = path.startswith("settings.loras.") and path.rsplit(".", 1)[1] in _LORA_LOCATION
-    return (head == "model" and leaf in _MODEL_LOCATION) or path in _FILE_LOCATIONS or lora_place
+    # a component's source (model.transformer.source, model.components.vae.source) is a place too
+    component_place = leaf.startswith("components.") or leaf.endswith(".source")
+    model_place = head == "model" and (leaf in _MODEL_LOCATION or component_place)
+    return model_place or path in _FILE_LOCATIONS or lora_place
 
 
 def _label(path: str) -> str:

@@ -79,6 +79,7 @@ class ImageRecord:
     weights: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
     batch_size: int = 1
+    cost: dict = field(default_factory=dict)  # sampling_s, device_s_per_image, passes, flops (experiment.cost)
     peak_memory_bytes: int | None = None
     text_cache_hit: bool | None = None
     text_encoder_calls: int | None = None

@@ -169,7 +169,7 @@ def generate(plan: RunPlan, ctx: JobContext, pending: list[Item], tracker, resul
     from .scored_writer import ScoredWriter
 
     loaded, reused = get_pipeline(plan.model)
-    if loaded.describe.get("unconditional") == "conditional fallback":
+    if loaded.describe.get("unconditional") == "conditional fallback" and set(plan.gen.guidance_schedule) != {1.0}:
         log.warning("Unconditional transformer: conditional fallback (model.load_unconditional=false)")
     sync_loras(loaded.pipe, plan)
     facts = job_facts(plan, loaded, reused)
@@ -207,7 +207,9 @@ def generate(plan: RunPlan, ctx: JobContext, pending: list[Item], tracker, resul
 
 def sync_loras(pipe, plan: RunPlan) -> None:
     """Make the pipeline's LoRAs this job's (a scale change is applied in place: no reload of anything)."""
-    actions = pipe.lora_manager.sync(plan.gen.lora_specs())
+    from .cache import lora_specs_to_load
+
+    actions = pipe.lora_manager.sync(lora_specs_to_load(plan))
     for name, action in actions.items():
         scale = next((d["scale"] for d in plan.gen.loras if d["name"] == name), None)
         what = {"kept": "already loaded", "rescaled": "scale changed in place", "unloaded": "removed"}.get(

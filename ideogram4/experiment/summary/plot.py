@@ -1,6 +1,7 @@
 """summary.png: each metric against each swept numeric parameter, with the summary's intervals.
 
-One row of panels per metric, one column per swept numeric parameter (a setting's other swept values
+One row of panels per metric (and a last `cost` row: sampling seconds per image), one column per swept
+numeric parameter (a setting's other swept values
 are the colour/line of its point). Every point is labelled with its n; a point without an interval
 (n=1, see intervals.py) is drawn hollow with no error bar, so it never looks like the most precise one.
 Each title says which direction is better. Drawn with matplotlib's object API (a ``Figure``, no
@@ -20,6 +21,7 @@ from .settings import Setting, is_number
 
 MAX_LEGEND = 12
 CHARS_PER_INCH = 10  # of the title's font at the figure's dpi: where a long title wraps
+COST_PANEL = "sampling_s"  # the run.cost value drawn as the `cost` row: what each setting's images took
 
 
 def x_keys(swept: list[str], settings: list[Setting]) -> list[str]:
@@ -69,7 +71,8 @@ def _panel(ax, metric: str, direction: str, x_key: str | None, settings, cis) ->
     ax.set_xlabel(x_key or "setting")
     ax.set_ylabel(metric)
     better = {"higher": "higher is better", "lower": "lower is better"}.get(direction, "no better direction")
-    ax.set_title(f"{metric} ({better})", fontsize="medium")
+    cost = "cost: seconds per image, " if metric == COST_PANEL else ""
+    ax.set_title(f"{cost}{metric} ({better})", fontsize="medium")
     ax.grid(alpha=0.3)
     if x_key is None:
         ax.set_xticks(range(len(settings)), [s.label() for s in settings], rotation=30, ha="right", fontsize="small")

@@ -11,6 +11,7 @@ from pathlib import Path
 from ..grid import JobFolder, swept_keys
 from ..present import value_order
 from ..run import outputs as out_mod
+from ..run.cost import record_costs
 
 log = logging.getLogger("ideogram4.experiment")
 
@@ -22,8 +23,9 @@ class Setting:
     """One combination of swept values and the metric values of its images."""
 
     values: dict[str, str]  # swept key -> override text ("" where the job left the key at its default)
-    scores: dict[Unit, dict[str, list[float]]] = field(default_factory=dict)
+    scores: dict[Unit, dict[str, list[float]]] = field(default_factory=dict)  # metrics and run.cost.COST_VALUES
     n_images: int = 0
+    peak_memory_bytes: list[int] = field(default_factory=list)
 
     def label(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.values.items()) or "all"
@@ -71,6 +73,10 @@ def load_settings(jobs: list[JobFolder]) -> tuple[list[str], list[Setting], list
                 if name not in metrics:
                     metrics.append(name)
                 cell.setdefault(name, []).append(value)
+            for name, value in record_costs(rec).items():
+                cell.setdefault(name, []).append(value)
+            if isinstance(rec.get("peak_memory_bytes"), int):
+                setting.peak_memory_bytes.append(rec["peak_memory_bytes"])
             for name, version in (rec.get("metric_versions") or {}).items():
                 versions.setdefault(name, set()).add(str(version))
     for name, seen in versions.items():

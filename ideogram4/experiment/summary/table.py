@@ -12,7 +12,12 @@ grid, so it works for any launcher and for a sweep scored later. Writes into SWE
 - ``comparisons.csv``: per setting and metric, the paired difference to a baseline setting. Settings
   share prompts and seeds, so each image is compared with the same prompt and seed under the baseline,
   which removes most of the prompt and seed noise from the interval.
-- ``summary.png``: each metric against each swept numeric parameter (plot.py).
+- ``summary.png``: each metric against each swept numeric parameter (plot.py), and a ``cost`` row:
+  sampling seconds per image.
+- cost columns (``run/cost.py``; absent for manifests written before costs were): ``sampling_s``,
+  ``device_s_per_image`` and ``gflops`` with the same intervals and paired comparisons (lower is
+  better), ``images_per_hour`` (3600 / mean device seconds per image) and ``peak_memory_gb`` (the
+  largest of the setting's images; CUDA only).
 - ``summary.json``: how the numbers were made: the interval method and level, each metric's direction.
 
 A metric that is None for an image (nothing to score) is left out of that metric's mean; ``<m>_n``
@@ -33,8 +38,9 @@ from pathlib import Path
 from ..grid import collect_jobs
 from ..present import sweep_title
 from ..run import outputs as out_mod
+from ..run.cost import COST_VALUES, images_per_hour
 from .intervals import LEVEL, METHOD, MIN_CLUSTERS, Interval, clustered_mean_ci, paired_difference_ci
-from .plot import plot_summary
+from .plot import COST_PANEL, plot_summary
 from .settings import Setting, is_number, load_settings
 
 log = logging.getLogger("ideogram4.experiment")
@@ -94,13 +100,20 @@ def setting_cis(setting: Setting, metrics: list[str]) -> dict[str, Interval]:
     return out
 
 
-def summary_table(swept, settings, directions, cis) -> tuple[list[str], list[list]]:
+def summary_table(swept, settings, directions, cis, costs=()) -> tuple[list[str], list[list]]:
+    """Per setting: n and each measure's interval (`directions`: the metrics, then `costs`); with
+    costs, images per hour (from device_s_per_image) and the largest peak GPU memory."""
     columns = [*swept, "n"] + [f"{m}_{f}" for m in directions for f in CI_FIELDS]
+    columns += ["images_per_hour", "peak_memory_gb"] if costs else []
     rows = []
     for setting, ci in zip(settings, cis):
         row: list = [setting.values[k] for k in swept] + [setting.n_images]
         for m, direction in directions.items():
             row += _interval_cells(direction, ci[m])
+        if costs:
+            device_s = _none_if_nan(ci["device_s_per_image"].mean) if "device_s_per_image" in costs else None
+            peak = max(setting.peak_memory_bytes, default=None)
+            row += [images_per_hour(device_s), peak / 2**30 if peak else None]
         rows.append(row)
     return columns, rows
 
@@ -234,12 +247,14 @@ def summarize(sweep_dir: str | Path, baseline=None, jobs=None) -> SweepSummary |
     swept, settings, metrics = load_settings(jobs)
     wanted_baseline = parse_baseline(recorded_baseline(sweep_dir) if baseline is None else baseline)
     directions = metric_directions(metrics)
+    costs = [c for c in COST_VALUES if any(s.metric_values(c) for s in settings)]  # none in older manifests
+    measures = {**directions, **dict.fromkeys(costs, "lower")}
     pairs = baseline_pairs(wanted_baseline, swept, settings)  # raises on a bad baseline: nothing written yet
-    cis = [setting_cis(s, list(directions)) for s in settings]
+    cis = [setting_cis(s, list(measures)) for s in settings]
     result = SweepSummary(
-        sweep_dir, swept, list(directions), settings, *summary_table(swept, settings, directions, cis)
+        sweep_dir, swept, list(directions), settings, *summary_table(swept, settings, measures, cis, costs)
     )
-    result.directions = directions
+    result.directions = measures
     result.summary_csv = write_csv(sweep_dir / SUMMARY_CSV, result.summary_columns, result.summary_rows)
     result.summary_json = write_json(sweep_dir / SUMMARY_JSON, summary_document(result, wanted_baseline))
     if not metrics:
@@ -253,7 +268,7 @@ def summarize(sweep_dir: str | Path, baseline=None, jobs=None) -> SweepSummary |
         )
         return result
     if pairs:
-        result.comparison_columns, result.comparison_rows = comparison_table(swept, pairs, directions)
+        result.comparison_columns, result.comparison_rows = comparison_table(swept, pairs, measures)
         result.comparisons_csv = write_csv(
             sweep_dir / COMPARISONS_CSV, result.comparison_columns, result.comparison_rows
         )
@@ -261,7 +276,8 @@ def summarize(sweep_dir: str | Path, baseline=None, jobs=None) -> SweepSummary |
         _remove_stale(sweep_dir, COMPARISONS_CSV)
         log.info("Sweep summary: %d setting(s), nothing to compare against a baseline", len(settings))
     title = sweep_title(sweep_dir)
-    result.plot_png = plot_summary(sweep_dir / SUMMARY_PNG, swept, settings, directions, cis, title)
+    plotted = {**directions, **({COST_PANEL: "lower"} if COST_PANEL in costs else {})}
+    result.plot_png = plot_summary(sweep_dir / SUMMARY_PNG, swept, settings, plotted, cis, title)
     if result.plot_png is None:
         _remove_stale(sweep_dir, SUMMARY_PNG)
     log.info(
