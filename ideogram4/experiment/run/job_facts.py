@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass, field
 
 from . import outputs as out_mod
+from .jobs import worker_identity
 from .records import ImageRecord
 
 log = logging.getLogger("ideogram4.experiment")
@@ -38,6 +39,7 @@ def job_facts(plan, loaded, reused: bool) -> JobFacts:
         kind=plan.model.kind, source=plan.model.source, device=plan.model.device, resolved_source=loaded.source_path
     )
     pipeline = {"load_id": loaded.load_id, "reused": reused, "load_s": round(loaded.load_s, 3), "pid": os.getpid()}
+    pipeline["worker"] = worker_identity()  # host, GPUs, and the pool launcher's actor or array task
     return JobFacts(
         loras=loaded.pipe.list_loras(),
         model=model,
