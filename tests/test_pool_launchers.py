@@ -77,6 +77,24 @@ class TestPoolLaunchersIntegration(IntegrationTestSuite):
     pass
 
 
+def test_ray_pool_keeps_its_actors_for_the_next_batch(hydra_sweep_runner, tmpdir):
+    """A sweeper that launches several batches (Optuna with n_jobs, max_batch_size) reuses the actors, so
+    each keeps its loaded weights for the whole sweep."""
+    sweep = hydra_sweep_runner(
+        calling_file=None,
+        calling_module="hydra.test_utils.a_module",
+        task_function=lambda _: os.getpid(),
+        config_path="configs",
+        config_name="compose.yaml",
+        overrides=["hydra/launcher=ray_pool", *RAY, "hydra.sweeper.max_batch_size=2", "+a=0,1,2,3"],
+        temp_dir=tmpdir,
+    )
+    with sweep:
+        assert len(sweep.returns) == 2
+        pids = [r.return_value for batch in sweep.returns for r in batch]
+    assert len(pids) == 4 and len(set(pids)) == 2 and os.getpid() not in pids
+
+
 # ---- the runner on a pool: 12 jobs (cfg x seed), 2 images each, 2 workers ----
 
 SWEEP = ["-m", *TINY, "prompts=smoke", "tracker=none", "progress=false", "cfg=3,5,7", "seed=0,1,2,3"]
