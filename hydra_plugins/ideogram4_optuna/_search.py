@@ -26,6 +26,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from ideogram4.experiment.summary.settings import job_metrics
 from ideogram4.rules import int_problems, raise_first
 
+from ._sampler import TrialSeededSampler
 from ._space import Param, parse_space
 from ._study import (
     FAIL_REASON,
@@ -137,9 +138,8 @@ def open_study(settings: SearchSettings, sweep_dir: Path, fixed: list[str]) -> o
                 f"search has {key}={value}: its values would not compare; use another hydra.sweeper.study_name "
                 "or hydra.sweep.dir"
             )
-    # a resumed search must not replay the random draws of the first session: derive the seed from the history
-    seed = None if settings.seed is None else settings.seed + len(study.trials)
-    study.sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=settings.n_startup_trials)
+    # trial N draws from seed + N: a resumed search never replays a draw, parallel workers never share one
+    study.sampler = TrialSeededSampler(settings.seed, n_startup_trials=settings.n_startup_trials)
     return study
 
 

@@ -15,6 +15,7 @@ import logging
 import shutil
 import signal
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -75,15 +76,24 @@ def make_storage(url: str, heartbeat_interval: int, grace_period: int, max_retry
         retry(study, trial)
         move_aside(trial.user_attrs.get("output_dir"), sweep_dir)
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period,
-            heartbeat_stale_trial_callback=on_stale,
-        )
+    from sqlalchemy.exc import DBAPIError
+
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=heartbeat_interval,
+                    grace_period=grace_period,
+                    heartbeat_stale_trial_callback=on_stale,
+                )
+        except DBAPIError:  # workers started together on a new database: another one is creating its tables
+            if attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def move_aside(output_dir: str | None, sweep_dir: Path) -> None:

@@ -26,7 +26,7 @@ class OptunaSweeperConf:
     heartbeat_interval: int = 10
     grace_period: int = 30
     max_retry: int = 3
-    seed: Optional[int] = None  # TPE sampler seed (a resumed search continues from a derived seed)
+    seed: Optional[int] = None  # TPE sampler seed: trial N draws from seed + N (resumed or parallel: no repeats)
     n_startup_trials: int = 10  # random trials before TPE models the results
     # one entry: single objective; several: multi-objective (Pareto front in best.yaml)
     objective: List[ObjectiveConf] = field(default_factory=lambda: [ObjectiveConf()])

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from . import outputs as out_mod
 from .cost import cost_record
+from .jobs import worker_identity
 from .records import ImageRecord
 
 log = logging.getLogger("ideogram4.experiment")
@@ -40,6 +41,7 @@ def job_facts(plan, loaded, reused: bool) -> JobFacts:
         kind=m.kind, source=m.source, device=m.device, resolved_source=loaded.source_path, components=m.components
     )
     pipeline = {"load_id": loaded.load_id, "reused": reused, "load_s": round(loaded.load_s, 3), "pid": os.getpid()}
+    pipeline["worker"] = worker_identity()  # host, GPUs, and the pool launcher's actor or array task
     return JobFacts(
         loras=loaded.pipe.list_loras(),
         model=model,

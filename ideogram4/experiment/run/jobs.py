@@ -7,12 +7,28 @@ Read from Hydra's runtime config; the sweep size comes from the sweep folder's `
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger("ideogram4.experiment")
+
+# Set by a pool launcher (hydra_plugins/ideogram4_pool) in each worker process: a JSON object naming the
+# worker (launcher, Ray actor or array task) that the manifest records beside the host and visible GPUs.
+WORKER_ENV = "IDEOGRAM4_WORKER"
+
+
+def worker_identity() -> dict:
+    """Which worker runs this process's jobs: host, visible GPUs and what the launcher said about it."""
+    ident = {"host": socket.gethostname(), "gpus": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    try:
+        ident.update(json.loads(os.environ.get(WORKER_ENV) or "{}"))
+    except ValueError:  # set by hand to something else: keep it as text
+        ident["launcher"] = os.environ[WORKER_ENV]
+    return ident
 
 
 @dataclass
