@@ -1,5 +1,6 @@
 """``hydra/launcher=ray_pool``: N long-lived Ray actors, each with its own pipeline cache, fed the sweep's
-jobs through Ray's ``ActorPool`` as they free up; the results go back to Hydra in job order.
+jobs as they free up (one job per idle actor, results taken with ``ray.wait``); the results go back to
+Hydra in job order.
 
 An actor that dies (killed, node lost, out of memory) takes only its running job with it: that job is
 submitted to the pool again (``job_retries`` times) and resumes from its manifest on another actor; the
@@ -10,7 +11,7 @@ it), so a search that launches many small batches loads the weights once per act
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -81,60 +82,50 @@ class RayPool:
         self.actors = []
 
     def run(self, jobs: list[PoolJob], retries: int) -> dict[int, JobReturn]:
+        """Each idle actor takes the next job; results arrive as jobs finish (``ray.wait``). Every running
+        job is tracked with its actor, so a job lost with its actor is known exactly and queued again."""
+        import ray
         from ray.exceptions import RayActorError
-        from ray.util import ActorPool
 
         for report in self.reports.values():
             report.jobs, report.loads = [], 0
-        pool, running, tries, results = ActorPool(list(self.actors)), {}, Counter(), {}
-        by_handle = {id(a): actor_id for actor_id, a in self.handles.items()}
-
-        def start(actor: Any, job: PoolJob) -> Any:
-            running[by_handle[id(actor)]] = job
-            return actor.run.remote(job)
-
-        for job in jobs:
-            pool.submit(start, job)
-        while pool.has_next():
+        queue, idle, running = deque(jobs), list(self.handles), {}  # running: object ref -> (actor id, job)
+        tries, results = Counter(), {}
+        while queue or running:
+            while queue and idle:
+                actor_id, job = idle.pop(0), queue.popleft()
+                running[self.handles[actor_id].run.remote(job)] = (actor_id, job)
+            if not running:
+                break  # jobs left and no actor alive
+            [ref], _ = ray.wait(list(running), num_returns=1)
+            actor_id, job = running.pop(ref)
             try:
-                idx, actor_id, ret, loads = pool.get_next_unordered()
+                idx, _, ret, loads = ray.get(ref)
             except RayActorError as e:
-                job = self.drop_dead(pool, e, running)
-                if job is not None and tries[job.idx] < retries and self.actors:
+                self.drop_dead(actor_id, job, e)
+                if tries[job.idx] < retries and self.handles:
                     tries[job.idx] += 1
                     log.warning("Job %d goes to another actor (retry %d of %d)", job.idx, tries[job.idx], retries)
-                    pool.submit(start, job)
-                elif job is not None:
+                    queue.appendleft(job)
+                else:
                     results[job.idx] = lost_return(job, f"its actor died ({e.__class__.__name__}), no retry left")
                 continue
-            running.pop(actor_id, None)
+            idle.append(actor_id)
             results[idx] = ret
             report = self.reports[actor_id]
             report.jobs.append(idx)
             report.loads += loads - self.loads[actor_id]
             self.loads[actor_id] = loads
-        for job in jobs:  # never started: every actor died first
-            if job.idx not in results:
-                results[job.idx] = lost_return(job, "every actor of the pool died")
+        for job in queue:  # never started: every actor died first
+            results[job.idx] = lost_return(job, "every actor of the pool died")
         return results
 
-    def drop_dead(self, pool: Any, error: Exception, running: dict[str, PoolJob]) -> PoolJob | None:
-        """Take a dead actor out of the pool; the job it was running, if known."""
-        actor_id = getattr(error, "actor_id", None)
-        handle = self.handles.pop(actor_id, None)
-        if handle is None:  # already dropped (a job queued on it before it was known dead), or no id given
-            return running.pop(actor_id, None) if actor_id else None
+    def drop_dead(self, actor_id: str, job: PoolJob, error: Exception) -> None:
+        """Take a dead actor out of the pool (it is not replaced)."""
+        handle = self.handles.pop(actor_id)
         self.actors = [a for a in self.actors if a is not handle]
-        idle = []
-        while (actor := pool.pop_idle()) is not None:
-            idle.append(actor)
-        for actor in idle:
-            if actor is not handle:
-                pool.push(actor)
-        job = running.pop(actor_id, None)
         name = self.reports[actor_id].name
-        log.warning("%s died while running job %s: %s", name, job.idx if job else "-", str(error).splitlines()[0])
-        return job
+        log.warning("%s died while running job %d: %s", name, job.idx, str(error).splitlines()[0])
 
 
 def settings(params: dict) -> dict:

@@ -28,7 +28,7 @@ class _PoolLauncher(Launcher):
 
 
 class RayPoolLauncher(_PoolLauncher):
-    """Long-lived Ray actors fed the sweep's jobs through Ray's ActorPool."""
+    """Long-lived Ray actors, each fed the next job of the sweep when it is idle."""
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from ._ray import launch
