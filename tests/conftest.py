@@ -1,3 +1,4 @@
+import logging
 import os
 from pathlib import Path
 
@@ -28,6 +29,24 @@ def _restore_environment():
     yield
     os.environ.clear()
     os.environ.update(before)
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logging():
+    """Each test starts with the root logger as it found it. A run made in-process (Hydra's job logging, a
+    CLI's basicConfig) puts handlers on the root logger bound to the streams of that moment, which pytest
+    closes after the test; the next test's log lines would then print "Logging error" tracebacks into what
+    it reads. Handlers of other loggers bound to closed streams (a library imported during a test binds
+    its handler to that test's captured stderr) are dropped too."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for logger in list(logging.Logger.manager.loggerDict.values()):
+        for handler in list(getattr(logger, "handlers", [])):
+            if getattr(getattr(handler, "stream", None), "closed", False):
+                logger.removeHandler(handler)
 
 
 @pytest.fixture(scope="session")
