@@ -127,9 +127,14 @@ def open_study(settings: SearchSettings, sweep_dir: Path, fixed: list[str]) -> o
     url = storage_url(settings.storage, sweep_dir)
     storage = make_storage(url, settings, sweep_dir)
     directions = [o["direction"] for o in settings.objective]
-    study = optuna.create_study(
-        storage=storage, study_name=settings.study_name, directions=directions, load_if_exists=True
-    )
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # its "Using an existing study" on stderr: ours follows
+    try:
+        study = optuna.create_study(
+            storage=storage, study_name=settings.study_name, directions=directions, load_if_exists=True
+        )
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     made_for = {"objective": settings.objective, "fixed_overrides": sorted(fixed)}
     if not study.user_attrs:
         for key, value in made_for.items():
@@ -142,6 +147,7 @@ def open_study(settings: SearchSettings, sweep_dir: Path, fixed: list[str]) -> o
             )
             fix = "use another hydra.sweeper.study_name or hydra.sweep.dir, or the study's own settings"
             raise ConfigError([problem("hydra.sweeper.study_name", settings.study_name, what, fix)])
+    log.info("Study %r in %s: %d finished trial(s) so far", settings.study_name, url, finished_trials(study))
     # trial N draws from seed + N: a resumed search never replays a draw, parallel workers never share one
     study.sampler = TrialSeededSampler(settings.seed, n_startup_trials=settings.n_startup_trials)
     return study
