@@ -15,7 +15,10 @@ from PIL import Image
 from runner_helpers import REPO, TINY
 from test_trust import _bad_images
 
-EXIT_CONFIG, EXIT_OUTPUT = 2, 4
+from ideogram4.experiment.run.exits import EXIT_CONFIG, EXIT_OUTPUT
+
+pytestmark = pytest.mark.slow  # subprocesses, as tests/test_runner_cli.py
+
 SEED_SET = REPO / "conf" / "prompts" / "seed_example.yaml"
 # a search over the tiny model whose objective the default metrics (image_stats) produce
 SEARCH = ["-m", "hydra/sweeper=optuna", *TINY, "tracker=none", "hydra.sweeper.objective=[{metric:pixel_std}]"]
