@@ -29,15 +29,14 @@ def check_command_line() -> None:
     """Unknown keys and group options: one line, exit 2, before Hydra composes (and before any weights)."""
     from ideogram4.experiment.config.checks import ConfigError
     from ideogram4.experiment.config.overrides import check_overrides, overrides_from_argv
-    from ideogram4.experiment.run.exits import EXIT_CONFIG
+    from ideogram4.experiment.run.exits import exit_one_line
 
     overrides = overrides_from_argv(sys.argv[1:])
     try:
         if overrides:
             check_overrides(overrides, Path(__file__).resolve().parent / "conf")
     except ConfigError as e:
-        print(f"Config: {e.problems[0]}", file=sys.stderr)
-        sys.exit(EXIT_CONFIG)
+        exit_one_line(e)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ it and the fix instead of a memory blow-up or a raw PIL error.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,7 +39,9 @@ def opened_image(path: str | Path) -> Iterator[Any]:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        im = Image.open(path)
+        with warnings.catch_warnings():  # PIL warns from 89 MP; check_pixels below stops at a lower limit
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
     except FileNotFoundError:
         raise ImageFileError(path, ": no such file", "give the path of an existing image") from None
     except IsADirectoryError:

@@ -23,6 +23,7 @@ from hydra.core.utils import JobReturn
 from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, Trial, TrialState
 
+from ideogram4.experiment.config.checks import ConfigError, problem
 from ideogram4.experiment.summary.settings import job_metrics
 from ideogram4.rules import int_problems, raise_first
 
@@ -37,6 +38,7 @@ from ._study import (
     running_trials,
     sigint_allowed,
     sigint_deferred,
+    storage_error,
     storage_url,
     surplus,
 )
@@ -65,8 +67,9 @@ class SearchSettings:
     heartbeat_interval: int = 10
     grace_period: int = 30
     max_retry: int = 3
+    lock_timeout: int = 60
     EXAMPLES: ClassVar[dict[str, int]] = dict(
-        n_trials=20, n_jobs=1, heartbeat_interval=10, grace_period=30, max_retry=3
+        n_trials=20, n_jobs=1, heartbeat_interval=10, grace_period=30, max_retry=3, lock_timeout=60
     )
 
     @classmethod
@@ -74,8 +77,8 @@ class SearchSettings:
         """Checked settings; every error names the hydra.sweeper field and what to write instead."""
         conf = {k: v for k, v in conf.items() if not k.startswith("_")}
         s = cls(**conf)
-        for name in ("n_trials", "n_jobs", "heartbeat_interval", "grace_period", "max_retry"):
-            low = 0 if name == "max_retry" else 1
+        for name in cls.EXAMPLES:
+            low = 0 if name in ("max_retry", "lock_timeout") else 1
             raise_first(int_problems(f"hydra.sweeper.{name}", getattr(s, name), low, None, cls.EXAMPLES[name]))
         if not s.study_name:
             raise ValueError("hydra.sweeper.study_name is empty; name the study, e.g. hydra.sweeper.study_name=search")
@@ -106,12 +109,12 @@ def check_objective(objective: list[dict[str, str]], job_metrics_list) -> None:
         try:
             better = better_direction(obj["metric"])
         except MetricError as e:
-            raise ValueError(f"hydra.sweeper.objective[{i}].metric: {e}") from None
+            raise ConfigError([f"hydra.sweeper.objective[{i}].metric: {e}"]) from None
         owner = producing_metric(obj["metric"])
         if job_metrics_list is not None and owner not in job_metrics_list:
-            raise ValueError(
-                f"hydra.sweeper.objective[{i}].metric is {obj['metric']}, made by the metric {owner!r}, which the "
-                f"jobs do not compute (metrics={list(job_metrics_list)}); add it, e.g. metrics=[{owner}]"
+            what = f"is made by the metric {owner!r}, which the jobs do not compute (metrics={list(job_metrics_list)})"
+            raise ConfigError(
+                [problem(f"hydra.sweeper.objective[{i}].metric", obj["metric"], what, f"metrics=[{owner}]")]
             )
         wanted = {"maximize": "higher", "minimize": "lower"}[obj["direction"]]
         if better not in (wanted, "neither"):
@@ -122,22 +125,29 @@ def open_study(settings: SearchSettings, sweep_dir: Path, fixed: list[str]) -> o
     """Create the study, or load it to resume (or to work beside another process) when it was made for
     the same objective and fixed overrides."""
     url = storage_url(settings.storage, sweep_dir)
-    storage = make_storage(url, settings.heartbeat_interval, settings.grace_period, settings.max_retry, sweep_dir)
+    storage = make_storage(url, settings, sweep_dir)
     directions = [o["direction"] for o in settings.objective]
-    study = optuna.create_study(
-        storage=storage, study_name=settings.study_name, directions=directions, load_if_exists=True
-    )
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # its "Using an existing study" on stderr: ours follows
+    try:
+        study = optuna.create_study(
+            storage=storage, study_name=settings.study_name, directions=directions, load_if_exists=True
+        )
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     made_for = {"objective": settings.objective, "fixed_overrides": sorted(fixed)}
     if not study.user_attrs:
         for key, value in made_for.items():
             study.set_user_attr(key, value)
     for key, value in made_for.items():
         if study.user_attrs.get(key) != value:
-            raise ValueError(
-                f"study {settings.study_name!r} in {url} was made with {key}={study.user_attrs.get(key)}, this "
-                f"search has {key}={value}: its values would not compare; use another hydra.sweeper.study_name "
-                "or hydra.sweep.dir"
+            what = (
+                f"in {url} was made with {key}={study.user_attrs.get(key)}, this search has {key}={value}: "
+                "its values would not compare"
             )
+            fix = "use another hydra.sweeper.study_name or hydra.sweep.dir, or the study's own settings"
+            raise ConfigError([problem("hydra.sweeper.study_name", settings.study_name, what, fix)])
+    log.info("Study %r in %s: %d finished trial(s) so far", settings.study_name, url, finished_trials(study))
     # trial N draws from seed + N: a resumed search never replays a draw, parallel workers never share one
     study.sampler = TrialSeededSampler(settings.seed, n_startup_trials=settings.n_startup_trials)
     return study
@@ -340,16 +350,22 @@ def run_search(sweeper, arguments: list[str]) -> dict:
     texts = [f"{k}={v}" for k, v in settings.params.items()] + list(arguments)
     params, fixed = parse_space(parser.parse_overrides(texts))
     if not params:
-        raise ValueError(
-            "the Optuna sweeper has no search space: set hydra.sweeper.params (e.g. {cfg: 'interval(2, 9)'}) "
-            "or give a sweep on the command line (e.g. 'cfg=interval(2,9)')"
+        what = "is empty and the command line has no sweep: the Optuna sweeper has no search space"
+        fix = (
+            "set hydra.sweeper.params (e.g. {cfg: 'interval(2, 9)'}) or sweep on the command line ('cfg=interval(2,9)')"
         )
+        raise ConfigError([problem("hydra.sweeper.params", settings.params, what, fix)])
     check_objective(settings.objective, OmegaConf.select(sweeper.config, "metrics", default=None))
     sweeper.validate_batch_is_legal([fixed + [p.override(p.first()) for p in params]])  # fail before any trial
     sweep_dir = Path(str(sweeper.config.hydra.sweep.dir)).absolute()
     sweep_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(sweeper.config, sweep_dir / "multirun.yaml")
-    study = open_study(settings, sweep_dir, fixed)
-    with sigint_deferred():
-        search_loop(sweeper, study, params, fixed, sweep_dir)
-    return write_best(study, settings, params, fixed, sweep_dir)
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        study = open_study(settings, sweep_dir, fixed)
+        with sigint_deferred():
+            search_loop(sweeper, study, params, fixed, sweep_dir)
+        return write_best(study, settings, params, fixed, sweep_dir)
+    except DBAPIError as e:  # locked, damaged, not a database: the storage, not the search, is at fault
+        raise storage_error(storage_url(settings.storage, sweep_dir), e, settings.lock_timeout) from None

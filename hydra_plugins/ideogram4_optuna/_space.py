@@ -21,6 +21,8 @@ from optuna.distributions import (
     IntDistribution,
 )
 
+from ideogram4.experiment.config.checks import ConfigError, problem
+
 _SCALARS = (type(None), bool, int, float, str)
 
 
@@ -42,27 +44,46 @@ class Param:
         return d.choices[0] if isinstance(d, CategoricalDistribution) else d.low
 
 
+def _space_error(o: Override, what: str, fix: str) -> ConfigError:
+    """The sweep as written (key and text), what is wrong with it and the fix, as the runner's one line."""
+    return ConfigError([problem(o.get_key_element(), o.input_line.split("=", 1)[1], what, fix)])
+
+
+def _interval(o: Override) -> BaseDistribution:
+    value = o.value()
+    log_scale = "log" in value.tags
+    if value.start > value.end:
+        fix = f"give the low end first, e.g. interval({value.end}, {value.start})"
+        raise _space_error(o, "is empty: its start is above its end", fix)
+    if log_scale and value.start <= 0:
+        low = 1 if isinstance(value.end, int) else f"{value.end / 1000:g}"
+        fix = f"start above 0, e.g. tag(log, interval({low}, {value.end}))" if value.end > 0 else "drop tag(log, ...)"
+        raise _space_error(o, "is a log scale reaching 0 or below", fix)
+    if isinstance(value.start, int) and isinstance(value.end, int):
+        return IntDistribution(value.start, value.end, log=log_scale)
+    return FloatDistribution(float(value.start), float(value.end), log=log_scale)
+
+
 def _distribution(o: Override) -> tuple[BaseDistribution, list[str] | None]:
     value = o.value()
     if o.is_interval_sweep():
-        log_scale = "log" in value.tags
-        if isinstance(value.start, int) and isinstance(value.end, int):
-            return IntDistribution(value.start, value.end, log=log_scale), None
-        return FloatDistribution(float(value.start), float(value.end), log=log_scale), None
+        return _interval(o), None
     if o.is_range_sweep():
         values = list(o.sweep_iterator())
         if not values:
-            raise ValueError(f"{o.input_line}: the range is empty; give start < stop for a positive step")
+            raise _space_error(o, "is empty", "give start < stop for a positive step, e.g. range(1, 5)")
         step = abs(value.step)
         if all(isinstance(v, int) for v in values):
             return IntDistribution(min(values), max(values), step=int(step)), None
         return FloatDistribution(float(min(values)), float(max(values)), step=float(step)), None
     if o.is_choice_sweep():
         texts = list(o.sweep_string_iterator())
+        if not texts:
+            raise _space_error(o, "has no choices", "list at least one, e.g. choice(a, b)")
         # Optuna stores scalars; a list or dict choice is stored as its Hydra text
         choices = [v if isinstance(v, _SCALARS) else t for v, t in zip(o.sweep_iterator(), texts)]
         return CategoricalDistribution(choices), texts
-    raise ValueError(f"{o.input_line}: this sweep form is not a search space; use interval(), range() or choice()")
+    raise _space_error(o, "is not a search space", "use interval(), range() or choice()")
 
 
 def parse_space(overrides: list[Override]) -> tuple[list[Param], list[str]]:

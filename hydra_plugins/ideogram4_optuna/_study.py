@@ -24,6 +24,9 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages._heartbeat import get_heartbeat_thread
 from optuna.trial import Trial, TrialState
 
+from ideogram4.experiment.config.checks import ConfigError, problem
+from ideogram4.experiment.run.manifest import OutputWriteError
+
 log = logging.getLogger("ideogram4.experiment")
 
 STUDY_DB = "study.db"
@@ -64,10 +67,29 @@ def storage_url(storage: str | None, sweep_dir: Path) -> str:
     return storage or f"sqlite:///{sweep_dir / STUDY_DB}"
 
 
-def make_storage(url: str, heartbeat_interval: int, grace_period: int, max_retry: int, sweep_dir: Path):
-    """An RDB storage with heartbeats; SQLite waits for a lock held by another worker instead of failing."""
-    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
-    retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+class StudyStorageError(OutputWriteError):
+    """The study's storage cannot be opened or used (locked, damaged, missing folder): one line, exit 4."""
+
+
+def make_storage(url: str, settings, sweep_dir: Path):
+    """An RDB storage with heartbeats; SQLite waits up to settings.lock_timeout seconds for a lock held by
+    another worker instead of failing."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, DBAPIError
+
+    try:
+        database = make_url(url).database if url.startswith("sqlite") else None
+    except ArgumentError as e:
+        raise _bad_url(url, e) from None
+    if database and database != ":memory:" and not Path(database).parent.is_dir():
+        raise StudyStorageError(
+            f"hydra.sweeper.storage={url}: the folder {Path(database).parent} does not exist. Fix: create it, or "
+            "leave hydra.sweeper.storage unset (the study goes in hydra.sweep.dir)"
+        )
+    engine_kwargs = {"connect_args": {"timeout": settings.lock_timeout}} if url.startswith("sqlite") else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=settings.max_retry)
 
     def on_stale(study: optuna.Study, trial) -> None:
         log.warning(
@@ -76,8 +98,6 @@ def make_storage(url: str, heartbeat_interval: int, grace_period: int, max_retry
         retry(study, trial)
         move_aside(trial.user_attrs.get("output_dir"), sweep_dir)
 
-    from sqlalchemy.exc import DBAPIError
-
     for attempt in range(5):
         try:
             with warnings.catch_warnings():
@@ -85,15 +105,46 @@ def make_storage(url: str, heartbeat_interval: int, grace_period: int, max_retry
                 return RDBStorage(
                     url,
                     engine_kwargs=engine_kwargs,
-                    heartbeat_interval=heartbeat_interval,
-                    grace_period=grace_period,
+                    heartbeat_interval=settings.heartbeat_interval,
+                    grace_period=settings.grace_period,
                     heartbeat_stale_trial_callback=on_stale,
                 )
-        except DBAPIError:  # workers started together on a new database: another one is creating its tables
-            if attempt == 4:
+        except ArgumentError as e:  # no such dialect or driver
+            raise _bad_url(url, e) from None
+        except DBAPIError as e:  # workers started together on a new database: another one is creating its tables
+            if attempt == 4 or _sqlite_error(e) in _FINAL:
                 raise
             time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+# SQLite errors a retry cannot mend: the lock was already waited for (timeout), the file is not a database
+_FINAL = ("SQLITE_BUSY", "SQLITE_NOTADB", "SQLITE_CORRUPT", "SQLITE_CANTOPEN", "SQLITE_READONLY")
+
+
+def _sqlite_error(e: BaseException) -> str | None:
+    return getattr(getattr(e, "orig", None), "sqlite_errorname", None)
+
+
+def _bad_url(url: str, e: Exception) -> ConfigError:
+    what = f"is not a database URL this Python can open ({str(e).splitlines()[0]})"
+    fix = "e.g. sqlite:////abs/path/study.db, or leave it unset (study.db in hydra.sweep.dir)"
+    return ConfigError([problem("hydra.sweeper.storage", url, what, fix)])
+
+
+def storage_error(url: str, e: Exception, lock_timeout: int) -> StudyStorageError:
+    """A database error from the study's storage as one line: what it is and what to do."""
+    name, detail = _sqlite_error(e), str(getattr(e, "orig", e)).splitlines()[0]
+    if name == "SQLITE_BUSY":
+        fix = (
+            f"another process holds its lock (waited {lock_timeout} s): let it finish, or raise "
+            "hydra.sweeper.lock_timeout"
+        )
+    elif name in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
+        fix = "it is damaged or not a study database: move it aside to start a new study, or restore a copy"
+    else:
+        fix = "check that the database exists and can be written"
+    return StudyStorageError(f"hydra.sweeper.storage={url} cannot be used ({detail}). Fix: {fix}")
 
 
 def move_aside(output_dir: str | None, sweep_dir: Path) -> None:

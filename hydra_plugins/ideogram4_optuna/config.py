@@ -26,6 +26,7 @@ class OptunaSweeperConf:
     heartbeat_interval: int = 10
     grace_period: int = 30
     max_retry: int = 3
+    lock_timeout: int = 60  # seconds SQLite waits for another worker's lock on the study before giving up
     seed: Optional[int] = None  # TPE sampler seed: trial N draws from seed + N (resumed or parallel: no repeats)
     n_startup_trials: int = 10  # random trials before TPE models the results
     # one entry: single objective; several: multi-objective (Pareto front in best.yaml)

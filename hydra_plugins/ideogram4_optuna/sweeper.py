@@ -12,14 +12,21 @@ from omegaconf import DictConfig, OmegaConf
 
 class OptunaSweeper(Sweeper):
     def __init__(self, **settings: Any) -> None:
-        import importlib.util
+        from ideogram4.experiment.config.checks import ConfigError, problem
+        from ideogram4.experiment.run.exits import exit_one_line
 
-        if importlib.util.find_spec("optuna") is None:
-            raise ImportError("hydra/sweeper=optuna needs Optuna, in the [search] extra: pip install -e '.[search]'")
+        try:
+            import optuna  # noqa: F401
+        except ImportError as e:  # not installed, or broken: the same fix
+            fix = "pip install -e '.[search]' (or pip install 'optuna>=4')"
+            exit_one_line(ConfigError([problem("hydra/sweeper", "optuna", f"needs Optuna ({e})", fix)]))
         from ._search import SearchSettings
 
         plain = {k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for k, v in settings.items()}
-        self.settings = SearchSettings.from_config(plain)
+        try:
+            self.settings = SearchSettings.from_config(plain)
+        except ValueError as e:  # each names its hydra.sweeper field and the fix
+            exit_one_line(e if isinstance(e, ConfigError) else ConfigError([str(e)]))
         self.hydra_context: HydraContext | None = None
         self.config: DictConfig | None = None
         self.launcher = None
@@ -35,6 +42,11 @@ class OptunaSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> Any:
+        from ideogram4.experiment.run.exits import exit_one_line
+
         from ._search import run_search
 
-        return run_search(self, arguments)
+        try:
+            return run_search(self, arguments)
+        except Exception as e:  # a setting or the study's storage: one line (exit 2 or 4); a bug: its traceback
+            exit_one_line(e)

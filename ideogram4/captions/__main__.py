@@ -18,6 +18,7 @@ import argparse
 import sys
 
 from ..errors import PromptFileError
+from ..image_files import ImageFileError, read_image
 from ..spec import DTYPES, MAX_TEXT_TOKENS
 from .prompt_files import PromptEntry, file_findings, load_entries, select
 from .schema import pretty_caption, serialize_caption
@@ -91,17 +92,11 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def cmd_preview(args) -> int:
-    from PIL import Image
-
     from .draw import draw_layout, render_preview
 
     entry = _one(args)
-    if args.image:
-        try:
-            picture = Image.open(args.image)
-        except OSError as e:
-            raise PromptFileError(args.image, f"cannot be opened as an image ({e})", exit_code=2) from None
-        out = draw_layout(picture, entry.prompt)
+    if args.image:  # the pixel limit and a damaged file: ImageFileError, one line (main)
+        out = draw_layout(read_image(args.image), entry.prompt)
     else:
         out = render_preview(entry.prompt, *args.size)
     out.save(args.output)
@@ -192,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     except PromptFileError as e:
         print(e, file=sys.stderr)
         return e.exit_code
+    except ImageFileError as e:  # --image: names the file and the fix
+        print(e, file=sys.stderr)
+        return 2
     except OSError as e:  # e.g. the output PNG's folder does not exist
         print(f"{getattr(e, 'filename', '') or ''}: {e.strerror or e}", file=sys.stderr)
         return 2

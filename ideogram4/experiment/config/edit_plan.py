@@ -89,13 +89,13 @@ def plan_edit(conf: RunConf, prompts: list) -> tuple[dict | None, dict[str, str]
 
 def _outpaint_problem(input_image: str, sides: dict[str, int], height: int, width: int) -> str | None:
     """The output must be the input plus the margins: say which resolution that is."""
-    from PIL import Image, UnidentifiedImageError
+    from ideogram4.image_files import ImageFileError, opened_image
 
     try:
-        with Image.open(input_image) as im:
+        with opened_image(input_image) as im:
             w, h = im.size
-    except (UnidentifiedImageError, OSError):
-        return None  # plan_generation reports an unreadable input
+    except ImageFileError:
+        return None  # plan_generation reports an unreadable or oversized input
     if any(v < 0 or multiple_problems("outpaint", v) for v in sides.values()):
         return None  # the core names the bad side
     canvas = (w + sides["left"] + sides["right"], h + sides["top"] + sides["bottom"])

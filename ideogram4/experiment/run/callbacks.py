@@ -1,4 +1,5 @@
-"""Hydra callbacks: the end-of-multirun comparison grid, summary, HTML report and W&B sweep run.
+"""Hydra callbacks: the output folder's check before Hydra writes to it, and the end-of-multirun
+comparison grid, summary, HTML report and W&B sweep run.
 
 Configured in ``conf/config.yaml`` under ``hydra.callbacks``. ``on_multirun_end`` runs in the
 launching process after every job has finished, whichever launcher ran them, and reads the job
@@ -19,6 +20,35 @@ from ideogram4.spec import GRID_CELL_SIZE
 from ..config.schema import TrackerConf
 
 log = logging.getLogger("ideogram4.experiment")
+
+
+class OutputFolderCheck(Callback):
+    """hydra.run.dir / hydra.sweep.dir can be made and written, checked on Hydra's composed config before
+    Hydra makes the folder and opens its log there (which would fail with a raw OSError): one line, exit 4."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_output_folder("hydra.run.dir", str(config.hydra.run.dir))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_output_folder("hydra.sweep.dir", str(config.hydra.sweep.dir))
+
+
+def check_output_folder(key: str, folder: str) -> None:
+    import tempfile
+
+    from .exits import exit_one_line
+    from .manifest import OutputWriteError
+
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):  # what Hydra does next: create a file there
+            pass
+    except OSError as e:
+        why = e.strerror or type(e).__name__
+        where = f" ({e.filename})" if e.filename and str(e.filename) != folder else ""
+        exit_one_line(
+            OutputWriteError(f"{key}={folder} cannot be made or written: {why}{where}. Fix: pass a writable folder")
+        )
 
 
 class ComparisonGridCallback(Callback):
@@ -133,18 +163,16 @@ def log_sweep(tracker_conf: TrackerConf | None, sweep_dir: Path, made, summary) 
 
 
 def _log_grid(tracker, paths: list[Path], grid) -> None:
-    from PIL import Image
+    from ideogram4.image_files import read_image
 
     from .records import TABLE_COLUMNS, ImageRecord
 
     for path in paths:
-        with Image.open(path) as im:
-            tracker.log_image("comparison_grid", im.convert("RGB"), caption=path.stem)
+        tracker.log_image("comparison_grid", read_image(path), caption=path.stem)
     records = [entry["record"] for entry in grid.cells.values()]
     metric_keys = sorted({k for r in records for k in r.get("metrics") or {}})
     rows = []
     for (_, c), entry in sorted(grid.cells.items()):
-        with Image.open(entry["path"]) as im:
-            row = ImageRecord.from_dict(entry["record"]).table_row(im.convert("RGB"), metric_keys)
+        row = ImageRecord.from_dict(entry["record"]).table_row(read_image(entry["path"]), metric_keys)
         rows.append([grid.columns[c]] + row)
     tracker.log_table("sweep_table", ["column"] + TABLE_COLUMNS + metric_keys, rows, image_column="image")

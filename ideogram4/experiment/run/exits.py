@@ -3,6 +3,9 @@ jobs (`entry`) and the reproduction commands (`reproduce`)."""
 
 from __future__ import annotations
 
+import sys
+from typing import NoReturn
+
 from ideogram4.errors import CheckpointError, GpuOutOfMemory, UpsampleError, is_out_of_memory
 
 from ..config.checks import ConfigError
@@ -15,8 +18,9 @@ INTERRUPTED = "Interrupted. Finished images and their manifest lines are saved; 
 
 def classify(e: BaseException) -> tuple[int, str] | None:
     """(exit code, one-line message) for an error the user can act on; None: a bug (keep the traceback)."""
-    if isinstance(e, ConfigError):
-        return EXIT_CONFIG, str(e)
+    if isinstance(e, ConfigError):  # one problem: one line, as the command-line check prints it
+        one = len(e.problems) == 1 and not e.warnings
+        return EXIT_CONFIG, f"Config: {e.problems[0]}" if one else str(e)
     if isinstance(e, CheckpointError):
         return EXIT_WEIGHTS, f"Weights: {e}"
     if isinstance(e, (OutputWriteError, FolderInUse)):
@@ -24,3 +28,14 @@ def classify(e: BaseException) -> tuple[int, str] | None:
     if isinstance(e, (GpuOutOfMemory, UpsampleError)) or is_out_of_memory(e):
         return EXIT_RUNTIME, str(e).splitlines()[0]
     return None
+
+
+def exit_one_line(e: BaseException) -> NoReturn:
+    """Outside a job's own error handling (run.py's command line, a Hydra callback or sweeper, where Hydra
+    would print a traceback): a user-fixable error is its line on stderr and its exit code; a bug is
+    re-raised with its traceback."""
+    known = classify(e)
+    if known is None:
+        raise e
+    print(known[1], file=sys.stderr)
+    sys.exit(known[0])

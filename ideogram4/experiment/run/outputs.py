@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ideogram4.image_files import opened_image
+
 from .manifest import MANIFEST, OutputWriteError, append_manifest, latest_records, read_manifest  # noqa: F401
 
 log = logging.getLogger("ideogram4.experiment")
@@ -95,9 +97,7 @@ def clean_temp_files(folder: Path) -> int:
 
 
 def read_png_text(path: Path) -> dict[str, str]:
-    from PIL import Image
-
-    with Image.open(path) as im:
+    with opened_image(path) as im:
         im.load()
         return dict(getattr(im, "text", {}) or im.info)
 
@@ -109,10 +109,8 @@ def write_image(folder: Path, record, image, png_text: dict[str, str]) -> None:
 
 
 def is_valid_png(path: Path) -> bool:
-    try:
-        from PIL import Image
-
-        with Image.open(path) as im:
+    try:  # an image put in the folder is bounded as any other (over the pixel limit: not valid)
+        with opened_image(path) as im:
             im.verify()
         return True
     except Exception:

@@ -333,7 +333,7 @@ def _save_latents(latent, png_path: Path) -> None:
 def _log_job_table(tracker, items: list[Item], out_dir: Path) -> None:
     if not tracker.enabled:
         return
-    from PIL import Image
+    from ideogram4.image_files import ImageFileError, read_image
 
     rows = []
     metric_keys = sorted({k for it in items if it.record for k in it.record.get("metrics") or {}})
@@ -343,8 +343,10 @@ def _log_job_table(tracker, items: list[Item], out_dir: Path) -> None:
         path = out_dir / it.image_rel
         image = None
         if path.exists():
-            with Image.open(path) as im:
-                image = im.convert("RGB")
+            try:  # a file put in the folder (resume) is checked as any image from elsewhere
+                image = read_image(path)
+            except ImageFileError as e:
+                log.warning("W&B table: row without its image: %s", e)
         rows.append(ImageRecord.from_dict(it.record).table_row(image, metric_keys))
     if rows:
         from .records import TABLE_COLUMNS
