@@ -4,7 +4,7 @@ Each rule returns a list of findings (`ArgumentError`: argument name, value, wha
 when the value is fine; a wrong kind of value is an `ArgumentTypeError` (also a TypeError). Names are
 the API's (`generate` / `from_pretrained` keywords); limits and options come from `spec`. The pipeline
 raises the first finding (`ideogram4.checks`); the runner collects them all and names its config keys
-through one table (`experiment/config/checks.API_TO_CONFIG`). No torch here.
+through one table (`experiment/config/problems.API_TO_CONFIG`). No torch here.
 """
 
 from __future__ import annotations
@@ -128,6 +128,13 @@ def aspect_problems(height: int, width: int) -> Findings:
     what = f"has aspect ratio {aspect:.2f}:1, beyond {MAX_ASPECT:g}:1"
     fix = f"bring width/height within {MAX_ASPECT:g}:1 (e.g. 2016x336)"
     return [ArgumentError("width x height", f"{width}x{height}", what, fix)]
+
+
+def resolution_problems(height: Any, width: Any, low: int, high: int) -> Findings:
+    """An image size the model supports: each side in low..high (its DiT config's range) and a multiple of
+    TOKEN_PIXELS, the aspect at most MAX_ASPECT:1."""
+    sides = side_problems("height", height, low, high) + side_problems("width", width, low, high)
+    return sides + aspect_problems(height, width)
 
 
 def schedule_problems(steps: Any, guidance_schedule: Any, cfg_scale: Any) -> Findings:

@@ -31,7 +31,7 @@ from .models.quant import quantize_rowwise
 from .models.transformer import Ideogram4Config, Ideogram4Transformer
 from .models.vae import LATENT_SCALE, LATENT_SHIFT
 from .prompts import bundled_tokenizer_dir, load_tokenizer
-from .spec import CHECKPOINT_LAYOUTS
+from .spec import CHECKPOINT_LAYOUTS, TINY_MIN_SIDE
 
 log = logging.getLogger("ideogram4.tiny")
 
@@ -46,6 +46,7 @@ TINY_DIT = Ideogram4Config(
     in_channels=128,
     llm_features_dim=13 * TEXT_WIDTH,
     mrope_section=(4, 2, 2),
+    min_side=TINY_MIN_SIDE,  # renders 64x64 images in tests
 )
 
 
@@ -161,6 +162,9 @@ def diffusers_dit_config(cfg: Ideogram4Config) -> dict:
         "rope_theta": int(cfg.rope_theta),
         "mrope_section": list(cfg.mrope_section),
         "norm_eps": cfg.norm_eps,
+        # not diffusers' (it ignores unknown keys): the side range, as our original-layout config carries it
+        "min_side": cfg.min_side,
+        "max_side": cfg.max_side,
     }
 
 

@@ -12,8 +12,8 @@ from runner_helpers import compose
 
 from ideogram4 import checks, rules, spec
 from ideogram4.errors import ArgumentError
-from ideogram4.experiment.config.checks import API_TO_CONFIG, ConfigError, to_config_keys
 from ideogram4.experiment.config.plan import build_plan
+from ideogram4.experiment.config.problems import API_TO_CONFIG, ConfigError, to_config_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER_CHECKS = [ROOT / "ideogram4/experiment/config" / name for name in ("checks.py", "plan.py", "edit_plan.py")]
