@@ -85,6 +85,8 @@ SAME_RULE = [
     (["sampler.steps=2", "sampler.guidance_schedule=[7]"], lambda: checks.check_schedule(2, [7.0], 7.0)),
     (["denoising_strength=0.5"], lambda: checks.check_strength(0.5, img2img=False)),
     (["seed=-1"], lambda: checks.check_seed("seeds", -1)),
+    (["sampler=quality_48", "sampler.steps=2"], lambda: rules.raise_first(rules.polish_problems(3, 2))),
+    (["sampler.polish_steps=-1"], lambda: rules.raise_first(rules.polish_problems(-1, 48))),
     (
         ["model.compile_mode=max-autotune"],
         lambda: rules.raise_first(rules.compile_problems("auto", "max-autotune", "cpu")),
@@ -165,3 +167,11 @@ def test_the_tiny_build_declares_the_range_the_runner_assumes():
 
     assert TINY_DIT.side_range == (spec.TINY_MIN_SIDE, spec.MAX_SIDE) and TINY_DIT.min_side <= 64
     assert spec.side_range(diffusers_dit_config(TINY_DIT)) == TINY_DIT.side_range
+
+
+def test_the_lora_name_rule_is_the_core_rule_in_the_runners_words():
+    with pytest.raises(ConfigError) as info:
+        build_plan(compose(["model=tiny", "lora=[{path:a/b/c.safetensors,name:'no way'}]"]), check_tokens=False)
+    (finding,) = rules.lora_name_problems("name", "no way")
+    assert f"lora.0.name = 'no way': {finding.what}. Fix: {finding.fix}" in info.value.problems
+    assert rules.lora_name_problems("name", "style-v1.2") == []

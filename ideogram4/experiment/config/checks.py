@@ -11,7 +11,6 @@ No torch, no transformers here.
 from __future__ import annotations
 
 import os
-import re
 
 from ideogram4 import rules, spec
 from ideogram4.safetensors_header import lora_file_problem
@@ -20,7 +19,7 @@ from ideogram4.sources import parse_source
 from ..run.paths import original_cwd
 from .components import model_side_range
 from .edit_plan import edit_kind
-from .problems import core_problems, finite, one_of, problem
+from .problems import core_problem, core_problems, finite, one_of, problem
 from .schema import LoraConf, ModelConf, OutputConf, PromptsConf, ResolutionConf, RunConf, SamplerConf, TrackerConf
 
 TRACKERS = ("wandb", "none")
@@ -52,12 +51,9 @@ def check_sampler(s: SamplerConf, cfg: float) -> list[str]:
     found += rules.choice_problems("final_step", s.final_step, spec.FINAL_STEPS)
     found += rules.choice_problems("sampler.solver", s.solver, spec.SOLVERS)
     found += rules.choice_problems("rand_device", s.rand_device, spec.RAND_DEVICES, "is not a noise device")
-    out = core_problems(found)
-    if s.guidance_schedule is None and (s.polish_steps < 0 or (s.steps >= 1 and s.polish_steps >= s.steps)):
-        fix = f"set sampler.polish_steps={min(max(s.steps - 1, 0), 1)} (or sampler=constant for no polish)"
-        what = f"must be in 0..{max(s.steps - 1, 0)} for sampler.steps = {s.steps}"
-        out.append(problem("sampler.polish_steps", s.polish_steps, what, fix))
-    return out
+    if s.guidance_schedule is None:  # a full schedule replaces the official one and its polish steps
+        found += rules.polish_problems(s.polish_steps, s.steps)
+    return core_problems(found)
 
 
 def check_image_input(conf: RunConf, edit: bool = False) -> list[str]:
@@ -125,10 +121,7 @@ def check_loras(conf: RunConf) -> list[str]:
     names = [lora_name(lora) for lora in conf.lora]
     for i, (name, lora) in enumerate(zip(names, conf.lora)):
         where = f"lora.{i}"
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-            out.append(
-                problem(f"{where}.name", name, "is not a usable LoRA name", "use letters, digits, '_', '-' or '.'")
-            )
+        out += [core_problem(e, f"{where}.name") for e in rules.lora_name_problems("name", name)]
         if names.count(name) > 1:
             out.append(problem(f"{where}.name", name, "names two LoRAs", f"give one its own name: {where}.name=other"))
         out += finite(f"{where}.scale", lora.scale)

@@ -17,6 +17,7 @@ API_TO_CONFIG = {
     "height": "resolution.height",
     "width": "resolution.width",
     "num_inference_steps": "sampler.steps",
+    "polish_steps": "sampler.polish_steps",
     "cfg_scale": "cfg",
     "guidance_schedule": "sampler.guidance_schedule",
     "mu": "sampler.mu",
