@@ -18,7 +18,7 @@ from omegaconf.errors import MissingMandatoryValue, ValidationError
 from ideogram4 import spec
 from ideogram4.arguments import draw_seed
 from ideogram4.checks import ArgumentError, check_device
-from ideogram4.rules import seed_problems
+from ideogram4.rules import polish_problems, seed_problems, steps_problems
 from ideogram4.safetensors_header import lora_file_problem
 from ideogram4.sources import HUB_FILE, parse_source
 
@@ -301,7 +301,7 @@ def plan_generation(conf: RunConf) -> tuple[GenPlan, list[str]]:
     s, problems = conf.sampler, []
     if s.guidance_schedule is not None:
         schedule = [float(w) for w in s.guidance_schedule]
-    elif 0 <= s.polish_steps < s.steps <= spec.MAX_STEPS:
+    elif not (steps_problems(s.steps) or polish_problems(s.polish_steps, s.steps)):
         schedule = spec.official_guidance_schedule(s.steps, conf.cfg, s.polish_steps, s.polish_cfg)
     else:
         schedule = []  # check_sampler reported why
