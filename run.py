@@ -27,8 +27,8 @@ def main(cfg: DictConfig) -> None:
 
 def check_command_line() -> None:
     """Unknown keys and group options: one line, exit 2, before Hydra composes (and before any weights)."""
-    from ideogram4.experiment.config.checks import ConfigError
     from ideogram4.experiment.config.overrides import check_overrides, overrides_from_argv
+    from ideogram4.experiment.config.problems import ConfigError
     from ideogram4.experiment.run.exits import exit_one_line
 
     overrides = overrides_from_argv(sys.argv[1:])

@@ -4,7 +4,7 @@ Each bad value raises TypeError (wrong kind of thing) or ValueError (right kind,
 message names the argument, the value and a fix. The value rules themselves live once in `rules`
 (problem-collecting, API names, limits from `spec`); this module raises their first finding, an
 `ArgumentError` that keeps the parts so the runner can name its own config key instead of the argument
-(one table, `experiment/config/checks.API_TO_CONFIG`). Importing this module loads no torch: the
+(one table, `experiment/config/problems.API_TO_CONFIG`). Importing this module loads no torch: the
 runner's validation calls the same rules.
 """
 
@@ -12,27 +12,17 @@ from __future__ import annotations
 
 import glob
 import os
-import random
 import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .arguments import check_choice, check_flag, check_number, check_seed, open_images
+from .edit_checks import check_edit_args, open_edit
 from .errors import ArgumentError, NoGpu
 from .prompts import serialize_caption
-from .rules import (
-    choice_problems,
-    compile_problems,
-    flag_problems,
-    int_problems,
-    number_problems,
-    raise_first,
-    schedule_problems,
-    seed_problems,
-    side_problems,
-    strength_problems,
-)
+from .rules import compile_problems, raise_first, resolution_problems, schedule_problems, strength_problems
 from .spec import (
     COMPILE_AUTO,
     CUDA_GRAPH_COMPILE_MODES,
@@ -51,46 +41,11 @@ if TYPE_CHECKING:
 _DEVICE_RE = re.compile(r"(cpu|cuda|auto|mps)(:\d+)?")
 
 
-# --- single values ------------------------------------------------------------------------------
-
-
-def check_flag(name: str, value: Any) -> bool:
-    raise_first(flag_problems(name, value))
-    return value
-
-
-def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    raise_first(choice_problems(name, value, choices))
-    return value
-
-
-def check_number(name: str, value: Any, example: float, *, positive: bool = False) -> float:
-    """A finite real number (bools and strings refused: a typo in a sweep must not become 1.0)."""
-    raise_first(number_problems(name, value, example, positive=positive))
-    return float(value)
-
-
-def check_int(name: str, value: Any, low: int, high: int, example: int) -> int:
-    raise_first(int_problems(name, value, low, high, example))
-    return int(value)
-
-
-def draw_seed() -> int:
-    """A seed for `seed=None`: the one place seeds are drawn (from the OS, whatever `random.seed` says)."""
-    return random.SystemRandom().randrange(2**31)
-
-
-def check_seed(name: str, value: Any) -> int:
-    """A seed in 0..MAX_SEED; None draws one (recorded in the output)."""
-    if value is None:
-        return draw_seed()
-    raise_first(seed_problems(name, value))
-    return int(value)
-
-
-def check_side(name: str, value: Any) -> int:
-    raise_first(side_problems(name, value))
-    return int(value)
+def check_resolution(height: Any, width: Any, sides: tuple[int, int]) -> tuple[int, int]:
+    """height x width within the model's side range (`sides`: its DiT config's), multiples of the token
+    size, aspect at most MAX_ASPECT: every finding collected, the first raised."""
+    raise_first(resolution_problems(height, width, *sides))
+    return int(height), int(width)
 
 
 def cuda_visible() -> bool:
@@ -279,54 +234,14 @@ def check_latents(latents: Any, shape: tuple[int, int, int]) -> torch.Tensor | N
     return latents
 
 
-def load_image(name: str, image: Any):
-    """A PIL image, or a path to one, loaded (in its own mode)."""
-    from PIL import Image
-
-    if isinstance(image, (str, os.PathLike)):
-        from ideogram4.image_files import ImageFileError, read_image
-
-        try:
-            return read_image(image, mode=None)
-        except ImageFileError as e:
-            raise ValueError(f"{name}={str(image)!r}{e.what}: {e.fix}") from None
-    if not isinstance(image, Image.Image):
-        raise TypeError(f"{name} is a {type(image).__name__}: pass a PIL image or the path of an image file")
-    return image
-
-
-def open_image(name: str, image: Any, height: int | None, width: int | None):
-    """A PIL image, or a path to one, as RGB of exactly width x height (None: any size)."""
-    image = load_image(name, image)
-    if height is not None and image.size != (width, height):
-        raise ValueError(
-            f"{name} is {image.size[0]}x{image.size[1]} (WxH) but the output is {width}x{height}: "
-            f"resize it first (e.g. img.resize(({width}, {height}))) or pass width={image.size[0]}, "
-            f"height={image.size[1]}"
-        )
-    return image.convert("RGB")
-
-
 def check_strength(strength: Any, img2img: bool, edit: bool = False) -> float:
     raise_first(strength_problems(strength, img2img, edit))
     return float(strength)
 
 
-def open_images(input_image: Any, batch: int, height: int | None, width: int | None) -> list | None:
-    """One RGB image per prompt (one image or path serves them all), or None for text-to-image."""
-    if input_image is None:
-        return None
-    if not isinstance(input_image, (list, tuple)):
-        return [open_image("input_image", input_image, height, width)] * batch
-    if len(input_image) != batch:
-        raise ValueError(f"input_image has {len(input_image)} images for {batch} prompts: give one per prompt, or one")
-    return [open_image(f"input_image[{i}]", im, height, width) for i, im in enumerate(input_image)]
-
-
-def check_generate_args(prompts: Any, seeds: Any, **kw: Any) -> Request:
-    """All of `generate`'s arguments (its keyword names) -> a Request, or the first problem raised."""
-    from .edit_checks import check_edit_args, open_edit  # imports this module
-
+def check_generate_args(prompts: Any, seeds: Any, sides: tuple[int, int], **kw: Any) -> Request:
+    """All of `generate`'s arguments (its keyword names) -> a Request, or the first problem raised.
+    `sides`: the (min, max) image side the model supports (`Ideogram4Config.side_range`)."""
     captions = check_prompts("prompts", prompts)
     batch = len(captions)
     if seeds is None:
@@ -335,11 +250,11 @@ def check_generate_args(prompts: Any, seeds: Any, **kw: Any) -> Request:
         raise TypeError(f"seeds={seeds!r}: pass a list with one seed (int or None) per prompt")
     if len(seeds) != batch:
         raise ValueError(f"got {len(seeds)} seeds for {batch} prompts: give one seed per prompt")
-    height, width = check_side("height", kw["height"]), check_side("width", kw["width"])
+    height, width = check_resolution(kw["height"], kw["width"], sides)
     callback = kw["step_callback"]
     if callback is not None and not callable(callback):
         raise TypeError(f"step_callback={callback!r} is not callable: pass a function (step, steps) -> None")
-    edit = check_edit_args(kw, height, width)
+    edit = check_edit_args(kw)
     tokens = (height // TOKEN_PIXELS) * (width // TOKEN_PIXELS)
     request = Request(
         captions=captions,

@@ -10,15 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .checks import check_flag, check_int, check_number, open_images
-from .rules import aspect_problems, multiple_problems, raise_first, side_problems
-from .spec import EDIT_KINDS, EDIT_MARGIN, MAX_ASPECT, MAX_MASK_BLUR, MAX_SIDE, MIN_SIDE, OUTPAINT_SIDES
+from .arguments import check_flag, check_int, check_number, open_images
+from .masks import EditArgs, prepare_edit
+from .rules import multiple_problems, raise_first
+from .spec import EDIT_KINDS, EDIT_MARGIN, MAX_MASK_BLUR, MAX_SIDE, OUTPAINT_SIDES
 
 
-def check_edit_args(kw: dict, height: int, width: int):
+def check_edit_args(kw: dict):
     """The edit arguments of `generate` -> masks.EditArgs, or None for no edit; no file is read here."""
-    from .masks import EditArgs
-
     blur = check_number("mask_blur", kw["mask_blur"], 8)
     if not 0 <= blur <= MAX_MASK_BLUR:
         raise ValueError(
@@ -42,16 +41,15 @@ def check_edit_args(kw: dict, height: int, width: int):
         raise ValueError(f"{kind} edits an image but input_image is None: pass input_image=the image to edit")
     if kind == "strength_map" and blur:
         raise ValueError(f"mask_blur={blur} does not apply to strength_map (already grey): blur the map itself")
-    source = {"outpaint": lambda v: check_outpaint(v, height, width), "edit_elements": check_elements}.get(
-        kind, lambda v: v
-    )(kw[kind])
+    source = {"outpaint": check_outpaint, "edit_elements": check_elements}.get(kind, lambda v: v)(kw[kind])
     if kind == "strength_map" and isinstance(source, (list, tuple)):
         raise TypeError("strength_map is a list: pass one map for the whole call (its strengths set the schedule)")
     return EditArgs(kind, source, blur, paste, margin)
 
 
-def check_outpaint(value: Any, height: int, width: int) -> dict[str, int]:
-    """{side: pixels} for every side (a sequence is read as left, right, top, bottom); canvas = height x width."""
+def check_outpaint(value: Any) -> dict[str, int]:
+    """{side: pixels} for every side (a sequence is read as left, right, top, bottom). The canvas is
+    height x width, judged with every size by the resolution rule against the model's side range."""
     if isinstance(value, (list, tuple)) and len(value) == len(OUTPAINT_SIDES):
         value = dict(zip(OUTPAINT_SIDES, value))
     if not isinstance(value, Mapping) or any(k not in OUTPAINT_SIDES for k in value):
@@ -63,12 +61,6 @@ def check_outpaint(value: Any, height: int, width: int) -> dict[str, int]:
     )
     if not any(sides.values()):
         raise ValueError(f"outpaint={value!r} adds no pixels: give at least one side, e.g. outpaint={{'right': 128}}")
-    canvas = side_problems("height", height, MIN_SIDE, MAX_SIDE) + side_problems("width", width, MIN_SIDE, MAX_SIDE)
-    if canvas + aspect_problems(height, width):
-        raise ValueError(
-            f"outpaint makes a {width}x{height} (WxH) canvas: each side must be {MIN_SIDE}..{MAX_SIDE} and the "
-            f"aspect at most {MAX_ASPECT:g}:1 (what the model was trained for): outpaint fewer pixels"
-        )
     return sides
 
 
@@ -81,8 +73,6 @@ def check_elements(value: Any) -> list[int]:
 def open_edit(edit, input_image: Any, captions: list[str], height: int, width: int, strength: float, names=None):
     """The masks.EditPlan of a call: opens the input (outpaint: the canvas minus the margins) and the edit
     region. `names` label the captions in messages (default prompts[i])."""
-    from .masks import prepare_edit
-
     batch = len(captions)
     if edit.kind != "outpaint":
         inputs = open_images(input_image, batch, height, width)

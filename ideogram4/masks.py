@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .arguments import load_image
 from .captions.draw import bbox_to_pixels
 from .captions.schema import caption_elements, parse_caption, valid_bbox
 from .spec import LATENT_PIXELS, MASK_ASPECT_TOLERANCE, MASK_MODES, MASK_WHITE
@@ -67,8 +68,6 @@ class EditPlan:
 def grey_levels(name: str, image, height: int, width: int, resample: str) -> np.ndarray:
     """(height, width) uint8 grey levels of a mask or strength map (PIL image or path), checked."""
     from PIL import Image
-
-    from .checks import load_image
 
     img = load_image(name, image)
     fix = "pass an 8-bit greyscale image, white = repaint, black = keep (e.g. Image.open(path).convert('L'))"

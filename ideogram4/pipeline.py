@@ -17,16 +17,17 @@ from typing import Any
 import torch
 
 from . import loading, sampling
+from .arguments import check_seed
 from .captions.upsample import CaptionWriter
 from .checkpoints import ModelConfig
-from .checks import Request, check_generate_args, check_load_options, check_seed, check_source
+from .checks import Request, check_generate_args, check_load_options, check_source
 from .errors import memory_tips, out_of_memory_as_tips
 from .flops import sampling_cost
 from .lora import LoraInfo, LoraManager
 from .masks import latent_tokens, paste_back
 from .models.transformer import build_layout
 from .models.vae import from_pil, to_uint8
-from .spec import DEFAULT_STEPS, EDIT_MARGIN
+from .spec import DEFAULT_STEPS, EDIT_MARGIN, MAX_SIDE, MIN_SIDE
 from .text import TextCache, check_token_counts, encode_caption, pack_text
 from .variants import warn_against_card
 
@@ -70,6 +71,8 @@ class Ideogram4Pipeline:
         self.text_encoder = text_encoder
         self.vae = vae
         self.tokenizer = tokenizer
+        # the image sides the DiT was trained for (its config's; a pipeline with no DiT: the released range)
+        self.side_range = transformer.config.side_range if transformer is not None else (MIN_SIDE, MAX_SIDE)
         self.device = torch.device(device)
         self.dtype = dtype
         self.info = info or {}
@@ -128,14 +131,8 @@ class Ideogram4Pipeline:
         log.info("loaded Ideogram 4 (%s, %s, %s) in %.1f s", info["format"], info["dtype"], opts.device, info["load_s"])
         modules = (parts.transformer, parts.text_encoder, parts.vae, parts.tokenizer, parts.unconditional_transformer)
         offload = dict(offload_text_encoder=opts.offload_text_encoder, offload_transformers=opts.offload_transformers)
-        return cls(
-            *modules,
-            device=opts.device,
-            dtype=opts.torch_dtype,
-            info=info,
-            text_bucket=loading.text_bucket(opts),
-            **offload,
-        )
+        bucket = loading.text_bucket(opts)
+        return cls(*modules, device=opts.device, dtype=opts.torch_dtype, info=info, text_bucket=bucket, **offload)
 
     def describe(self) -> dict:
         return dict(self.info)
@@ -346,7 +343,7 @@ class Ideogram4Pipeline:
         `errors.GpuOutOfMemory`, whose `.tips` name the options that need less.
         """
         keywords = {name: value for name, value in locals().items() if name not in ("self", "prompts", "seeds")}
-        req = check_generate_args(prompts, seeds, **keywords)  # every keyword argument, by its name
+        req = check_generate_args(prompts, seeds, self.side_range, **keywords)  # every keyword argument, by its name
         warn_against_card(self.info.get("variant"), req, self.unconditional_transformer is not None)
         if self.tokenizer is not None:
             check_token_counts(self.tokenizer, [c for c in req.captions + req.negatives if c not in self._text_cache])

@@ -4,13 +4,14 @@ Each rule returns a list of findings (`ArgumentError`: argument name, value, wha
 when the value is fine; a wrong kind of value is an `ArgumentTypeError` (also a TypeError). Names are
 the API's (`generate` / `from_pretrained` keywords); limits and options come from `spec`. The pipeline
 raises the first finding (`ideogram4.checks`); the runner collects them all and names its config keys
-through one table (`experiment/config/checks.API_TO_CONFIG`). No torch here.
+through one table (`experiment/config/problems.API_TO_CONFIG`). No torch here.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import re
 from typing import Any
 
 from .errors import ArgumentError, ArgumentTypeError
@@ -27,6 +28,9 @@ from .spec import (
 )
 
 Findings = list[ArgumentError]
+
+# a LoRA's name goes into file names, manifest records and W&B keys: no spaces, slashes or leading dots
+_LORA_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def raise_first(findings: Findings) -> None:
@@ -130,6 +134,13 @@ def aspect_problems(height: int, width: int) -> Findings:
     return [ArgumentError("width x height", f"{width}x{height}", what, fix)]
 
 
+def resolution_problems(height: Any, width: Any, low: int, high: int) -> Findings:
+    """An image size the model supports: each side in low..high (its DiT config's range) and a multiple of
+    TOKEN_PIXELS, the aspect at most MAX_ASPECT:1."""
+    sides = side_problems("height", height, low, high) + side_problems("width", width, low, high)
+    return sides + aspect_problems(height, width)
+
+
 def schedule_problems(steps: Any, guidance_schedule: Any, cfg_scale: Any) -> Findings:
     """Steps, cfg_scale (checked even when a schedule overrides it) and one finite weight per step."""
     out = steps_problems(steps) + number_problems("cfg_scale", cfg_scale, 7.0)
@@ -144,6 +155,26 @@ def schedule_problems(steps: Any, guidance_schedule: Any, cfg_scale: Any) -> Fin
     for i, weight in enumerate(guidance_schedule):
         out += number_problems(f"guidance_schedule[{i}]", weight, 7.0)
     return out
+
+
+def polish_problems(polish_steps: Any, steps: Any) -> Findings:
+    """An official schedule's polish steps (the last ones, at the polish weight): 0..steps-1, so at least one
+    step runs at the main weight. Steps that are not a count are the steps' own finding."""
+    if not is_int(polish_steps) or not is_int(steps) or steps < 1:
+        return int_problems("polish_steps", polish_steps, 0, None, 0)
+    if 0 <= polish_steps < steps:
+        return []
+    what = f"must be in 0..{steps - 1} for num_inference_steps={steps}"
+    return [ArgumentError("polish_steps", polish_steps, what, f"e.g. polish_steps={min(steps - 1, 1)} (0: none)")]
+
+
+def lora_name_problems(name: str, value: Any) -> Findings:
+    """A LoRA's name: letters, digits, '_', '-' and '.', not starting with a punctuation mark."""
+    if not isinstance(value, str):
+        return [ArgumentTypeError(name, value, _kind(value), f"pass a string, e.g. {name}='style'")]
+    if _LORA_NAME.fullmatch(value):
+        return []
+    return [ArgumentError(name, value, "is not a usable name for a LoRA", "use letters, digits, '_', '-' or '.'")]
 
 
 def strength_problems(strength: Any, img2img: bool, edit: bool = False) -> Findings:

@@ -8,13 +8,18 @@ The time convention (t = 0 noise, t = 1 clean) and the sampling maths live in ``
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 # --- sizes ------------------------------------------------------------------------------------------
 TOKEN_PIXELS = 16  # one DiT token = 2 x 2 latent pixels = 16 x 16 image pixels
 LATENT_CHANNELS = 128  # per token: 32 VAE channels x 2 x 2
 DEFAULT_STEPS = 50  # `pipe(...)` and `generate(...)` without num_inference_steps: DiffSynth's default (seed page)
 MIN_SIDE, MAX_SIDE = 256, 2048  # the resolutions the released model was trained for
+# The tiny random model (ideogram4.tiny) renders small images in tests; its DiT config carries this range
+# the way every DiT config carries its own (`min_side`/`max_side`, the released range when a file has none)
+TINY_MIN_SIDE = TOKEN_PIXELS
 GRID_CELL_SIZE = 256  # a comparison grid's cell side in pixels (runner output, `experiment.grid --cell`)
 TRACKER_MODES = ("auto", "online", "offline", "disabled")  # W&B: auto = online with credentials, else offline
 MAX_ASPECT = 6.0
@@ -77,6 +82,12 @@ MAX_SAFETENSORS_HEADER = 100 * 2**20  # bytes of a .safetensors JSON header (as 
 LOGSNR_MIN, LOGSNR_MAX = -15.0, 18.0
 T_MIN = 1.0 / (1.0 + math.exp(0.5 * LOGSNR_MAX))  # 1.2339e-4, where sampling starts
 T_MAX = 1.0 / (1.0 + math.exp(0.5 * LOGSNR_MIN))  # 0.999447, where the official sampler stops
+
+
+def side_range(dit_config: Mapping[str, Any]) -> tuple[int, int]:
+    """The image sides a DiT config (its config.json, as a mapping) supports: its `min_side`/`max_side`,
+    else the released range. The one reading, for the loader and for the runner's check before loading."""
+    return int(dit_config.get("min_side", MIN_SIDE)), int(dit_config.get("max_side", MAX_SIDE))
 
 
 def official_guidance_schedule(steps: int, cfg: float, polish_steps: int = 0, polish_cfg: float = 3.0) -> list[float]:

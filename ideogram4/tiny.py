@@ -31,7 +31,7 @@ from .models.quant import quantize_rowwise
 from .models.transformer import Ideogram4Config, Ideogram4Transformer
 from .models.vae import LATENT_SCALE, LATENT_SHIFT
 from .prompts import bundled_tokenizer_dir, load_tokenizer
-from .spec import CHECKPOINT_LAYOUTS
+from .spec import CHECKPOINT_LAYOUTS, TINY_MIN_SIDE
 
 log = logging.getLogger("ideogram4.tiny")
 
@@ -46,6 +46,7 @@ TINY_DIT = Ideogram4Config(
     in_channels=128,
     llm_features_dim=13 * TEXT_WIDTH,
     mrope_section=(4, 2, 2),
+    min_side=TINY_MIN_SIDE,  # renders 64x64 images in tests
 )
 
 
@@ -161,6 +162,9 @@ def diffusers_dit_config(cfg: Ideogram4Config) -> dict:
         "rope_theta": int(cfg.rope_theta),
         "mrope_section": list(cfg.mrope_section),
         "norm_eps": cfg.norm_eps,
+        # not diffusers' (it ignores unknown keys): the side range, as our original-layout config carries it
+        "min_side": cfg.min_side,
+        "max_side": cfg.max_side,
     }
 
 
@@ -250,8 +254,8 @@ def default_cache_dir() -> Path:
 def ensure_tiny_checkpoint(cache_dir: str | Path | None = None, layout: str = "original", seed: int = 0) -> str:
     """Build the tiny checkpoint once per (layout, seed) and reuse it; the build is atomic (temp + rename)."""
     root = Path(cache_dir) if cache_dir else default_cache_dir()
-    return _build_once(
-        root / f"tiny-{layout}-seed{seed}-v1", "tokenizer", lambda tmp: build_tiny_checkpoint(tmp, layout, seed)
+    return _build_once(  # v2: the DiT's config.json carries its side range (v1 builds had none: 256..2048)
+        root / f"tiny-{layout}-seed{seed}-v2", "tokenizer", lambda tmp: build_tiny_checkpoint(tmp, layout, seed)
     )
 
 
@@ -338,7 +342,7 @@ def build_tiny_turbotime_lora(path: str | Path, dit_config: Ideogram4Config = TI
 def ensure_tiny_variant(cache_dir: str | Path | None, variant: str) -> str:
     """The tiny stand-in for a spec.VARIANTS entry: a transformer-only folder, or the LoRA file (built once)."""
     root = Path(cache_dir) if cache_dir else default_cache_dir()
-    target = root / f"tiny-{variant}-v1"
+    target = root / f"tiny-{variant}-v2"  # v2: with the side range in config.json
     if variant == "turbotime":
         name = "ideogram_4_turbotime_v1.safetensors"
         return str(Path(_build_once(target, name, lambda tmp: build_tiny_turbotime_lora(tmp / name))) / name)

@@ -15,7 +15,8 @@ import torch
 
 from ideogram4 import Ideogram4Pipeline, loading
 from ideogram4.errors import GpuOutOfMemory, MemoryTip, memory_tips
-from ideogram4.spec import MAX_STEPS
+from ideogram4.spec import MAX_SIDE, MAX_STEPS, MIN_SIDE
+from ideogram4.tiny import TINY_DIT
 
 FAST = dict(height=64, width=64, num_inference_steps=3, guidance_schedule=[7.0, 7.0, 3.0], progress=False)
 
@@ -91,7 +92,9 @@ def test_fp8_mode_fastest_names_the_field_and_options(no_loading):
 @pytest.fixture
 def modelless():
     """A pipeline with no models: only the checks can run."""
-    return Ideogram4Pipeline(None, None, None, None, device="cpu", dtype=torch.float32)
+    pipe = Ideogram4Pipeline(None, None, None, None, device="cpu", dtype=torch.float32)
+    pipe.side_range = TINY_DIT.side_range  # the tiny model's: the cases render 64 px
+    return pipe
 
 
 @pytest.fixture
@@ -259,6 +262,69 @@ def test_input_image_path_equals_the_pil_image(pipe, image_file):
 def test_seed_range_ends_are_accepted(pipe):
     out = pipe.generate(["x", "x"], [0, 2**63 - 1], output_type="latent", **FAST)
     assert out.seeds == [0, 2**63 - 1] and not torch.equal(out.latents[0], out.latents[1])
+
+
+# --- the model's side range ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def released_range_pipe(tiny_original, tmp_path_factory):
+    """The tiny model loaded from a folder whose DiT config.json has no side range, as the released
+    checkpoints' have none: the loader gives it the released range (spec.MIN_SIDE..MAX_SIDE)."""
+    import json
+    import shutil
+
+    folder = tmp_path_factory.mktemp("released") / "model"
+    shutil.copytree(tiny_original, folder)
+    for name in ("transformer", "unconditional_transformer"):
+        config = folder / name / "config.json"
+        raw = json.loads(config.read_text())
+        assert raw.pop("min_side") == TINY_DIT.min_side  # the tiny build declares its own range
+        config.write_text(json.dumps(raw))
+    return Ideogram4Pipeline.from_pretrained(folder, torch_dtype=torch.float32, device="cpu")
+
+
+@pytest.mark.parametrize(
+    "size, message",
+    [
+        ((200, 200), r"^height=200 is not a multiple of 16 \(one token is 16x16 pixels\): use 256$"),
+        ((192, 256), r"^height=192 is outside 256\.\.2048: pick a value in 256\.\.2048$"),
+        ((256, 3000), r"^width=3000 is not a multiple of 16 \(one token is 16x16 pixels\): use 2048$"),
+        ((256, 3008), r"^width=3008 is outside 256\.\.2048: pick a value in 256\.\.2048$"),
+        (
+            (256, 1792),
+            r"^width x height='1792x256' has aspect ratio 7\.00:1, beyond 6:1: bring width/height within 6:1",
+        ),
+        ((64, 64), r"^height=64 is outside 256\.\.2048"),
+    ],
+)
+def test_sizes_outside_the_models_range_fail_in_one_line_before_sampling(
+    released_range_pipe, monkeypatch, size, message
+):
+    assert released_range_pipe.side_range == (MIN_SIDE, MAX_SIDE) == (256, 2048)
+
+    def reached(*a, **kw):
+        raise AssertionError("the text encoder ran before the size was checked")
+
+    monkeypatch.setattr(released_range_pipe, "encode_prompt", reached)
+    height, width = size
+    for call in (
+        lambda: released_range_pipe("x", height=height, width=width, num_inference_steps=2, progress=False),
+        lambda: released_range_pipe.generate(["x"], [0], height=height, width=width, progress=False),
+    ):
+        with pytest.raises(ValueError, match=message) as info:
+            call()
+        assert "\n" not in str(info.value)
+
+
+def test_a_pipeline_takes_its_side_range_from_its_dit_config(pipe, released_range_pipe):
+    assert pipe.transformer.config.side_range == pipe.side_range == (TINY_DIT.min_side, MAX_SIDE)
+    assert released_range_pipe.transformer.config.side_range == (MIN_SIDE, MAX_SIDE)
+    assert Ideogram4Pipeline(None, None, None, None, device="cpu").side_range == (MIN_SIDE, MAX_SIDE)
+    # the tiny model renders at 64 (its declared range); the released range at its smallest side
+    assert pipe.generate(["x"], [0], output_type="latent", **FAST).latents.shape == (1, 16, 128)
+    out = released_range_pipe.generate(["x"], [0], output_type="latent", **(FAST | dict(height=256, width=256)))
+    assert out.latents.shape == (1, 256, 128)
 
 
 # --- out of GPU memory ----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from ideogram4 import Ideogram4Pipeline
+from ideogram4.tiny import TINY_DIT
 
 FAST = dict(height=64, width=64, num_inference_steps=2, progress=False)
 CAPTION = {
@@ -25,7 +26,9 @@ CAPTION = {
 
 @pytest.fixture
 def modelless():
-    return Ideogram4Pipeline(None, None, None, None, device="cpu", dtype=torch.float32)
+    pipe = Ideogram4Pipeline(None, None, None, None, device="cpu", dtype=torch.float32)
+    pipe.side_range = TINY_DIT.side_range  # the tiny model's: the cases render 64 px
+    return pipe
 
 
 @pytest.fixture
@@ -95,7 +98,7 @@ CASES = {
     "outpaint beyond the limits": (
         "x",
         dict(outpaint={"right": 1600}, height=256, width=1856),
-        r"outpaint makes a 1856x256 \(WxH\) canvas: each side must be 256\.\.2048 and the aspect at most 6:1",
+        r"width x height='1856x256' has aspect ratio 7\.25:1, beyond 6:1: bring width/height within 6:1",
     ),
     "two regions": ("x", dict(mask_image="mask", strength_map="mask"), r"mask_image and strength_map are both given"),
     "no input image": (

@@ -116,23 +116,6 @@ def test_the_graph_sees_deferred_relative_and_type_checking_imports(tmp_path, mo
     assert graph["ideogram4.sub.c"] == {"ideogram4.a"}
 
 
-# Left for the check layers' rework (both checks.py are being changed in parallel). Core: checks runs
-# the edit checks, which use checks' argument primitives (and masks its image loader); the fix moves those
-# primitives into a module below all three. Runner: config.checks asks edit_plan which edit is set, and
-# edit_plan uses config.checks' problem wording; the fix moves problem()/core_problem() below both.
-# Remove an allowance when its fix lands (the test says so).
-KNOWN_CYCLES = [
-    {"ideogram4.checks", "ideogram4.edit_checks", "ideogram4.masks"},
-    {"ideogram4.experiment.config.checks", "ideogram4.experiment.config.edit_plan"},
-]
-
-
 def test_no_import_cycles():
-    graph = import_graph()
-    for known in KNOWN_CYCLES:
-        cycle = find_cycle({name: graph[name] & known for name in known})
-        assert cycle is not None, f"the known cycle among {sorted(known)} is gone: delete it from KNOWN_CYCLES"
-        for name in known:  # everything outside the known cycles must be acyclic
-            graph[name] = graph[name] - known
-    cycle = find_cycle(graph)
+    cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)

@@ -6,6 +6,7 @@ the way each trainer spells it.
 """
 
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ import torch
 import torch.nn as nn
 from lora_writers import WRITERS, random_lora, reference_delta, write, write_diffsynth, write_kohya_flat
 
-from ideogram4 import Ideogram4Pipeline, ModelConfig
+from ideogram4 import Ideogram4Pipeline, ModelConfig, rules
 from ideogram4.lora import LoraError, linear_shapes, map_lora, read_lora
 from ideogram4.models.lora import attach, detach, lora_path, set_scale
 from ideogram4.tiny import dequantized_twin
@@ -348,6 +349,10 @@ def test_bad_arguments(ours, shapes, tmp_path):
         ours.load_lora(path, target="cond")
     with pytest.raises(LoraError, match="finite number"):
         ours.load_lora(path, scale=float("nan"))
+    for bad in ("no way", "", ".hidden", 3):  # the runner's rule for lora.N.name (rules.lora_name_problems)
+        with pytest.raises(LoraError, match=re.escape(str(rules.lora_name_problems("name", bad)[0]))):
+            ours.load_lora(path, name=bad)
+    assert_untouched(ours)
     ours.load_lora(path, name="x")
     with pytest.raises(LoraError, match="already loaded"):
         ours.load_lora(path, name="x")

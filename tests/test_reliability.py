@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 from runner_helpers import REPO, TINY, compose, documented_commands, read_manifest, run_cli, run_inprocess
 
-from ideogram4.experiment.config.checks import ConfigError
 from ideogram4.experiment.config.plan import build_plan
+from ideogram4.experiment.config.problems import ConfigError
 from ideogram4.experiment.run import outputs as om
 from ideogram4.experiment.run.manifest import OutputWriteError, append_manifest
 from ideogram4.experiment.run.manifest import read_manifest as om_read

@@ -156,7 +156,6 @@ def test_other_weights_are_named_per_component_and_differ_in_pixels(tmp_path, ti
         "model=local",
         f"model.path={seed0}",
         "model.dtype=float32",
-        "model.min_side=16",
         "device=cpu",
         "prompt=a cube",
     ]

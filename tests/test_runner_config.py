@@ -13,8 +13,8 @@ from omegaconf import OmegaConf
 from runner_helpers import BAD_CONFIG, CONF, REPO, compose
 
 from ideogram4.checks import cuda_visible as cuda_driver_present
-from ideogram4.experiment.config.checks import ConfigError
 from ideogram4.experiment.config.plan import build_plan
+from ideogram4.experiment.config.problems import ConfigError
 
 
 def options(group: str) -> list[str]:

@@ -8,8 +8,8 @@ import pytest
 from lora_writers import random_lora, write_ai_toolkit
 from runner_helpers import TINY, compose, read_manifest, run_cli, run_inprocess
 
-from ideogram4.experiment.config.checks import ConfigError
 from ideogram4.experiment.config.plan import build_plan
+from ideogram4.experiment.config.problems import ConfigError
 from ideogram4.experiment.run import outputs as om
 from ideogram4.experiment.run.records import PNG_SETTINGS_KEY
 

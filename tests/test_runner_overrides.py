@@ -8,8 +8,8 @@ import sys
 import pytest
 from runner_helpers import CONF, REPO, compose
 
-from ideogram4.experiment.config.checks import ConfigError
 from ideogram4.experiment.config.overrides import check_overrides, group_options, overrides_from_argv
+from ideogram4.experiment.config.problems import ConfigError
 
 
 def _problem(overrides: list[str]) -> str:

@@ -289,8 +289,8 @@ def _prompt_readers(path: Path) -> dict:
     from runner_helpers import compose
 
     from ideogram4.captions.__main__ import main as captions_main
-    from ideogram4.experiment.config.checks import ConfigError
     from ideogram4.experiment.config.plan import build_plan
+    from ideogram4.experiment.config.problems import ConfigError
     from ideogram4.metrics.__main__ import main as metrics_main
 
     cfg = compose([*FAST, f"prompts.file={path}"])  # composed before the clock starts: only the reading is timed
@@ -356,8 +356,8 @@ def test_metrics_caption_file_nested_too_deep_is_one_line(tmp_path, capsys):
 def test_a_file_that_is_no_lora_is_one_line_before_it_is_hashed(tmp_path, monkeypatch, name, data, message):
     from runner_helpers import compose
 
-    from ideogram4.experiment.config.checks import ConfigError
     from ideogram4.experiment.config.plan import build_plan
+    from ideogram4.experiment.config.problems import ConfigError
     from ideogram4.experiment.run import paths
     from ideogram4.lora.files import LoraError, read_lora
 

@@ -228,7 +228,7 @@ def test_card_guard_warns_without_refusing(overrides, words):
 
 
 def test_component_source_mistakes_are_one_line_each():
-    from ideogram4.experiment.config.checks import ConfigError
+    from ideogram4.experiment.config.problems import ConfigError
 
     with pytest.raises(ConfigError, match="model.transformer.source = '/nonexistent/dit'"):
         plan(["model.transformer.source=/nonexistent/dit"])

@@ -23,7 +23,7 @@ from hydra.core.utils import JobReturn
 from omegaconf import OmegaConf
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from ideogram4.experiment.config.checks import ConfigError, problem
+from ideogram4.experiment.config.problems import ConfigError, problem
 from ideogram4.experiment.summary.settings import job_metrics
 from ideogram4.rules import int_problems, raise_first
 

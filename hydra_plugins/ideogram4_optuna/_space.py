@@ -21,7 +21,7 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from ideogram4.experiment.config.checks import ConfigError, problem
+from ideogram4.experiment.config.problems import ConfigError, problem
 
 _SCALARS = (type(None), bool, int, float, str)
 

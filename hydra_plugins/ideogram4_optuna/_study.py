@@ -24,7 +24,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages._heartbeat import get_heartbeat_thread
 from optuna.trial import Trial, TrialState
 
-from ideogram4.experiment.config.checks import ConfigError, problem
+from ideogram4.experiment.config.problems import ConfigError, problem
 from ideogram4.experiment.run.manifest import OutputWriteError
 
 log = logging.getLogger("ideogram4.experiment")

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 class OptunaSweeper(Sweeper):
     def __init__(self, **settings: Any) -> None:
-        from ideogram4.experiment.config.checks import ConfigError, problem
+        from ideogram4.experiment.config.problems import ConfigError, problem
         from ideogram4.experiment.run.exits import exit_one_line
 
         try:

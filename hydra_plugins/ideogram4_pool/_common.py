@@ -41,7 +41,7 @@ def sweep_jobs(job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> 
 
 def config_error(key: str, value: Any, what: str, fix: str) -> NoReturn:
     """A launcher setting the sweep cannot run with: one line naming it, before any worker starts (exit 2)."""
-    from ideogram4.experiment.config.checks import problem
+    from ideogram4.experiment.config.problems import problem
     from ideogram4.experiment.run.exits import EXIT_CONFIG
 
     print(problem(f"hydra.launcher.{key}", value, what, fix), file=sys.stderr)

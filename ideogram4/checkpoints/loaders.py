@@ -15,7 +15,7 @@ import torch.nn as nn
 from ..errors import CheckpointError
 from ..models.quant import fuse_shared_inputs, materialize_fp8, swap_linears_for_fp8
 from ..models.transformer import Ideogram4Config, Ideogram4Transformer
-from ..spec import FP8_MODES
+from ..spec import FP8_MODES, side_range
 from .readers import SafetensorsReader, cast, detect_format, fill_module, fingerprint, folder_of, weight_files
 
 
@@ -31,6 +31,7 @@ def dit_config_from(reader: SafetensorsReader, folder: Path) -> Ideogram4Config:
                 extra[k] = type(getattr(defaults, k))(raw[k])
         if "mrope_section" in raw:
             extra["mrope_section"] = tuple(raw["mrope_section"])
+        extra["min_side"], extra["max_side"] = side_range(raw)
     keys = reader.keys()
     if detect_format(keys) == "nf4":  # packed shapes say nothing; the release is full size
         return Ideogram4Config(**extra)

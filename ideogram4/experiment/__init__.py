@@ -11,8 +11,8 @@ actually generates, so a config mistake is reported in well under a second. One 
 ``ideogram4.experiment.run.runner.run``.
 """
 
-from .config.checks import ConfigError
 from .config.plan import build_plan
+from .config.problems import ConfigError
 from .config.schema import register_configs
 
 __all__ = ["ConfigError", "build_plan", "register_configs"]

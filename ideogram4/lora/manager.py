@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, replace
 import torch.nn as nn
 
 from ..models import lora as lora_path
+from ..rules import lora_name_problems
 from ..spec import LORA_TARGETS
 from .files import LoraError, read_lora
 from .layouts import LoraWeights, map_lora
@@ -120,8 +121,8 @@ class LoraManager:
         """
         scale = _check_scale(scale)
         nets = self._nets(target)
-        if name is not None and (not isinstance(name, str) or not name):
-            raise LoraError(f"name={name!r}: a LoRA name must be a non-empty string")
+        if name is not None and (found := lora_name_problems("name", name)):
+            raise LoraError(str(found[0]))  # the rule the runner applies to lora.N.name
         if name in self._loaded:
             raise LoraError(
                 f"a LoRA named {name!r} is already loaded: unload_lora({name!r}) first, or pick another name"

@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..spec import MAX_SIDE, MIN_SIDE
 from .quant import Fp8Linear, fp8_shared_input, fuse_linear_pair
 
 IMAGE_POSITION_OFFSET = 65536
@@ -36,6 +37,13 @@ class Ideogram4Config:
     rope_theta: float = 5_000_000.0
     mrope_section: tuple[int, int, int] = (24, 20, 20)
     norm_eps: float = 1e-5
+    # image sides (pixels) this network was trained for: what the pipeline accepts (spec.side_range)
+    min_side: int = MIN_SIDE
+    max_side: int = MAX_SIDE
+
+    @property
+    def side_range(self) -> tuple[int, int]:
+        return self.min_side, self.max_side
 
     @property
     def head_dim(self) -> int:

@@ -10,90 +10,19 @@ No torch, no transformers here.
 
 from __future__ import annotations
 
-import json
 import os
-import re
-from typing import Any
 
 from ideogram4 import rules, spec
-from ideogram4.errors import ArgumentError, NoGpu
 from ideogram4.safetensors_header import lora_file_problem
 from ideogram4.sources import parse_source
 
 from ..run.paths import original_cwd
+from .components import model_side_range
+from .edit_plan import edit_kind
+from .problems import core_problem, core_problems, finite, one_of, problem
 from .schema import LoraConf, ModelConf, OutputConf, PromptsConf, ResolutionConf, RunConf, SamplerConf, TrackerConf
 
 TRACKERS = ("wandb", "none")
-
-# The one table from the core's argument names (`ideogram4.checks`, the Python API) to config keys.
-API_TO_CONFIG = {
-    "height": "resolution.height",
-    "width": "resolution.width",
-    "num_inference_steps": "sampler.steps",
-    "cfg_scale": "cfg",
-    "guidance_schedule": "sampler.guidance_schedule",
-    "mu": "sampler.mu",
-    "std": "sampler.std",
-    "final_step": "sampler.final_step",
-    "rand_device": "sampler.rand_device",
-    "seeds": "seed",
-    "torch_dtype": "model.dtype",
-    "fp8_mode": "model.fp8_mode",
-    "compile_mode": "model.compile_mode",
-    "device": "device",
-    "compile_blocks": "model.compile_blocks",
-    "width x height": "resolution",
-    "load_unconditional": "model.load_unconditional",
-    "negative_prompt": "negative_prompt",
-}
-
-
-class ConfigError(ValueError):
-    """One or more problems in the run configuration, each naming the field, the value and the fix."""
-
-    def __init__(self, problems: list[str], warnings: list[str] = ()):
-        self.problems, self.warnings = list(problems), list(warnings)
-        lines = "\n".join(f"  - {p}" for p in self.problems)
-        also = "".join(f"\n  warning: {w}" for w in self.warnings)
-        super().__init__(f"{len(self.problems)} problem(s) in the run configuration:\n{lines}{also}")
-
-
-def problem(field_name: str, value: Any, what: str, fix: str) -> str:
-    return f"{field_name} = {_show(value)}: {what}. Fix: {fix}"
-
-
-def _show(value: Any) -> str:
-    text = repr(value) if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-    return text if len(text) <= 120 else text[:117] + "..."
-
-
-def one_of(field_name: str, value: Any, allowed: tuple, what: str = "is not a known option") -> list[str]:
-    return core_problems(rules.choice_problems(field_name, value, allowed, what))
-
-
-def finite(field_name: str, value: Any) -> list[str]:
-    return core_problems(rules.number_problems(field_name, value, 7.0))
-
-
-def core_problems(findings: list[ArgumentError]) -> list[str]:
-    """The core's findings (`ideogram4.rules`, API names) as problems in config keys."""
-    return [core_problem(e) for e in findings]
-
-
-def to_config_keys(text: str, names: dict[str, str] = API_TO_CONFIG) -> str:
-    """Every API argument named in `text` (as `name=` or `name[`) by its config key, in one pass."""
-    pattern = r"(?<![\w.])(" + "|".join(map(re.escape, sorted(names, key=len, reverse=True))) + r")(?=[=\[]|$)"
-    return re.sub(pattern, lambda m: names[m.group(1)], text)
-
-
-def core_problem(e: ArgumentError, field_name: str | None = None) -> str:
-    """The core's finding in this runner's words: its argument named by its config key (or `field_name`)."""
-    names = API_TO_CONFIG | ({e.name: field_name} if field_name else {})
-    key = names.get(e.name) or to_config_keys(e.name, names)
-    fix = to_config_keys(e.fix, names)
-    if isinstance(e, NoGpu):
-        fix = "run on a GPU machine, or try the runner on CPU with `model=tiny device=cpu`"
-    return problem(key, e.value, to_config_keys(e.what, names) or "is not valid", fix)
 
 
 # --- per section ------------------------------------------------------------------------------------
@@ -107,14 +36,12 @@ def check_model(m: ModelConf, device: str | None = None) -> list[str]:
     streamed = m.offload in ("transformers", "all")
     on = None if device in (None, "auto") else device  # "auto" resolves at load time
     found += rules.compile_problems(m.compile_blocks, m.compile_mode, on, offload_transformers=streamed)
-    found += rules.int_problems("model.min_side", m.min_side, spec.TOKEN_PIXELS, m.max_side, spec.MIN_SIDE)
     return core_problems(found)
 
 
 def check_resolution(r: ResolutionConf, m: ModelConf) -> list[str]:
-    low, high = sorted((m.min_side, m.max_side))
-    found = rules.side_problems("height", r.height, low, high) + rules.side_problems("width", r.width, low, high)
-    return core_problems(found + rules.aspect_problems(r.height, r.width))
+    """The core's resolution rule with the model's own side range (what its pipeline will apply)."""
+    return core_problems(rules.resolution_problems(r.height, r.width, *model_side_range(m)))
 
 
 def check_sampler(s: SamplerConf, cfg: float) -> list[str]:
@@ -124,12 +51,9 @@ def check_sampler(s: SamplerConf, cfg: float) -> list[str]:
     found += rules.choice_problems("final_step", s.final_step, spec.FINAL_STEPS)
     found += rules.choice_problems("sampler.solver", s.solver, spec.SOLVERS)
     found += rules.choice_problems("rand_device", s.rand_device, spec.RAND_DEVICES, "is not a noise device")
-    out = core_problems(found)
-    if s.guidance_schedule is None and (s.polish_steps < 0 or (s.steps >= 1 and s.polish_steps >= s.steps)):
-        fix = f"set sampler.polish_steps={min(max(s.steps - 1, 0), 1)} (or sampler=constant for no polish)"
-        what = f"must be in 0..{max(s.steps - 1, 0)} for sampler.steps = {s.steps}"
-        out.append(problem("sampler.polish_steps", s.polish_steps, what, fix))
-    return out
+    if s.guidance_schedule is None:  # a full schedule replaces the official one and its polish steps
+        found += rules.polish_problems(s.polish_steps, s.steps)
+    return core_problems(found)
 
 
 def check_image_input(conf: RunConf, edit: bool = False) -> list[str]:
@@ -197,10 +121,7 @@ def check_loras(conf: RunConf) -> list[str]:
     names = [lora_name(lora) for lora in conf.lora]
     for i, (name, lora) in enumerate(zip(names, conf.lora)):
         where = f"lora.{i}"
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-            out.append(
-                problem(f"{where}.name", name, "is not a usable LoRA name", "use letters, digits, '_', '-' or '.'")
-            )
+        out += [core_problem(e, f"{where}.name") for e in rules.lora_name_problems("name", name)]
         if names.count(name) > 1:
             out.append(problem(f"{where}.name", name, "names two LoRAs", f"give one its own name: {where}.name=other"))
         out += finite(f"{where}.scale", lora.scale)
@@ -222,8 +143,6 @@ def lora_name(lora: LoraConf) -> str:
 
 def check_sections(conf: RunConf) -> list[str]:
     """Every section check that needs nothing but the typed config."""
-    from .edit_plan import edit_kind  # imports this module
-
     return (
         check_model(conf.model, conf.device or conf.model.device)
         + check_resolution(conf.resolution, conf.model)

@@ -7,12 +7,14 @@ repo id, a local checkpoint folder, the component's own folder or one file. The 
 
 from __future__ import annotations
 
+import json
+
 from ideogram4 import spec
 from ideogram4.sources import HUB_FILE, parse_source
 from ideogram4.spec import COMPONENTS
 
 from ..run.paths import folder_fingerprints, original_cwd
-from .checks import API_TO_CONFIG, problem
+from .problems import API_TO_CONFIG, problem
 from .schema import ModelConf
 
 
@@ -42,6 +44,23 @@ def plan_components(m: ModelConf) -> tuple[dict[str, dict], list[str]]:
             problem("model.source", m.source, what, f"use model={variant} (its transformer over a base release)")
         )
     return out, problems
+
+
+def model_side_range(m: ModelConf) -> tuple[int, int]:
+    """The image sides the model's DiT supports, read as the loader reads them (`spec.side_range` of the DiT's
+    config.json, `Ideogram4Config.side_range` once loaded), before any weights load: the tiny build's declared
+    range; a local DiT's config.json; else the released range (the hub releases' configs carry none)."""
+    if m.source == "tiny" or m.tiny_variants:
+        return spec.side_range({"min_side": spec.TINY_MIN_SIDE})  # what ideogram4.tiny writes in config.json
+    where = parse_source(m.transformer.source or m.path or m.source, base=original_cwd())
+    if where.is_local:
+        folder = where.path.parent if where.path.is_file() else where.path
+        for config in (folder / "transformer" / "config.json", folder / "config.json"):
+            try:
+                return spec.side_range(json.loads(config.read_text()))
+            except (OSError, ValueError, AttributeError):
+                continue  # no such file, or not a config: the loader says what is wrong with the folder
+    return spec.side_range({})
 
 
 def model_configs(components: dict[str, dict]) -> list[dict]:

@@ -16,7 +16,7 @@ from ideogram4.rules import multiple_problems
 from ideogram4.spec import EDIT_KINDS, EDIT_MARGIN, OUTPAINT_SIDES
 
 from ..run.paths import abspath, file_sha256
-from .checks import core_problem, problem
+from .problems import core_problem, problem
 from .schema import RunConf
 
 EDIT_FILES = ("mask_image", "strength_map")  # edit keys naming a file (matched by sha256 on reproduce)
@@ -66,7 +66,7 @@ def plan_edit(conf: RunConf, prompts: list) -> tuple[dict | None, dict[str, str]
     if kind == "outpaint" and exists and (size := _outpaint_problem(input_image, args["outpaint"], r.height, r.width)):
         return None, {}, [size]  # the resolution to set, before the core judges that canvas
     try:
-        edit = check_edit_args({**args, "input_image": input_image}, r.height, r.width)
+        edit = check_edit_args({**args, "input_image": input_image})
         if edit is None or not exists:
             return None, {}, []  # no edit, or plan_generation reports the missing input
         # the edit_elements mask depends on each prompt's caption; a drawn mask on none
@@ -128,7 +128,7 @@ def recorded_region(record: dict):
     args.update({k: files[k][0] if k in files else None for k in EDIT_FILES}, input_image=files["input_image"][0])
     args.update(mask_blur=edit.get("mask_blur", 0.0), paste_back=edit.get("paste_back", False))
     args["edit_margin"] = edit.get("edit_margin", EDIT_MARGIN)
-    checked = check_edit_args(args, s["height"], s["width"])
+    checked = check_edit_args(args)
     plan = open_edit(
         checked, args["input_image"], [record["caption"]], s["height"], s["width"], s["denoising_strength"]
     )

@@ -16,7 +16,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from .checks import ConfigError, problem
+from .problems import ConfigError, problem
 from .schema import RunConf, register_configs
 
 # Hydra's command-line flags that take a value (so the value is not read as an override), and the

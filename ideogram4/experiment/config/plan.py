@@ -16,16 +16,18 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, ValidationError
 
 from ideogram4 import spec
-from ideogram4.checks import ArgumentError, check_device, draw_seed
-from ideogram4.rules import seed_problems
+from ideogram4.arguments import draw_seed
+from ideogram4.checks import ArgumentError, check_device
+from ideogram4.rules import polish_problems, seed_problems, steps_problems
 from ideogram4.safetensors_header import lora_file_problem
 from ideogram4.sources import HUB_FILE, parse_source
 
 from ..run.paths import abspath, file_sha256, file_sha256_cached, folder_fingerprints, original_cwd
-from .checks import ConfigError, check_sections, core_problem, core_problems, lora_name, problem
+from .checks import check_sections, lora_name
 from .components import components_identity, model_configs, plan_components, variant_warnings
 from .edit_plan import outpaint_sides, plan_edit
 from .literal import as_typed, literal
+from .problems import ConfigError, core_problem, core_problems, problem
 from .prompt_plan import PromptPlan, check_token_counts, plan_prompts, tokenizer_dir_for
 from .schema import ModelConf, RunConf
 
@@ -299,7 +301,7 @@ def plan_generation(conf: RunConf) -> tuple[GenPlan, list[str]]:
     s, problems = conf.sampler, []
     if s.guidance_schedule is not None:
         schedule = [float(w) for w in s.guidance_schedule]
-    elif 0 <= s.polish_steps < s.steps <= spec.MAX_STEPS:
+    elif not (steps_problems(s.steps) or polish_problems(s.polish_steps, s.steps)):
         schedule = spec.official_guidance_schedule(s.steps, conf.cfg, s.polish_steps, s.polish_cfg)
     else:
         schedule = []  # check_sampler reported why

@@ -16,7 +16,7 @@ from ideogram4.captions.prompt_files import PromptEntry, file_findings, load_ent
 from ideogram4.errors import PromptFileError
 from ideogram4.prompts import serialize_caption
 
-from .checks import problem
+from .problems import problem
 
 # letters, digits, '_', '-', '.'; no leading dot; short enough for "<id>__seed<N>__<hash>.png" (255 bytes)
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,159}")

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
-from ideogram4.spec import EDIT_MARGIN, GRID_CELL_SIZE, MAX_SIDE, MIN_SIDE, UNIFORM_STD_THRESHOLD
+from ideogram4.spec import EDIT_MARGIN, GRID_CELL_SIZE, UNIFORM_STD_THRESHOLD
 
 
 @dataclass
@@ -57,9 +57,6 @@ class ModelConf:
     # tiny only: which checkpoint layout to build and where to cache it
     layout: str = "original"
     cache_dir: Optional[str] = None
-    # resolution limits this model accepts (the real model: 256..2048)
-    min_side: int = MIN_SIDE
-    max_side: int = MAX_SIDE
     # per component, a source other than `source`: model.transformer.source=fal/ideogram-v4-instant
     transformer: ComponentConf = field(default_factory=ComponentConf)
     unconditional_transformer: ComponentConf = field(default_factory=ComponentConf)

@@ -128,8 +128,6 @@ PIXEL_KEYS: dict[str, tuple[str, ...] | None] = {
         "compile_mode",
         "layout",
         "tiny_variants",
-        "min_side",
-        "max_side",
     ),
     "sampler": None,  # None: the whole section
     "resolution": None,

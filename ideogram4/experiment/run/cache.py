@@ -17,8 +17,8 @@ from ideogram4 import spec
 from ideogram4.checks import ArgumentError, check_device
 from ideogram4.errors import CheckpointError
 
-from ..config.checks import ConfigError, core_problem, problem
 from ..config.plan import ModelPlan
+from ..config.problems import ConfigError, core_problem, problem
 
 log = logging.getLogger("ideogram4.experiment")
 

@@ -8,7 +8,7 @@ from typing import NoReturn
 
 from ideogram4.errors import CheckpointError, GpuOutOfMemory, UpsampleError, is_out_of_memory
 
-from ..config.checks import ConfigError
+from ..config.problems import ConfigError
 from .lock import FolderInUse
 from .manifest import OutputWriteError
 
