@@ -249,6 +249,7 @@ def test_bad_seed_in_the_call_form(modelless, seed, error, message):
         modelless("x", seed=seed, height=64, width=64, num_inference_steps=2, progress=False)
 
 
+@pytest.mark.slow
 def test_input_image_path_equals_the_pil_image(pipe, image_file):
     from PIL import Image
 
@@ -259,6 +260,7 @@ def test_input_image_path_equals_the_pil_image(pipe, image_file):
     assert torch.equal(from_path, from_pil) and torch.equal(from_str, from_pil)
 
 
+@pytest.mark.slow
 def test_seed_range_ends_are_accepted(pipe):
     out = pipe.generate(["x", "x"], [0, 2**63 - 1], output_type="latent", **FAST)
     assert out.seeds == [0, 2**63 - 1] and not torch.equal(out.latents[0], out.latents[1])
@@ -355,6 +357,7 @@ def raise_oom(*args, **kwargs):
     raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
 
+@pytest.mark.slow
 def test_generate_out_of_memory_carries_tips(pipe, monkeypatch):
     monkeypatch.setattr(pipe.transformer, "forward", raise_oom)
     with pytest.raises(GpuOutOfMemory) as info:

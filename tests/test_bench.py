@@ -27,6 +27,7 @@ def bench_modules():
         sys.path.remove(str(BENCH))
 
 
+@pytest.mark.slow
 def test_gpu_protocol_small_on_cpu(bench_modules, tmp_path):
     from ideogram4 import flops
     from ideogram4.tiny import TINY_DIT
@@ -54,6 +55,7 @@ def test_gpu_protocol_small_on_cpu(bench_modules, tmp_path):
         assert v["diffusers-bf16"]["uncond_pass"]["n"] == 2
 
 
+@pytest.mark.slow
 def test_cpu_bench_tiny(bench_modules, tmp_path):
     bench_cpu, _ = bench_modules
     out = tmp_path / "cpu.json"
@@ -279,6 +281,7 @@ def test_gpu_check_mfu_ratios_and_table_for_a_gpu_run(bench_modules):
     assert "| nf4_one_step | - | - | bitsandbytes is not importable |" in table
 
 
+@pytest.mark.slow
 def test_sweep_overhead_bench_tiny(tiny_cache, tmp_path):
     import subprocess
 

@@ -70,6 +70,7 @@ def test_preview_uses_the_first_palette_colour(tmp_path):
     assert colour_share(pixels, stroke_pixels([600, 500, 900, 900], 640, 480, 2), RED) > 0.9
 
 
+@pytest.mark.slow
 def test_preview_labels_are_readable(tmp_path):
     rapidocr = pytest.importorskip("rapidocr")
     sheet = render_preview(f1_caption(), 1024, 768)

@@ -50,6 +50,7 @@ def captions(writer, tiny_original):
     return first, again
 
 
+@pytest.mark.slow
 def test_upsampled_captions_are_schema_valid(captions):
     first, _ = captions
     for caption in first.values():
@@ -66,6 +67,7 @@ def test_upsampling_is_deterministic_per_seed(captions):
     assert first[0] != first[1]
 
 
+@pytest.mark.slow
 def test_same_prompt_seed_and_aspect_is_a_cache_hit(writer, tiny_original, captions):
     first, _ = captions
     runs, hits = writer.generations, UPSAMPLE_CACHE.hits
@@ -93,6 +95,7 @@ def test_a_structured_prompt_is_kept_as_it_is(writer):
     assert writer.generations == runs
 
 
+@pytest.mark.slow
 def test_output_that_is_no_caption_is_retried_then_a_clear_error(tiny_original):
     w = CaptionWriter.from_pretrained(tiny_original, device="cpu", torch_dtype=torch.float32)
     w.head = tiny_head(w.tokenizer, seed=1, closing_bias=0.0)

@@ -98,6 +98,7 @@ SAME_RULE = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides, api_call", SAME_RULE, ids=[o[0] for o, _ in SAME_RULE])
 def test_runner_and_api_report_the_same_finding(overrides, api_call):
     finding = raised(api_call)

@@ -58,6 +58,7 @@ def eager_latents(pipe):
     return [out.latents for out in generate_all(pipe)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", [None, "reduce-overhead"])
 def test_inductor_matches_eager_without_recompiling_per_prompt(
     tiny_original, eager_latents, fresh_dynamo, monkeypatch, mode
@@ -108,6 +109,7 @@ def test_text_buckets_are_masked_out(pipe, eager_latents):
         assert (a - b).abs().max().item() < 1e-5
 
 
+@pytest.mark.slow
 def test_compile_auto_is_off_on_the_cpu_and_graphs_refuse_offload(tiny_original):
     pipe = Ideogram4Pipeline.from_pretrained(tiny_original, torch_dtype=torch.float32, device="cpu")
     assert pipe.describe()["compile_blocks"] is False and pipe.describe()["compile_scope"] is None

@@ -43,6 +43,7 @@ def test_readme_has_the_commands_this_test_checks():
     assert len(commands) >= 20 and any(" -m " in c for c in commands) and any("lora=" in c for c in commands)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", _readme_commands())
 def test_readme_run_commands_parse_and_compose(command):
     argv = shlex.split(command)[2:]
@@ -55,6 +56,7 @@ def test_readme_run_commands_parse_and_compose(command):
     assert cfg.model.name
 
 
+@pytest.mark.slow
 def test_help_is_the_runners_own_page():
     text = _help_text()
     lines = text.splitlines()

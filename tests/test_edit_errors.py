@@ -151,6 +151,7 @@ RUNNER_CASES = {  # overrides (input_image added unless "no input"), the field, 
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(RUNNER_CASES))
 def test_runner_reports_a_bad_edit_at_validation(files, case):
     """build_plan is the runner's validation: it runs before the pipeline (and its weights) is looked up."""

@@ -135,6 +135,7 @@ def diffusers_counts():
     return results
 
 
+@pytest.mark.slow
 def test_diffusers_passes_match_padded_closed_form(diffusers_counts):
     for (counted, length), conditional in zip(diffusers_counts, (True, False)):
         closed = flops.padded_pass_flops(FULL, N, conditional=conditional)

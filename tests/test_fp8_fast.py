@@ -141,6 +141,7 @@ def test_lora_on_a_fused_w1_still_applies():
         assert torch.equal(ff(x), base)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fast", [False, True])
 def test_fast_accum_option_reaches_every_scaled_mm(tiny_fp8, fast):
     from ideogram4 import Ideogram4Pipeline
@@ -154,6 +155,7 @@ def test_fast_accum_option_reaches_every_scaled_mm(tiny_fp8, fast):
     assert mm.calls and {c["use_fast_accum"] for c in mm.calls} == {fast}
 
 
+@pytest.mark.slow
 def test_dequantize_once_frees_each_fp8_linear_as_it_goes(monkeypatch):
     """The load peak is the model plus one float Linear: when the k-th fp8 Linear is converted, the
     k-1 before it are already gone (a list of (name, module) pairs would keep them all alive)."""

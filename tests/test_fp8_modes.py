@@ -142,6 +142,7 @@ def test_fp8_matmul_support_probe():
         assert not quant.fp8_matmul_supported("cuda")
 
 
+@pytest.mark.slow
 def test_pipeline_fp8_modes_on_tiny_checkpoint(tiny_fp8):
     """The loader path: the same fp8 release in the three modes gives the same latents (within fp8)."""
     from ideogram4 import Ideogram4Pipeline

@@ -110,6 +110,7 @@ def lora_file(tmp_path, shapes, layout="ai-toolkit", seed=0, **kw):
 # --- parity with diffusers -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", list(LAYOUT_LORAS))
 def test_parity_with_diffusers_fuse_lora(layout, ours, reference, shapes, tmp_path):
     path, _ = lora_file(tmp_path, shapes, layout)
@@ -257,6 +258,7 @@ def fp8_twin(tiny_fp8, tmp_path_factory):
     return load(dequantized_twin(tiny_fp8, tmp_path_factory.mktemp("twin") / "twin"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["dequantize_per_call", "dequantize_once", "fp8_matmul"])
 def test_fp8_base_plus_lora_equals_dequantised_base_plus_lora(mode, tiny_fp8, fp8_twin, shapes, tmp_path):
     path, _ = lora_file(tmp_path, shapes, "kohya")
@@ -293,6 +295,7 @@ def test_fp8_runtime_path_is_exact_beside_the_fp8_matmul():
         assert torch.equal(fp8(x), y0 + lora_path(fp8)(x))
 
 
+@pytest.mark.slow
 def test_merge_on_fp8_is_refused_and_nothing_changes(tiny_fp8, shapes, tmp_path):
     path, _ = lora_file(tmp_path, shapes)
     fp8 = load(tiny_fp8, fp8_mode="dequantize_per_call")  # fp8 weights kept (auto would dequantize here)
@@ -422,6 +425,7 @@ def test_one_spelling_per_argument(args, kwargs, ours):
     assert_untouched(ours)
 
 
+@pytest.mark.slow
 def test_without_unconditional_transformer(tiny_original, shapes, tmp_path):
     path, _ = lora_file(tmp_path, shapes)
     single = load(tiny_original, load_unconditional=False)
@@ -431,6 +435,7 @@ def test_without_unconditional_transformer(tiny_original, shapes, tmp_path):
     assert lora_path(single.transformer.layers[0].attention.qkv) is not None
 
 
+@pytest.mark.slow
 def test_lora_added_after_regional_compile_is_applied(tiny_original, ours, shapes, tmp_path):
     path, _ = lora_file(tmp_path, shapes)
     compiled = load(tiny_original, compile_blocks="eager")
@@ -518,6 +523,7 @@ def test_state_dict_source(ours, shapes):
     assert info.path is None and len(info.sha256) == 64 and info.layout == "diffsynth"
 
 
+@pytest.mark.slow
 def test_bench_lora_runs_at_tiny_size(tmp_path):
     """bench/bench_lora.py's bookkeeping (the numbers are for bench/RESULTS.md, not for CI)."""
     import json
@@ -539,6 +545,7 @@ def test_bench_lora_runs_at_tiny_size(tmp_path):
     assert abs(res["flop_overhead_full_model"] - 0.00246) < 1e-4
 
 
+@pytest.mark.slow
 def test_bf16_merge_restores_bits_and_matches_the_runtime_path(tiny_original, shapes, tmp_path):
     """In bf16, subtracting a merged delta again would not give the weights back; the kept copy does."""
     path, _ = lora_file(tmp_path, shapes, "kohya")

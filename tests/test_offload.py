@@ -38,6 +38,7 @@ def latents(pipe, **kw):
     return pipe.generate(["a red fox in the snow"], [3], output_type="latent", **FAST, **kw).latents
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout, options", [("original", {}), ("fp8", {"fp8_mode": "fp8_matmul"})])
 def test_streamed_equals_resident_bit_for_bit(tiny_original, tiny_fp8, layout, options):
     folder = tiny_original if layout == "original" else tiny_fp8
@@ -53,6 +54,7 @@ def test_streamed_equals_resident_bit_for_bit(tiny_original, tiny_fp8, layout, o
         assert streams.log.count(("run", 0)) >= 2
 
 
+@pytest.mark.slow
 def test_schedule_prefetches_one_block_ahead_and_pins_once(tiny_original):
     pipe = load(tiny_original)
     net = pipe.transformer
@@ -80,6 +82,7 @@ def test_schedule_prefetches_one_block_ahead_and_pins_once(tiny_original):
                 assert at[("release", i)] < at[("copy", i + SLOTS)]  # the slot is free before it is refilled
 
 
+@pytest.mark.slow
 def test_blocks_rest_in_their_host_copies_between_passes(tiny_original):
     pipe = load(tiny_original)
     streamer_log = streamed(pipe)["transformer"]
@@ -95,6 +98,7 @@ def test_blocks_rest_in_their_host_copies_between_passes(tiny_original):
     assert pinned_bytes == block_bytes  # one copy of every block tensor, nothing twice
 
 
+@pytest.mark.slow
 def test_lora_attached_after_streaming_is_streamed_too(tiny_original, tmp_path):
     """A LoRA's low-rank buffers arrive after set-up: they are pinned and streamed with their block."""
     from lora_writers import random_lora, write_diffsynth

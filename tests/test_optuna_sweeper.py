@@ -268,6 +268,7 @@ def test_multi_objective_search_writes_the_pareto_front(app, tmp_path):
     assert all(set(e["values"]) == {"ocr_word_accuracy", "pixel_std"} for e in best["best"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "override, message",
     [
@@ -373,6 +374,7 @@ def test_evaluate_averages_the_latest_line_per_image_and_explains_failures(tmp_p
     assert values is None and "no value of ocr_ned" in reason and "(1 images)" in reason
 
 
+@pytest.mark.slow
 def test_a_trial_of_a_dead_process_is_failed_by_its_heartbeat_and_asked_again(tmp_path):
     fast = {"heartbeat_interval": 1, "grace_period": 2}
     study = open_study(settings(**fast), tmp_path, fixed=["prompts=typography"])

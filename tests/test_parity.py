@@ -81,12 +81,14 @@ def assert_match(ours, ref):
     assert lat.abs().mean() > 0.1  # a real sample, not a degenerate zero
 
 
+@pytest.mark.slow
 def test_square_with_polish_steps(pipe, reference):
     schedule = [7.0, 7.0, 3.0, 3.0]
     lat, img, _ = run_ours(pipe, ["a red fox in the snow"], 128, 128, schedule, [42])
     assert_match((lat, img), run_reference(reference, "a red fox in the snow", 128, 128, schedule, seed=42))
 
 
+@pytest.mark.slow
 def test_non_square_structured_prompt(pipe, reference):
     schedule = [6.0, 6.0, 6.0, 2.5]
     lat, img, out = run_ours(pipe, [STRUCTURED], 64, 160, schedule, [3])
@@ -96,6 +98,7 @@ def test_non_square_structured_prompt(pipe, reference):
     assert_match((lat, img), run_reference(reference, caption, 64, 160, schedule, seed=3))
 
 
+@pytest.mark.slow
 def test_batch_of_two_prompt_lengths(pipe, reference):
     prompts = ["a cat", "an extremely detailed watercolor painting of a lighthouse on a cliff at dusk, gulls overhead"]
     lengths = [len(pipe.tokenizer(p)["input_ids"]) for p in prompts]

@@ -18,6 +18,7 @@ def load(folder, **kw):
     return Ideogram4Pipeline.from_pretrained(str(folder), torch_dtype=torch.float32, device="cpu", **kw)
 
 
+@pytest.mark.slow
 def test_fp8_equals_its_dequantised_twin(tiny_fp8, tmp_path):
     fp8 = load(tiny_fp8)
     twin = load(dequantized_twin(tiny_fp8, tmp_path / "twin"))
@@ -28,6 +29,7 @@ def test_fp8_equals_its_dequantised_twin(tiny_fp8, tmp_path):
     assert a.abs().mean() > 0.1
 
 
+@pytest.mark.slow
 def test_fp8_dequantize_once_matches_per_call(tiny_fp8):
     once = load(tiny_fp8, fp8_mode="dequantize_once")
     per_call = load(tiny_fp8, fp8_mode="dequantize_per_call")
@@ -38,6 +40,7 @@ def test_fp8_dequantize_once_matches_per_call(tiny_fp8):
     assert torch.equal(a, b)
 
 
+@pytest.mark.slow
 def test_diffusers_layout_folder_loads_with_the_same_values(tiny_diffusers, pipe):
     ours_from_diffusers = load(tiny_diffusers)
     assert ours_from_diffusers.describe()["layout"] == "diffusers"
@@ -47,6 +50,7 @@ def test_diffusers_layout_folder_loads_with_the_same_values(tiny_diffusers, pipe
     assert (a - b).abs().max().item() < 1e-5
 
 
+@pytest.mark.slow
 def test_sharded_index_is_read(tiny_original, tmp_path, pipe):
     from safetensors.torch import load_file, save_file
 
@@ -69,6 +73,7 @@ def test_sharded_index_is_read(tiny_original, tmp_path, pipe):
     assert (a - b).abs().max().item() < 1e-5
 
 
+@pytest.mark.slow
 def test_diffsynth_style_model_configs(tiny_original, pipe):
     root = tiny_original
     configs = [
@@ -92,6 +97,7 @@ def test_diffsynth_style_model_configs(tiny_original, pipe):
     assert np.abs(np.asarray(image).astype(int) - np.asarray(ref).astype(int)).max() <= 1
 
 
+@pytest.mark.slow
 def test_without_unconditional_transformer_the_conditional_one_serves(tiny_original, pipe, caplog):
     with caplog.at_level("WARNING"):
         p = load(tiny_original, load_unconditional=False)
@@ -265,6 +271,7 @@ def test_nf4_without_bitsandbytes_is_a_clear_error(tiny_original, tmp_path):
         load(folder)
 
 
+@pytest.mark.slow
 def test_regional_compile_keeps_results(tiny_original, pipe):
     compiled = load(tiny_original, compile_blocks="eager")
     assert all(
@@ -284,6 +291,7 @@ def test_out_of_memory_advice_names_the_memory_modes(pipe):
         assert option in advice
 
 
+@pytest.mark.slow
 def test_fp8_matmul_mode_quantises_activations_only_where_safe(tiny_fp8):
     fast = load(tiny_fp8, fp8_mode="fp8_matmul")
     ref = load(tiny_fp8, fp8_mode="dequantize_per_call")
@@ -336,6 +344,7 @@ def test_hub_failures_say_what_to_do(monkeypatch, error, message):
         )
 
 
+@pytest.mark.slow
 def test_model_config_path_to_a_named_file_is_used_as_named(tiny_original, tmp_path, pipe):
     """DiffSynth users point ModelConfig(path=...) at files with their own names, next to other files."""
     root = Path(tiny_original)

@@ -41,6 +41,7 @@ def assert_manifest_describes_files(out: Path) -> None:
 # --- data lost or mislabelled -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_overwrite_only_replaces_an_image_made_with_the_same_settings(tmp_path, tiny_root):
     out = tmp_path / "job"
     (cfg3,) = run_inprocess([*FAST, "prompt=a cat", "cfg=3"], out, tiny_root).made
@@ -218,6 +219,7 @@ def test_a_bad_job_is_skipped_the_rest_finish_and_the_grid_is_made(tmp_path, run
     assert "1 job(s) of the sweep failed" in text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "make, field",
     [
@@ -318,6 +320,7 @@ def test_images_respect_the_umask(tmp_path):
     assert (tmp_path / "a.png").stat().st_mode & 0o777 == 0o644
 
 
+@pytest.mark.slow
 def test_wandb_keeps_its_staging_files_out_of_home(tmp_path, tiny_root, monkeypatch):
     home = tmp_path / "home"
     home.mkdir()
@@ -337,6 +340,7 @@ def test_readme_names_the_grid_file_it_writes():
     assert GRID_PNG in text and "`grid.png`" not in text
 
 
+@pytest.mark.slow
 def test_a_damaged_tiny_cache_says_delete_it_not_download(tmp_path, tiny_root):
     import shutil
 

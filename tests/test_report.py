@@ -56,6 +56,7 @@ def test_swept_values_are_rounded_to_what_differs_and_metric_values_to_three_dig
     ]
 
 
+@pytest.mark.slow
 def test_summary_and_comparison_tables_show_the_csv_values_with_best_and_significant_marked(tmp_path):
     sweep = write_sweep(tmp_path)
     summarize(sweep, baseline="cfg=3 sampler.steps=12")
@@ -74,6 +75,7 @@ def test_summary_and_comparison_tables_show_the_csv_values_with_best_and_signifi
     assert better.count("ocr_word_accuracy_diff_mean") == 3 and not index.find("td", cls="worse")
 
 
+@pytest.mark.slow
 def test_grid_axes_name_the_swept_values_and_every_link_resolves(tmp_path):
     sweep = write_sweep(tmp_path, size=300)
     out = write_report(sweep, x="sampler.steps", y="cfg")

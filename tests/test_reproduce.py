@@ -126,6 +126,7 @@ def test_sweep_image_made_in_a_batch_reproduces_through_run_py(tmp_path, runner_
 # --- differences named before sampling -----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_changed_package_version_is_named_and_strict_refuses_before_loading(tmp_path, made, capsys, monkeypatch):
     png = tmp_path / "edited.png"
     edit_png_text(made, png, edit_json_chunk("ideogram4:provenance", lambda p: p["versions"].update(torch="2.12.0")))
@@ -146,6 +147,7 @@ def test_changed_package_version_is_named_and_strict_refuses_before_loading(tmp_
     assert not list((tmp_path / "outputs" / "reproduce" / "edited").glob("images/*.png"))
 
 
+@pytest.mark.slow
 def test_other_weights_are_named_per_component_and_differ_in_pixels(tmp_path, tiny_root, capsys):
     from ideogram4.tiny import ensure_tiny_checkpoint
 
@@ -186,6 +188,7 @@ def test_other_weights_are_named_per_component_and_differ_in_pixels(tmp_path, ti
     assert code == 0 and "Identical" in stdout
 
 
+@pytest.mark.slow
 def test_changed_setting_is_named_and_pixels_differ(tmp_path, made, capsys):
     code, stdout, _ = reproduce([made, "--out", tmp_path / "out", "cfg=2"], capsys)
     assert code == 1
@@ -221,6 +224,7 @@ def test_never_writes_over_the_original(tmp_path, made, capsys):
 # --- img2img: the same input image or nothing ------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_img2img_needs_the_same_input_image(tmp_path, tiny_root, capsys):
     source = tmp_path / "input.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(source)
@@ -310,6 +314,7 @@ def test_deterministic_context_sets_and_restores(monkeypatch):
         assert determinism_state() == before
 
 
+@pytest.mark.slow
 def test_deterministic_run_on_cpu_is_recorded_and_reproduces(tmp_path, tiny_root, capsys):
     run_inprocess([*FAST, "prompt=a cube", "deterministic=true"], tmp_path / "job", tiny_root)
     assert not torch.are_deterministic_algorithms_enabled()  # restored after the job

@@ -13,6 +13,7 @@ from ideogram4.prompts import parse_caption, validate_caption
 FAST = [*TINY, "tracker=none", "prompts=smoke"]
 
 
+@pytest.mark.slow
 def test_layout_overlay_draws_the_caption_boxes(tmp_path, tiny_root):
     out = tmp_path / "job"
     run_inprocess(
@@ -44,6 +45,7 @@ def head_dir(tiny_original, tmp_path_factory):
     return save_tiny_head(tiny_original, tmp_path_factory.mktemp("head"))
 
 
+@pytest.mark.slow
 def test_a_sweep_over_cfg_upsamples_each_prompt_once(tmp_path, tiny_root, head_dir):
     from ideogram4.experiment.run import cache
 

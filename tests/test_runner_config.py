@@ -74,6 +74,7 @@ def test_constant_sampler_and_explicit_schedule():
     assert p.gen.guidance_schedule == [9.0, 8.0, 7.0, 1.0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("group", ["model", "sampler", "resolution", "prompts", "tracker"])
 def test_every_group_option_composes_and_validates(group, tmp_path):
     for option in options(group):
@@ -88,6 +89,7 @@ def test_every_group_option_composes_and_validates(group, tmp_path):
         assert p.prompts, (group, option)
 
 
+@pytest.mark.slow
 def test_every_experiment_composes():
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -105,6 +107,7 @@ def test_every_experiment_composes():
         build_plan(OmegaConf.merge(cfg2, {"device": "cpu"}), check_tokens=False)
 
 
+@pytest.mark.slow
 def test_prompt_sets_content():
     seed = compose(["prompts=seed_example"]).prompts["items"]
     f1 = OmegaConf.to_container(seed[0].prompt)
@@ -173,6 +176,7 @@ def _bad_json_file(tmp_path: Path) -> str:
     return str(f)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides,field", BAD_CONFIG, ids=[b[1] + str(i) for i, b in enumerate(BAD_CONFIG)])
 def test_bad_input_names_field_value_and_fix(overrides, field):
     base = ["device=cpu"] if overrides[0].startswith("model=") else ["model=tiny"]

@@ -50,6 +50,7 @@ def test_masked_run_records_the_edit_and_resumes_by_mask_content(tmp_path, tiny_
     assert third.made[0]["image"] != record["image"], "the first image must be kept"
 
 
+@pytest.mark.slow
 def test_masked_image_reproduces_with_the_mask_matched_by_hash(tmp_path, tiny_root, capsys):
     source, mask = _files(tmp_path)
     run_inprocess([*FAST, f"input_image={source}", f"mask_image={mask}"], tmp_path / "job", tiny_root)
@@ -70,6 +71,7 @@ def test_masked_image_reproduces_with_the_mask_matched_by_hash(tmp_path, tiny_ro
     assert code == 0 and "Identical" in out
 
 
+@pytest.mark.slow
 def test_outpaint_through_the_runner(tmp_path, tiny_root):
     source, _ = _files(tmp_path, side=256)
     Image.open(source).crop((0, 0, 256, 192)).save(source)

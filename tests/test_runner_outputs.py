@@ -104,6 +104,7 @@ def test_grid_from_folders_marks_missing_cells(tmp_path):
 # --- in-process runs with the real tiny pipeline ------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_resume_skips_identical_settings_and_overwrite_forces(tmp_path, tiny_root):
     out = tmp_path / "job"
     r1 = run_inprocess([*FAST, "seed=[0,1]"], out, tiny_root)
@@ -161,6 +162,7 @@ def _closed_port() -> int:
     return port
 
 
+@pytest.mark.slow
 def test_wandb_unreachable_loses_nothing_and_falls_back_offline(tmp_path, tiny_root, monkeypatch, caplog):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{_closed_port()}")

@@ -48,6 +48,7 @@ def coverage(sweep: Path, true_mean: float) -> float:
     return np.mean([float(r["ocr_ned_ci_low"]) <= true_mean <= float(r["ocr_ned_ci_high"]) for r in rows])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n", [3, 5, 10, 30])
 def test_normal_data_is_covered_93_to_97_percent(tmp_path, n):
     rng = np.random.default_rng(1000 + n)
@@ -56,6 +57,7 @@ def test_normal_data_is_covered_93_to_97_percent(tmp_path, n):
     assert 0.93 <= coverage(tmp_path / "sweep", 0.6) <= 0.97
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n", [10, 30])
 def test_lognormal_data_is_covered_at_least_90_percent(tmp_path, n):
     rng = np.random.default_rng(2000 + n)
@@ -64,6 +66,7 @@ def test_lognormal_data_is_covered_at_least_90_percent(tmp_path, n):
     assert coverage(tmp_path / "sweep", math.exp(LOGNORMAL_SIGMA**2 / 2)) >= 0.90
 
 
+@pytest.mark.slow
 def test_images_of_one_prompt_are_resampled_as_a_cluster(tmp_path):
     """5 prompts x 4 seeds with a strong prompt effect: the clustered interval still covers ~95 %;
     treating the 20 images as independent would cover far less (about 64 % on the same draws)."""

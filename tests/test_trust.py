@@ -45,6 +45,7 @@ def _tiny_cache(monkeypatch, tiny_root):
     monkeypatch.setenv("IDEOGRAM4_CACHE", tiny_root)  # the user's own cache: where the tiny weights are
 
 
+@pytest.mark.slow
 def test_seed_example_and_cjk_images_reproduce_bit_for_bit(tmp_path, tiny_root, capsys):
     run_inprocess([*FAST, "prompts=seed_example"], tmp_path / "a", tiny_root)
     run_inprocess([*FAST, f"prompt='{CJK}'"], tmp_path / "b", tiny_root)
@@ -84,6 +85,7 @@ def _hostile(made: Path, dst: Path, sentinel: Path, lora: bool) -> None:
     edit_png_text(made, dst, edit)
 
 
+@pytest.mark.slow
 def test_hostile_png_reads_no_secret_and_touches_nothing_outside_out(
     tmp_path, tiny_root, capsys, monkeypatch, watch_opens
 ):
@@ -121,6 +123,7 @@ def test_hostile_png_reads_no_secret_and_touches_nothing_outside_out(
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "what, change, message",
     [
@@ -159,6 +162,7 @@ def _deep(depth: int) -> dict:
     return node
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "what, change",
     [
@@ -309,6 +313,7 @@ def _prompt_readers(path: Path) -> dict:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["yaml anchor bomb", "deep json", "deep jsonl", "deep yaml"])
 @pytest.mark.parametrize("reader", ["captions check", "captions format", "captions tokens", "prompts.file"])
 def test_hostile_prompt_files_are_one_line_in_bounded_time(tmp_path, capsys, kind, reader):

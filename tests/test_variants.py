@@ -193,6 +193,7 @@ def plan(overrides: list[str]):
     return build_plan(compose(["device=cpu", *overrides]), check_tokens=False)
 
 
+@pytest.mark.slow
 def test_distilled_presets_are_sampler_options_with_their_guidance():
     for name in ("fast_20", "instant_8", "turbotime_2", "turbotime_4", "turbotime_8"):
         p = plan([f"sampler={name}"])
