@@ -265,8 +265,8 @@ def _build_once(target: Path, marker: str, build) -> str:
         return str(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    # the first run's only long silent step otherwise (~15 s on 2 cores): say what is happening
-    log.info("Building the tiny random model (first use only; ~15 s on 2 CPU cores) into %s ...", target)
+    # the first run's only long silent step otherwise (~7 s on 2 cores): say what is happening
+    log.info("Building the tiny random model (first use only; ~7 s on 2 CPU cores) into %s ...", target)
     start = time.perf_counter()
     try:
         build(tmp)
