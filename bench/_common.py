@@ -6,6 +6,7 @@ diffusers 0.42.1; nothing is copied from elsewhere.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import platform
@@ -78,7 +79,9 @@ def diffusers_twin(model: Ideogram4Transformer):
     from diffusers.models.transformers.transformer_ideogram4 import Ideogram4MRoPE
 
     cfg = model.config
-    kwargs = {k: v for k, v in tiny.diffusers_dit_config(cfg).items() if not k.startswith("_")}
+    # what diffusers' constructor takes: its config.json also carries keys from_pretrained ignores (the side range)
+    takes = inspect.signature(Ideogram4Transformer2DModel.__init__).parameters
+    kwargs = {k: v for k, v in tiny.diffusers_dit_config(cfg).items() if k in takes}
     with torch.device("meta"):
         twin = Ideogram4Transformer2DModel(**kwargs)
     twin.load_state_dict(tiny.dit_to_diffusers_keys(model.state_dict()), strict=True, assign=True)
