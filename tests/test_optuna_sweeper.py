@@ -27,6 +27,7 @@ from hydra_plugins.ideogram4_optuna._search import (
     open_study,
 )
 from hydra_plugins.ideogram4_optuna._study import STALE_DIR, fail_stale
+from ideogram4.experiment.run.exits import EXIT_RUNTIME
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -291,7 +292,8 @@ def test_a_search_where_every_trial_fails_exits_non_zero_and_is_resumed_only_as_
     study = load(sweep)
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
     assert "RuntimeError: the fake job broke" in study.trials[0].user_attrs["fail_reason"]
-    assert res.returncode != 0 and "No trial of study 'search_cfg' completed (2 failed" in res.stderr
+    assert res.returncode == EXIT_RUNTIME and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith("Search: No trial of study 'search_cfg' completed (2 failed")
     assert not (sweep / "best.yaml").exists()
     # a resumed study must be the same experiment: other fixed overrides are refused with the reason
     res = try_app(app, sweep, "hydra.sweeper.n_trials=3", "mode=ok")

@@ -3,6 +3,7 @@ plugin scan at every start never imports Optuna)."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from hydra.plugins.sweeper import Sweeper
@@ -42,11 +43,14 @@ class OptunaSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> Any:
-        from ideogram4.experiment.run.exits import exit_one_line
+        from ideogram4.experiment.run.exits import EXIT_RUNTIME, exit_one_line
 
-        from ._search import run_search
+        from ._search import SearchFailed, run_search
 
         try:
             return run_search(self, arguments)
+        except SearchFailed as e:  # every trial failed: the trials' own reasons, in one line (exit 5, as a job)
+            print(f"Search: {e}", file=sys.stderr)
+            sys.exit(EXIT_RUNTIME)
         except Exception as e:  # a setting or the study's storage: one line (exit 2 or 4); a bug: its traceback
             exit_one_line(e)
