@@ -41,6 +41,9 @@ def check_command_line() -> None:
 
 if __name__ == "__main__":
     check_command_line()
+    from ideogram4.experiment.run.exits import catch_interrupts
+
+    catch_interrupts()
     try:
         main()
     except KeyboardInterrupt:  # between jobs (inside a job, run_job says the same and exits 130)

@@ -191,6 +191,34 @@ def sigint_by_default() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+FINALIZER_SWALLOWS_CTRL_C = """
+import os, signal, sys, time
+from ideogram4.experiment.run.exits import catch_interrupts, raise_if_interrupted
+if sys.argv[1] == "caught":
+    catch_interrupts()
+
+class Finalizer:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.5)  # Ctrl-C lands here, inside __del__: Python prints the exception and drops it
+
+Finalizer()
+try:
+    raise_if_interrupted()
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+@pytest.mark.parametrize("mode, code", [("caught", 130), ("python_default", 0)])
+def test_ctrl_c_inside_a_finalizer_is_raised_again_at_the_next_check(mode, code, runner_env):
+    res = subprocess.run(
+        [sys.executable, "-c", FINALIZER_SWALLOWS_CTRL_C, mode], env=runner_env, capture_output=True, text=True
+    )
+    assert "Exception ignored in" in res.stderr and "KeyboardInterrupt" in res.stderr  # dropped by Python
+    assert res.returncode == code, res.stderr  # remembered by catch_interrupts, lost without it
+
+
 def test_interrupted_sweep_keeps_finished_images_and_resumes(tmp_path, runner_env):
     sweep = tmp_path / "sweep"
     # six jobs, so that plenty of work is left when the first job's first line appears

@@ -38,6 +38,7 @@ class Table:
     rows: list[dict]  # {"keys": [(raw, label)], "n": str, "baseline": str, "cells": {metric: {field: Number}}}
     source: str  # the CSV's file name
     method: str = ""  # how the intervals were computed (summary.json)
+    plain: list[str] = field(default_factory=list)  # columns of one number per row (the cost columns)
 
 
 def _read(path: Path) -> tuple[list[str], list[dict]]:
@@ -78,11 +79,15 @@ def _load(sweep_dir: Path, name: str, after_keys: str, fields: tuple[str, ...]) 
     columns, rows = _read(path)
     keys = columns[: columns.index(after_keys)] if after_keys in columns else []
     metrics = _metric_columns(columns, rows, f"_{fields[2]}")  # fields: better, n, the mean, ...
+    # after the metrics' field columns: plain columns, one number per row (images_per_hour, peak_memory_gb)
+    of_metrics = {f"{m.name}_{f}" for m in metrics for f in fields}
+    plain = [c for c in columns[len(keys) + 1 :] if c not in of_metrics]
     out = []
     for key_cells, r in zip(_key_cells(keys, rows), rows):
         cells = {m.name: {f: Number.of(r.get(f"{m.name}_{f}", "")) for f in fields} for m in metrics}
-        out.append({"keys": key_cells, after_keys: r.get(after_keys, ""), "cells": cells})
-    return Table(keys, metrics, out, name, _method(Path(sweep_dir)))
+        extra = {c: Number.of(r.get(c, "")) for c in plain}
+        out.append({"keys": key_cells, after_keys: r.get(after_keys, ""), "cells": cells, "plain": extra})
+    return Table(keys, metrics, out, name, _method(Path(sweep_dir)), plain)
 
 
 def summary_table(sweep_dir: Path) -> Table | None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from .exits import EXIT_INTERRUPTED, INTERRUPTED, classify
+from .exits import EXIT_INTERRUPTED, INTERRUPTED, classify, raise_if_interrupted
 
 log = logging.getLogger("ideogram4.experiment")
 
@@ -38,6 +38,7 @@ def run_job(cfg: DictConfig) -> None:
             sys.exit(code)
         return
     try:
+        raise_if_interrupted()
         run(cfg)
         ctx = job_context()
         if ctx.multirun:  # failed_jobs.jsonl reports each job's last attempt: this one succeeded

@@ -3,7 +3,9 @@ jobs (`entry`) and the reproduction commands (`reproduce`)."""
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from typing import NoReturn
 
 from ideogram4.errors import CheckpointError, GpuOutOfMemory, UpsampleError, is_out_of_memory
@@ -39,3 +41,26 @@ def exit_one_line(e: BaseException) -> NoReturn:
         raise e
     print(known[1], file=sys.stderr)
     sys.exit(known[0])
+
+
+_interrupted = False  # Ctrl-C was pressed in this process (see catch_interrupts)
+
+
+def _on_interrupt(signum, frame) -> NoReturn:
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
+
+
+def catch_interrupts() -> None:
+    """Ctrl-C raises KeyboardInterrupt as usual and is also remembered, so one that lands inside a finalizer
+    (a ``__del__``, where Python prints the exception and drops it) is raised again at the next
+    ``raise_if_interrupted`` (before each job and each batch) instead of being lost while the sweep runs on."""
+    if threading.current_thread() is threading.main_thread():
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, _on_interrupt)
+
+
+def raise_if_interrupted() -> None:
+    if _interrupted:
+        raise KeyboardInterrupt

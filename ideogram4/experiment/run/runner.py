@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from ..config.plan import RunPlan, build_plan
 from ..config.prompt_plan import PromptPlan
 from . import outputs as out_mod
+from .exits import raise_if_interrupted
 from .job_facts import job_facts, make_record
 from .jobs import JobContext, job_context
 from .lock import folder_lock
@@ -191,6 +192,7 @@ def generate(plan: RunPlan, ctx: JobContext, pending: list[Item], tracker, resul
     bar = tqdm(total=len(pending) * plan.gen.steps, unit="step", disable=not plan.conf.progress, dynamic_ncols=True)
     try:
         for start in range(0, len(pending), bs):
+            raise_if_interrupted()
             batch = pending[start : start + bs]
             bar.set_description(f"{ctx.position} | {_batch_label(batch, start, len(pending))}")
             shaped = batch * copies
