@@ -102,14 +102,19 @@ def test_sweep_over_strength_and_blur_summarises_the_keep_change_trade_off(tmp_p
     assert blurs == {0.0, 8.0}
 
 
-def test_scoring_later_rebuilds_the_edit_region_from_the_recorded_files(tmp_path, tiny_root):
+def test_scoring_later_rebuilds_the_edit_region_from_the_recorded_files(tmp_path, tiny_root, caplog):
     from ideogram4.experiment.score import score_folder
 
     source, mask = _files(tmp_path)
     args = [*FAST, f"input_image={source}", f"mask_image={mask}", "mask_blur=8", "metrics=[edit]"]
     (made,) = run_inprocess(args, tmp_path / "job", tiny_root).made
-    assert score_folder(tmp_path / "job", ["edit"], {}, force=True) == 1
+    assert score_folder(tmp_path / "job", ["edit"], {}, force=True, edit_files=[tmp_path]) == 1
     assert read_manifest(tmp_path / "job")[-1]["metrics"] == made["metrics"]
+    # the manifest's paths are data: without the user's say-so (--edit-files) they are not followed
+    with caplog.at_level("WARNING"):
+        assert score_folder(tmp_path / "job", ["edit"], {}, force=True, edit_files=[tmp_path / "job"]) == 1
+    assert set(read_manifest(tmp_path / "job")[-1]["metrics"].values()) == {None}
+    assert "in no folder given with --edit-files" in caplog.text and str(mask) in caplog.text
     Image.new("L", (64, 64), 255).save(mask)  # the mask changed since: no region, no values
-    assert score_folder(tmp_path / "job", ["edit"], {}, force=True) == 1
+    assert score_folder(tmp_path / "job", ["edit"], {}, force=True, edit_files=[tmp_path]) == 1
     assert set(read_manifest(tmp_path / "job")[-1]["metrics"].values()) == {None}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from .config.edit_plan import recorded_region
@@ -50,8 +51,12 @@ def rescored(rec: dict, scored) -> dict:
     return line
 
 
-def score_folder(folder: Path, metric_names: list[str], options: dict, force: bool = False, ahead: int = 4) -> int:
-    """Score one job folder's images; returns how many were (re)scored."""
+def score_folder(
+    folder: Path, metric_names: list[str], options: dict, force: bool = False, edit_files: Sequence[Path] = ()
+) -> int:
+    """Score one job folder's images; returns how many were (re)scored. Edit metrics read an image's
+    recorded input and mask only inside the `edit_files` folders (the manifest's paths are data)."""
+    ahead = 4  # images in memory at once, scored in order
     from tqdm.auto import tqdm
 
     from ideogram4.image_files import ImageFileError, read_image
@@ -66,7 +71,7 @@ def score_folder(folder: Path, metric_names: list[str], options: dict, force: bo
         todo = [r for r in records if force or needs_scores(r, versions)]
         futures = []  # at most `ahead` images in memory, scored in order
         for rec in tqdm(todo, desc=f"scoring {folder.name}", unit="image", disable=not todo):
-            edit = recorded_region(rec) if any(m.reads_edit for m in scorer.metrics) else None
+            edit = recorded_region(rec, edit_files) if any(m.reads_edit for m in scorer.metrics) else None
             try:
                 image = read_image(folder / rec["image"], mode=None)
             except ImageFileError as e:  # named; the other images are still scored
@@ -87,6 +92,14 @@ def main(argv: list[str] | None = None) -> int:
         "--option", action="append", default=[], metavar="METRIC.NAME=VALUE", help="a metric option (repeatable)"
     )
     parser.add_argument("--force", action="store_true", help="score images that already have these metrics")
+    parser.add_argument(
+        "--edit-files",
+        action="append",
+        default=[],
+        metavar="FOLDER",
+        help="edit metrics: a folder holding the input images and masks the edits used (repeatable); "
+        "the paths a manifest records are read only inside these",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     folder = Path(args.folder)
@@ -101,7 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, MetricError) as e:  # MetricError is a ValueError
         parser.error(f"--metrics/--option: {e}")
     try:
-        total = sum(score_folder(f, args.metrics.split(","), options, args.force) for f in job_folders(folder))
+        edit_files = [Path(p) for p in args.edit_files]
+        total = sum(
+            score_folder(f, args.metrics.split(","), options, args.force, edit_files) for f in job_folders(folder)
+        )
     except (FolderInUse, OSError) as e:  # a folder another process writes, or one this user cannot write
         print(f"Output: {e}", file=sys.stderr)
         return EXIT_OUTPUT

@@ -9,6 +9,8 @@ pipeline would, before any weights load. Mask files are named by sha256 in the r
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ideogram4.errors import ArgumentError
@@ -105,9 +107,11 @@ def _outpaint_problem(input_image: str, sides: dict[str, int], height: int, widt
     return problem("outpaint", sides, what, f"set resolution.width={canvas[0]} resolution.height={canvas[1]}")
 
 
-def recorded_region(record: dict):
+def recorded_region(record: dict, allowed: Sequence[str | os.PathLike]):
     """The masks.EditRegion of a manifest record, rebuilt from its recorded files (scoring an edit later);
-    None when the image is no edit, or its input or mask is gone or changed (sha256) since."""
+    None when the image is no edit, or its input or mask is gone or changed (sha256) since. A manifest is
+    data: a recorded path is opened only inside one of the `allowed` folders (the user's say-so,
+    `score --edit-files DIR`), never wherever the manifest points."""
     import logging
 
     from ideogram4.edit_checks import check_edit_args, open_edit
@@ -118,8 +122,18 @@ def recorded_region(record: dict):
         return None
     files = {k: (edit.get(k), edit.get(f"{k}_sha256")) for k in EDIT_FILES if edit.get(k)}
     files["input_image"] = (s.get("input_image"), s.get("input_image_sha256"))
+    roots = [Path(a).resolve() for a in allowed]
     for key, (path, sha) in files.items():
-        if not (path and os.path.isfile(path) and file_sha256(path) == sha):
+        if not (path and any(Path(path).resolve().is_relative_to(root) for root in roots)):
+            logging.getLogger(__name__).warning(
+                "%s: its %s %s is in no folder given with --edit-files: no edit metrics (pass --edit-files "
+                "FOLDER to let the score read it)",
+                record["image"],
+                key,
+                path,
+            )
+            return None
+        if not (os.path.isfile(path) and file_sha256(path) == sha):
             logging.getLogger(__name__).warning(
                 "%s: its %s %s is gone or changed: no edit metrics", record["image"], key, path
             )
