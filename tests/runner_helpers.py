@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -108,3 +109,9 @@ def documented_commands(text: str, fenced: bool = True) -> list[str]:
     found = [x[x.index("python run.py") :] for x in lines if "python run.py" in x]
     found += INLINE.findall(text) if fenced else []
     return [_strip_comment(x) for x in found if "..." not in x]
+
+
+def sigint_by_default() -> None:
+    """A child started from a background job inherits SIGINT ignored (then Python installs no
+    KeyboardInterrupt handler and Ctrl-C does nothing): restore the default, as in a terminal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -19,6 +19,7 @@ import pytest
 import yaml
 from hydra.core.utils import JobReturn, JobStatus
 from optuna.trial import TrialState
+from runner_helpers import sigint_by_default
 
 from hydra_plugins.ideogram4_optuna._search import (
     SearchSettings,
@@ -162,12 +163,6 @@ def test_search_cfg_search_improves_on_its_first_trial_and_writes_best_yaml(app,
     assert best["fixed_overrides"] == ["+experiment=search_cfg"]  # the searched keys are not fixed
     assert (sweep / "multirun.yaml").exists()
     assert len(calls(app)) == 10
-
-
-def sigint_by_default() -> None:
-    """A child started from a background job inherits SIGINT ignored (then Python installs no
-    KeyboardInterrupt handler and Ctrl-C does nothing): restore the default, as in a terminal."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 FAST_HEARTBEAT = ("hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=4")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from runner_helpers import BAD_CONFIG, REPO, TINY, read_manifest, run_cli
+from runner_helpers import BAD_CONFIG, REPO, TINY, read_manifest, run_cli, sigint_by_default
 
 pytestmark = pytest.mark.slow
 
@@ -185,12 +185,6 @@ def test_bad_input_exits_nonzero_quickly_without_images(tmp_path, runner_env, ov
     assert dt < 20, dt
 
 
-def sigint_by_default() -> None:
-    """A child started from a background job inherits SIGINT ignored (then Python installs no
-    KeyboardInterrupt handler and Ctrl-C does nothing): restore the default, as in a terminal."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 FINALIZER_SWALLOWS_CTRL_C = """
 import os, signal, sys, time
 from ideogram4.experiment.run.exits import catch_interrupts, raise_if_interrupted
@@ -213,7 +207,11 @@ except KeyboardInterrupt:
 @pytest.mark.parametrize("mode, code", [("caught", 130), ("python_default", 0)])
 def test_ctrl_c_inside_a_finalizer_is_raised_again_at_the_next_check(mode, code, runner_env):
     res = subprocess.run(
-        [sys.executable, "-c", FINALIZER_SWALLOWS_CTRL_C, mode], env=runner_env, capture_output=True, text=True
+        [sys.executable, "-c", FINALIZER_SWALLOWS_CTRL_C, mode],
+        env=runner_env,
+        capture_output=True,
+        text=True,
+        preexec_fn=sigint_by_default,  # a background CI job starts us with SIGINT ignored
     )
     assert "Exception ignored in" in res.stderr and "KeyboardInterrupt" in res.stderr  # dropped by Python
     assert res.returncode == code, res.stderr  # remembered by catch_interrupts, lost without it
