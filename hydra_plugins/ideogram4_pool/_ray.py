@@ -57,29 +57,27 @@ class PoolActor:
 class RayPool:
     def __init__(self, owner: int, runner: JobRunner, options: dict) -> None:
         self.owner, self.runner, self.options = owner, runner, options
-        self.actors: list[Any] = []
         self.reports: dict[str, WorkerReport] = {}  # actor id -> what it did in the current launch
         self.loads: dict[str, int] = {}  # actor id -> pipeline loads in its process so far
-        self.handles: dict[str, Any] = {}
+        self.handles: dict[str, Any] = {}  # actor id -> the live actor (a dead one is dropped, not replaced)
 
     def grow(self, n: int) -> None:
         """Start actors until there are n (waits until each has started)."""
         import ray
 
         remote = ray.remote(PoolActor).options(**self.options)
-        new = [remote.remote(self.runner, len(self.actors) + i) for i in range(n - len(self.actors))]
+        new = [remote.remote(self.runner, len(self.handles) + i) for i in range(n - len(self.handles))]
         for actor, (identity, loads) in zip(new, ray.get([a.describe.remote() for a in new])):
             self.handles[identity["actor_id"]] = actor
             self.reports[identity["actor_id"]] = WorkerReport(f"actor {identity['actor']}", identity)
             self.loads[identity["actor_id"]] = loads
-        self.actors += new
 
     def close(self) -> None:
         import ray
 
-        for actor in self.actors:
+        for actor in self.handles.values():
             ray.kill(actor)
-        self.actors = []
+        self.handles = {}
 
     def run(self, jobs: list[PoolJob], retries: int) -> dict[int, JobReturn]:
         """Each idle actor takes the next job; results arrive as jobs finish (``ray.wait``). Every running
@@ -122,8 +120,7 @@ class RayPool:
 
     def drop_dead(self, actor_id: str, job: PoolJob, error: Exception) -> None:
         """Take a dead actor out of the pool (it is not replaced)."""
-        handle = self.handles.pop(actor_id)
-        self.actors = [a for a in self.actors if a is not handle]
+        self.handles.pop(actor_id)
         name = self.reports[actor_id].name
         log.warning("%s died while running job %d: %s", name, job.idx, str(error).splitlines()[0])
 
@@ -195,10 +192,10 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
     if _POOL is None:
         options = dict(params.get("actor_options") or {}, num_gpus=params["num_gpus"], num_cpus=params["num_cpus"])
         _POOL = RayPool(id(launcher), JobRunner(launcher), options)
-    if len(_POOL.actors) < n:
+    if len(_POOL.handles) < n:
         log.info(
             "ray_pool: starting %d actor(s) (%g GPU, %g CPU each)",
-            n - len(_POOL.actors),
+            n - len(_POOL.handles),
             params["num_gpus"],
             params["num_cpus"],
         )
